@@ -1,0 +1,83 @@
+//! Shared state and the HTTP router: WebSocket, identity, health, metrics and admin routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::node::Node;
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Engine, hub, limits.
+    pub node: Arc<Node>,
+    /// Token checks and login.
+    pub identity: Arc<Identity>,
+    /// The configuration the server started with.
+    pub config: Arc<Config>,
+    /// Cancelled when the server shuts down: connections close with 1001.
+    pub shutdown: CancellationToken,
+    /// Connection tasks, awaited on shutdown.
+    pub tasks: TaskTracker,
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    let identity = state.identity.router();
+    Router::new()
+        .route("/", get(crate::ws::upgrade))
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/admin/broadcast", post(crate::admin::broadcast))
+        .with_state(state)
+        .merge(identity)
+        .layer(RequestBodyLimitLayer::new(64 * 1024))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// `GET /healthz`: 200 when this node can serve, 503 while the engine is unreachable or the
+/// server is shutting down.
+async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
+    let engine_ready = app.node.engine.ready().await;
+    let shutting_down = app.shutdown.is_cancelled();
+    let status = if engine_ready && !shutting_down {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+        "engine": if engine_ready { "ready" } else { "unreachable" },
+        "shutting_down": shutting_down,
+        "connections": app.node.metrics.connections.get(),
+    });
+    (status, axum::Json(body))
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.node.metrics.render(),
+    )
+}

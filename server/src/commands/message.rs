@@ -1,0 +1,35 @@
+//! `message`: text to every member of a joined channel, on every node, the sender included.
+
+use protocol::Ref;
+
+use super::{Replies, Session, reply};
+use crate::engine::NewMessage;
+use crate::error::ChatError;
+use crate::limits::check_message;
+use crate::node::Node;
+
+pub(super) async fn run(
+    session: &mut Session,
+    node: &Node,
+    channel: &str,
+    message: String,
+    reference: Option<&Ref>,
+) -> Result<Replies, ChatError> {
+    let username = session.require_name(node).await?;
+    session.require_joined(channel)?;
+    check_message(&message, &node.limits)?;
+    session.charge_message()?;
+    let ack = reply(format!("Message sent to {channel}: {message}"), reference);
+    node.engine
+        .publish(NewMessage {
+            channel: channel.to_owned(),
+            user_id: session.principal.user_id.to_string(),
+            username,
+            message,
+        })
+        .await?;
+    node.metrics.messages_published.inc();
+    // The sender's own copy is queued by now; this reply is written before the queue is read,
+    // so the sender sees "Message sent to ..." first, as with the seed.
+    Ok(vec![ack])
+}

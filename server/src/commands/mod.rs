@@ -1,0 +1,144 @@
+//! Client requests, one file per request type (as in mini-redis). Each returns the frames to
+//! send back to the requesting connection, in order; deliveries to others go through the engine.
+
+mod direct;
+mod history;
+mod join;
+mod leave;
+mod message;
+mod set_name;
+mod who;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use protocol::{ClientFrame, ClientRequest, ErrorCode, Event, MessageId, Ref, Reply};
+
+use crate::error::ChatError;
+use crate::hub::ConnHandle;
+use crate::identity::Principal;
+use crate::node::Node;
+
+/// A channel this connection has joined.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Joined {
+    /// Live copies of messages up to this id were already sent as history: skip them.
+    pub replay_until: Option<MessageId>,
+}
+
+/// Per-connection state that requests read and change.
+pub struct Session {
+    /// This connection's queue handle (its identity in the hub).
+    pub conn: ConnHandle,
+    /// The authenticated user.
+    pub principal: Principal,
+    /// Channels joined by this connection.
+    pub channels: HashMap<Arc<str>, Joined>,
+    message_limiter: DefaultDirectRateLimiter,
+}
+
+impl Session {
+    /// State of a new connection.
+    pub fn new(conn: ConnHandle, principal: Principal, node: &Node) -> Self {
+        let per_second =
+            NonZeroU32::new(node.limits.messages_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(node.limits.message_burst).unwrap_or(per_second);
+        Self {
+            conn,
+            principal,
+            channels: HashMap::new(),
+            message_limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+        }
+    }
+
+    /// Charges one chat or direct message against the connection's rate.
+    fn charge_message(&self) -> Result<(), ChatError> {
+        self.message_limiter.check().map_err(|_| {
+            ChatError::new(
+                ErrorCode::RateLimited,
+                "You are sending messages too fast, slow down",
+            )
+        })
+    }
+
+    /// The user's display name, which `message` and `direct` require.
+    async fn require_name(&self, node: &Node) -> Result<String, ChatError> {
+        node.engine
+            .name(&self.principal.user_id)
+            .await?
+            .ok_or_else(|| ChatError::new(ErrorCode::NameRequired, "You must set a username first"))
+    }
+
+    /// Fails with the seed's error unless the channel is joined.
+    fn require_joined(&self, channel: &str) -> Result<(), ChatError> {
+        if self.channels.contains_key(channel) {
+            Ok(())
+        } else {
+            Err(ChatError::new(
+                ErrorCode::NotJoined,
+                "You must join the channel first",
+            ))
+        }
+    }
+}
+
+/// Frames to send back to the requester, in order.
+pub type Replies = Vec<String>;
+
+/// A seed-style `{"message": ...}` reply.
+pub fn reply(text: impl Into<std::borrow::Cow<'static, str>>, reference: Option<&Ref>) -> String {
+    Reply {
+        message: text.into(),
+        reference,
+    }
+    .to_json()
+}
+
+/// Carries out one parsed request. Errors become error replies (counted in metrics).
+pub async fn handle(session: &mut Session, node: &Node, frame: ClientFrame) -> Replies {
+    let reference = frame.reference.as_ref();
+    let result = match frame.request {
+        ClientRequest::SetName { username } => {
+            set_name::run(session, node, &username, reference).await
+        }
+        ClientRequest::Join {
+            channel,
+            history,
+            since,
+        } => join::run(session, node, &channel, history, since, reference).await,
+        ClientRequest::Leave { channel } => leave::run(session, node, &channel, reference).await,
+        ClientRequest::Message { channel, message } => {
+            message::run(session, node, &channel, message, reference).await
+        }
+        ClientRequest::Who { channel } => who::run(session, node, &channel, reference).await,
+        ClientRequest::Direct { to, message } => {
+            direct::run(session, node, &to, message, reference).await
+        }
+        ClientRequest::History {
+            channel,
+            before,
+            limit,
+        } => history::run(session, node, &channel, before, limit, reference).await,
+        ClientRequest::Ping => Ok(vec![Event::Pong.to_json(reference)]),
+    };
+    result.unwrap_or_else(|error| {
+        node.metrics.error(error.code);
+        vec![error.to_json(reference)]
+    })
+}
+
+/// Leaves every channel of a closing connection.
+pub async fn leave_all(session: &mut Session, node: &Node) {
+    let username = node
+        .engine
+        .name(&session.principal.user_id)
+        .await
+        .ok()
+        .flatten();
+    for (channel, _) in session.channels.drain() {
+        node.leave(&channel, &session.conn, username.as_deref())
+            .await;
+    }
+}

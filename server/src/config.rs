@@ -1,0 +1,195 @@
+//! Server configuration: every setting is a CLI flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+
+/// bevy chat server: seed-compatible WebSocket chat with guest identity.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chat-server", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on; one port serves HTTP (identity, health, metrics, admin) and WebSocket.
+    #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Log output format.
+    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Identity (tokens, guest login) settings.
+    #[command(flatten)]
+    pub identity: IdentityConfig,
+
+    /// Shared-state engine settings.
+    #[command(flatten)]
+    pub engine: EngineConfig,
+
+    /// Limits that protect the server and other players.
+    #[command(flatten)]
+    pub limits: Limits,
+
+    /// Bearer token that guards the admin HTTP API (`/admin/...`); the API is off when unset.
+    #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// How long shutdown waits for connections to close after sending them close frames.
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub shutdown_grace: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Where tokens come from and how they are checked.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityConfig {
+    /// Verify tokens against this external issuer's JWKS (`<url>/.well-known/jwks.json`) instead of
+    /// the built-in identity; the built-in login endpoints are then off.
+    #[arg(long, env = "CHAT_ISSUER_URL")]
+    pub issuer_url: Option<String>,
+
+    /// Issuer URL written into (and required of) the built-in identity's tokens. Defaults to
+    /// `http://<listen address>`. Nodes that share a key file must share this value.
+    #[arg(long, env = "CHAT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Turn off the built-in `/login-as-guest` and `/refresh-access-token` endpoints (tokens
+    /// signed with the key file are still accepted).
+    #[arg(long, env = "CHAT_NO_IDENTITY")]
+    pub no_identity: bool,
+
+    /// PEM file of the RSA signing key; created on first start. Give every node the same file so
+    /// they accept each other's tokens.
+    #[arg(long, env = "CHAT_KEY_FILE", default_value = "data/jwt-key.pem")]
+    pub key_file: PathBuf,
+
+    /// PEM file of the previous signing key after a rotation: still accepted and published in the
+    /// JWKS, never used to sign.
+    #[arg(long, env = "CHAT_PREVIOUS_KEY_FILE")]
+    pub previous_key_file: Option<PathBuf>,
+
+    /// File where guest accounts (user id and a hash of the secret) are kept across restarts.
+    #[arg(long, env = "CHAT_GUEST_FILE", default_value = "data/guests.jsonl")]
+    pub guest_file: PathBuf,
+
+    /// How often the external issuer's JWKS may be fetched again for an unknown key id.
+    #[arg(long, env = "CHAT_JWKS_REFETCH_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub jwks_refetch_interval: Duration,
+}
+
+/// Which engine shares channels, names, presence and history.
+#[derive(Debug, Clone, Args)]
+pub struct EngineConfig {
+    /// Engine kind. `memory` keeps everything in this process (one node, no dependencies).
+    #[arg(long = "engine", env = "CHAT_ENGINE", value_enum, default_value_t = EngineKind::Memory)]
+    pub kind: EngineKind,
+
+    /// Messages kept per channel for history and resume.
+    #[arg(long, env = "CHAT_HISTORY_SIZE", default_value_t = 1000)]
+    pub history_size: usize,
+
+    /// Names are unique across users (claimed atomically); a taken name is refused with `name_taken`.
+    #[arg(long, env = "CHAT_UNIQUE_NAMES")]
+    pub unique_names: bool,
+}
+
+/// Engine kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// In-process engine: a single node.
+    Memory,
+}
+
+/// Limits, each answered with a clear error code (or, for abuse, a close code).
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Longest chat or direct message, in characters (`too_long`).
+    #[arg(long, env = "CHAT_MAX_MESSAGE_CHARS", default_value_t = 500)]
+    pub max_message_chars: usize,
+
+    /// Longest username, in characters (`bad_name`).
+    #[arg(long, env = "CHAT_MAX_NAME_CHARS", default_value_t = 32)]
+    pub max_name_chars: usize,
+
+    /// Longest channel name, in characters (`bad_channel`).
+    #[arg(long, env = "CHAT_MAX_CHANNEL_CHARS", default_value_t = 64)]
+    pub max_channel_chars: usize,
+
+    /// Channels one connection may be in at once (`too_many_channels`).
+    #[arg(long, env = "CHAT_MAX_CHANNELS", default_value_t = 32)]
+    pub max_channels_per_connection: usize,
+
+    /// Chat and direct messages per second per connection, sustained (`rate_limited` past it).
+    #[arg(long, env = "CHAT_MESSAGES_PER_SECOND", default_value_t = 5)]
+    pub messages_per_second: u32,
+
+    /// Chat and direct messages a connection may send in a burst.
+    #[arg(long, env = "CHAT_MESSAGE_BURST", default_value_t = 10)]
+    pub message_burst: u32,
+
+    /// Frames of any kind per second per connection; sustained flooding past this closes the
+    /// connection with 1008.
+    #[arg(long, env = "CHAT_FRAMES_PER_SECOND", default_value_t = 50)]
+    pub frames_per_second: u32,
+
+    /// Frames of any kind a connection may send in a burst before the flood limit applies.
+    #[arg(long, env = "CHAT_FRAME_BURST", default_value_t = 200)]
+    pub frame_burst: u32,
+
+    /// Largest WebSocket frame or message accepted, in bytes; larger closes with 1009.
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Frames queued for one connection before it counts as too slow and is closed with 1008.
+    #[arg(long, env = "CHAT_OUTGOING_QUEUE", default_value_t = 1024)]
+    pub outgoing_queue: usize,
+
+    /// Largest page of history sent at once (`history` on join, `history` requests).
+    #[arg(long, env = "CHAT_MAX_HISTORY_PAGE", default_value_t = 200)]
+    pub max_history_page: usize,
+
+    /// Interval of server WebSocket pings.
+    #[arg(long, env = "CHAT_PING_INTERVAL", value_parser = humantime::parse_duration, default_value = "20s")]
+    pub ping_interval: Duration,
+
+    /// A connection silent (no frame, no pong) for this long is dropped.
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults with no flags and no environment: for tests and embedding.
+    pub fn defaults() -> Self {
+        // Parse from an empty command line, ignoring the environment so that an operator's
+        // CHAT_* variables cannot leak into an embedded server.
+        let mut cmd = <Self as clap::CommandFactory>::command();
+        cmd = cmd.mut_args(|arg| arg.env(None::<&str>));
+        let matches = cmd
+            .try_get_matches_from(["chat-server"])
+            .unwrap_or_else(|e| unreachable!("defaults must parse: {e}"));
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+            .unwrap_or_else(|e| unreachable!("defaults must parse: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::defaults();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.limits.ping_interval, Duration::from_secs(20));
+        assert!(c.admin_token.is_none());
+        <Config as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,0 +1,166 @@
+//! The engine: everything server nodes share (channel fan-out, names, presence, history, direct
+//! delivery, broadcast).
+//!
+//! Connection code talks only to the [`Engine`] trait; the in-process [`MemoryEngine`] serves a
+//! single node, and a Redis engine serves many. Like centrifuge's Broker and PresenceManager, an
+//! engine delivers everything it publishes — locally or from other nodes — to this node's
+//! [`DeliverySink`] (the [`Hub`](crate::hub::Hub)), which fans it out to local connections.
+
+mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use protocol::{
+    BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange, PresenceUser,
+};
+
+pub use memory::MemoryEngine;
+
+/// An engine failure, reported to the client as `unavailable` / `name_taken`.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The shared backend cannot be reached; the request was not carried out.
+    #[error("the chat backend is unavailable, try again shortly")]
+    Unavailable(String),
+    /// The name is held by another user (unique names only).
+    #[error("the name {0:?} is taken")]
+    NameTaken(String),
+}
+
+/// What the engine hands back to a node for local fan-out.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// A chat message for every local member of its channel.
+    Message(Arc<ChatMessage>),
+    /// A user joined a channel.
+    UserJoined(Arc<PresenceChange>),
+    /// A user left a channel.
+    UserLeft(Arc<PresenceChange>),
+    /// A direct message for every local connection of `to`.
+    Direct {
+        /// Recipient user id.
+        to: Arc<str>,
+        /// The message.
+        message: Arc<DirectMessage>,
+    },
+    /// An operator broadcast for every local connection.
+    Broadcast(Arc<BroadcastMessage>),
+}
+
+/// Receives everything the engine delivers to this node.
+pub trait DeliverySink: Send + Sync + 'static {
+    /// Fans one delivery out to local connections. Must not block.
+    fn deliver(&self, delivery: Delivery);
+}
+
+/// A message to publish; the engine assigns its id and time.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Target channel.
+    pub channel: String,
+    /// Sender's user id.
+    pub user_id: String,
+    /// Sender's display name.
+    pub username: String,
+    /// The text.
+    pub message: String,
+}
+
+/// Which kept messages to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// The newest `limit` messages.
+    Last {
+        /// How many.
+        limit: usize,
+    },
+    /// Every kept message after `after` (at most `limit`, the oldest first).
+    Since {
+        /// Exclusive lower bound.
+        after: MessageId,
+        /// Most messages to return.
+        limit: usize,
+    },
+    /// The `limit` newest messages older than `before`.
+    Before {
+        /// Exclusive upper bound.
+        before: MessageId,
+        /// Most messages to return.
+        limit: usize,
+    },
+}
+
+/// Result of a history read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// Messages, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// Older kept messages exist before the first one returned.
+    pub more: bool,
+    /// (Since only) messages after `after` were already dropped: the reader missed some for good.
+    pub gap: bool,
+}
+
+/// The shared state of all server nodes. Every method may fail with
+/// [`EngineError::Unavailable`] when the backend is unreachable.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Starts receiving a channel's traffic on this node (the node's first local member joined).
+    /// Must not return before messages published afterwards are guaranteed to be delivered.
+    async fn subscribe(&self, channel: &str) -> Result<(), EngineError>;
+
+    /// Stops receiving a channel's traffic (the node's last local member left).
+    async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError>;
+
+    /// Assigns an id and time, appends to history and delivers to every subscribed node, in
+    /// one atomic step. Returns the stored message.
+    async fn publish(&self, message: NewMessage) -> Result<Arc<ChatMessage>, EngineError>;
+
+    /// Reads kept messages of a channel.
+    async fn history(&self, channel: &str, query: HistoryQuery) -> Result<History, EngineError>;
+
+    /// Sets a user's display name (claimed atomically when `unique`).
+    async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError>;
+
+    /// A user's display name, if set.
+    async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError>;
+
+    /// Records that `user_id` is in `channel` on this node. Returns true when the user was not
+    /// present in the channel before (on any node): the caller then announces `user_joined`.
+    async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError>;
+
+    /// Records that `user_id` left `channel` on this node. Returns true when the user is now
+    /// present on no node: the caller then announces `user_left`.
+    async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError>;
+
+    /// Users present in a channel, each once.
+    async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError>;
+
+    /// Delivers a presence change to every member of the channel, on every node.
+    async fn announce(&self, delivery: Delivery) -> Result<(), EngineError>;
+
+    /// Records that `user_id` has a connection on this node (for direct messages).
+    async fn user_online(&self, user_id: &str) -> Result<(), EngineError>;
+
+    /// Records that one of `user_id`'s connections on this node closed.
+    async fn user_offline(&self, user_id: &str) -> Result<(), EngineError>;
+
+    /// Delivers a direct message to every connection of `to`, on every node. Returns false
+    /// when the user has no connection anywhere (nothing was delivered).
+    async fn send_direct(&self, to: &str, message: DirectMessage) -> Result<bool, EngineError>;
+
+    /// Delivers an operator broadcast to every connection on every node.
+    async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError>;
+
+    /// Whether the backend is reachable (for `/healthz`).
+    async fn ready(&self) -> bool;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

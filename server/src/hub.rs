@@ -1,0 +1,338 @@
+//! This node's local fan-out: which local connections are in which channel, and their bounded
+//! outgoing queues.
+//!
+//! The hub is the engine's [`DeliverySink`]: every delivery is serialised once into a shared
+//! [`Utf8Bytes`] and handed to each receiver's queue without copying the body. A receiver whose
+//! queue is full is too slow: it is closed with 1008 instead of growing memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::RwLock;
+use protocol::{Event, MessageId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Delivery, DeliverySink};
+use crate::metrics::Metrics;
+
+/// Identifies one WebSocket connection on this node.
+pub type ConnId = u64;
+
+/// A frame queued for one connection.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// Send as is.
+    Frame(Utf8Bytes),
+    /// A channel frame; `id` lets the connection drop live copies of messages it already sent
+    /// as history.
+    Channel {
+        /// The channel.
+        channel: Arc<str>,
+        /// The message id (none for presence events).
+        id: Option<MessageId>,
+        /// The serialised frame.
+        frame: Utf8Bytes,
+    },
+}
+
+/// Why the server ends a connection from outside its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Close reason text (at most 123 bytes).
+    pub text: &'static str,
+    /// Metrics label.
+    pub label: &'static str,
+}
+
+/// The outgoing queue was full: the client reads too slowly.
+pub const SLOW_CONSUMER: CloseReason = CloseReason {
+    code: 1008,
+    text: "outgoing queue full: client too slow",
+    label: "slow_consumer",
+};
+
+/// A cheap handle other tasks use to queue frames for a connection or to close it.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    /// Connection id.
+    pub id: ConnId,
+    /// Owning user.
+    pub user_id: Arc<str>,
+    tx: mpsc::Sender<Outgoing>,
+    kill: Arc<Kill>,
+}
+
+#[derive(Debug, Default)]
+struct Kill {
+    token: CancellationToken,
+    reason: OnceLock<CloseReason>,
+}
+
+/// The receiving side of a connection's queue, kept by its task.
+#[derive(Debug)]
+pub struct ConnInbox {
+    /// Queued frames.
+    pub rx: mpsc::Receiver<Outgoing>,
+    /// Close requests from other tasks.
+    pub kill: KillSignal,
+}
+
+/// Tells a connection's task that another task wants it closed.
+#[derive(Debug)]
+pub struct KillSignal(Arc<Kill>);
+
+impl KillSignal {
+    /// Resolves when another task asked to close the connection; returns why.
+    pub async fn killed(&self) -> CloseReason {
+        self.0.token.cancelled().await;
+        self.0.reason.get().copied().unwrap_or(SLOW_CONSUMER)
+    }
+}
+
+impl ConnHandle {
+    /// Queues a frame. A full queue closes the connection (slow consumer); returns false then.
+    pub fn send(&self, item: Outgoing, metrics: &Metrics) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.close(SLOW_CONSUMER) {
+                    metrics.queue_drops.inc();
+                }
+                false
+            }
+            // The connection is already ending.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection's task to close with `reason`. Returns true for the first request.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let first = self.kill.reason.set(reason).is_ok();
+        self.kill.token.cancel();
+        first
+    }
+}
+
+/// One local member of a channel.
+#[derive(Debug, Clone)]
+struct Member {
+    handle: ConnHandle,
+}
+
+/// A channel's local members, plus the lock that serialises joins and leaves (and the
+/// engine subscription they may start or end).
+#[derive(Debug, Default)]
+pub struct ChannelEntry {
+    /// Held while a join or leave changes membership; the bool is "subscribed in the engine".
+    pub transition: tokio::sync::Mutex<EntryState>,
+    members: RwLock<HashMap<ConnId, Member>>,
+}
+
+/// Engine subscription state of a channel entry.
+#[derive(Debug, Default)]
+pub struct EntryState {
+    /// The engine delivers this channel to this node.
+    pub subscribed: bool,
+    /// The entry was removed from the hub; a joiner must fetch a fresh one.
+    pub retired: bool,
+}
+
+impl ChannelEntry {
+    /// Adds a member. Returns how many local connections of that user are now members.
+    pub fn insert(&self, handle: &ConnHandle) -> usize {
+        let mut members = self.members.write();
+        members.insert(
+            handle.id,
+            Member {
+                handle: handle.clone(),
+            },
+        );
+        members
+            .values()
+            .filter(|m| m.handle.user_id == handle.user_id)
+            .count()
+    }
+
+    /// Removes a member. Returns (was a member, local connections of that user still members).
+    pub fn remove(&self, handle: &ConnHandle) -> (bool, usize) {
+        let mut members = self.members.write();
+        let removed = members.remove(&handle.id).is_some();
+        let left = members
+            .values()
+            .filter(|m| m.handle.user_id == handle.user_id)
+            .count();
+        (removed, left)
+    }
+
+    /// Number of local members.
+    pub fn len(&self) -> usize {
+        self.members.read().len()
+    }
+
+    /// True without members.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Local connections and channel memberships of this node.
+pub struct Hub {
+    channels: RwLock<HashMap<Arc<str>, Arc<ChannelEntry>>>,
+    users: RwLock<HashMap<Arc<str>, Vec<ConnHandle>>>,
+    conns: RwLock<HashMap<ConnId, ConnHandle>>,
+    next_id: AtomicU64,
+    queue_size: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// An empty hub whose connections get queues of `queue_size` frames.
+    pub fn new(queue_size: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            channels: RwLock::default(),
+            users: RwLock::default(),
+            conns: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            queue_size: queue_size.max(1),
+            metrics,
+        }
+    }
+
+    /// Registers a new connection of `user_id` and returns its handle and inbox.
+    pub fn connect(&self, user_id: Arc<str>) -> (ConnHandle, ConnInbox) {
+        let (tx, rx) = mpsc::channel(self.queue_size);
+        let kill = Arc::new(Kill::default());
+        let handle = ConnHandle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            user_id: user_id.clone(),
+            tx,
+            kill: kill.clone(),
+        };
+        self.conns.write().insert(handle.id, handle.clone());
+        self.users
+            .write()
+            .entry(user_id)
+            .or_default()
+            .push(handle.clone());
+        (
+            handle,
+            ConnInbox {
+                rx,
+                kill: KillSignal(kill),
+            },
+        )
+    }
+
+    /// Forgets a connection (after it left its channels). Returns how many connections its
+    /// user still has on this node.
+    pub fn disconnect(&self, handle: &ConnHandle) -> usize {
+        self.conns.write().remove(&handle.id);
+        let mut users = self.users.write();
+        let Some(list) = users.get_mut(&handle.user_id) else {
+            return 0;
+        };
+        list.retain(|h| h.id != handle.id);
+        let left = list.len();
+        if left == 0 {
+            users.remove(&handle.user_id);
+        }
+        left
+    }
+
+    /// The channel's entry, created when missing.
+    pub fn entry(&self, channel: &str) -> Arc<ChannelEntry> {
+        if let Some(entry) = self.channels.read().get(channel) {
+            return entry.clone();
+        }
+        self.channels
+            .write()
+            .entry(Arc::from(channel))
+            .or_default()
+            .clone()
+    }
+
+    /// The channel's entry, if it exists.
+    pub fn existing_entry(&self, channel: &str) -> Option<Arc<ChannelEntry>> {
+        self.channels.read().get(channel).cloned()
+    }
+
+    /// Removes an empty entry; the caller holds its transition lock and marks it retired.
+    pub fn retire(&self, channel: &str, entry: &Arc<ChannelEntry>) {
+        let mut channels = self.channels.write();
+        if channels
+            .get(channel)
+            .is_some_and(|current| Arc::ptr_eq(current, entry))
+        {
+            channels.remove(channel);
+        }
+    }
+
+    /// Channels with local members (engine subscriptions this node needs).
+    pub fn channel_count(&self) -> usize {
+        self.channels.read().len()
+    }
+
+    /// Every local connection (for shutdown).
+    pub fn connections(&self) -> Vec<ConnHandle> {
+        self.conns.read().values().cloned().collect()
+    }
+
+    fn fan_out_channel(&self, channel: &str, id: Option<MessageId>, frame: Utf8Bytes) {
+        let Some(entry) = self.existing_entry(channel) else {
+            return;
+        };
+        let channel: Arc<str> = Arc::from(channel);
+        let members = entry.members.read();
+        for member in members.values() {
+            member.handle.send(
+                Outgoing::Channel {
+                    channel: channel.clone(),
+                    id,
+                    frame: frame.clone(),
+                },
+                &self.metrics,
+            );
+        }
+    }
+}
+
+fn serialise(event: &Event) -> Utf8Bytes {
+    Utf8Bytes::from(event.to_json(None))
+}
+
+impl DeliverySink for Hub {
+    fn deliver(&self, delivery: Delivery) {
+        match delivery {
+            Delivery::Message(message) => {
+                let frame = serialise(&Event::ChatMessageReceived((*message).clone()));
+                self.fan_out_channel(&message.channel, Some(message.id), frame);
+            }
+            Delivery::UserJoined(change) => {
+                let frame = serialise(&Event::UserJoined((*change).clone()));
+                self.fan_out_channel(&change.channel, None, frame);
+            }
+            Delivery::UserLeft(change) => {
+                let frame = serialise(&Event::UserLeft((*change).clone()));
+                self.fan_out_channel(&change.channel, None, frame);
+            }
+            Delivery::Direct { to, message } => {
+                let frame = serialise(&Event::DirectMessageReceived((*message).clone()));
+                let users = self.users.read();
+                for handle in users.get(&to).into_iter().flatten() {
+                    handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+                }
+            }
+            Delivery::Broadcast(message) => {
+                let frame = serialise(&Event::Broadcast((*message).clone()));
+                for handle in self.conns.read().values() {
+                    handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+                }
+            }
+        }
+    }
+}

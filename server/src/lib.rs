@@ -1,0 +1,136 @@
+//! bevy chat server: a seed-compatible WebSocket chat server (axum + tokio).
+//!
+//! Embed it (tests, the desktop playtest) with [`Server::bind`] and [`Server::run`], or run the
+//! `chat-server` binary. See `docs/PROTOCOL.md` for the wire protocol.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), server::ServerError> {
+//! let mut config = server::config::Config::defaults();
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! let server = server::Server::bind(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run(std::future::pending()).await
+//! # }
+//! ```
+
+pub mod admin;
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod hub;
+pub mod identity;
+pub mod limits;
+pub mod metrics;
+pub mod node;
+mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::AppState;
+use crate::config::{Config, EngineKind};
+use crate::engine::{Engine, MemoryEngine};
+use crate::hub::Hub;
+use crate::identity::{Identity, IdentityError};
+use crate::metrics::Metrics;
+use crate::node::Node;
+
+/// Why the server could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding or serving the listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Identity set-up failed (key file, guest file, issuer).
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+}
+
+/// A bound, not yet serving, chat server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds the listener and prepares identity and engine.
+    pub async fn bind(mut config: Config) -> Result<Self, ServerError> {
+        let listen = config.listen;
+        let listen_error = |source| ServerError::Listen {
+            addr: listen,
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(listen_error)?;
+        config.listen = listener.local_addr().map_err(listen_error)?;
+        let identity = Arc::new(Identity::from_config(&config.identity, config.listen).await?);
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(config.limits.outgoing_queue, metrics.clone()));
+        let engine: Arc<dyn Engine> = match config.engine.kind {
+            EngineKind::Memory => {
+                Arc::new(MemoryEngine::new(hub.clone(), config.engine.history_size))
+            }
+        };
+        let node = Arc::new(Node {
+            engine,
+            hub,
+            metrics,
+            limits: config.limits.clone(),
+            unique_names: config.engine.unique_names,
+        });
+        let state = AppState {
+            node,
+            identity,
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.config.listen
+    }
+
+    /// Serves until `shutdown` resolves, then closes every WebSocket with 1001 and waits up to
+    /// the configured grace period for them to finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Self { listener, state } = self;
+        let addr = state.config.listen;
+        let token = state.shutdown.clone();
+        let router = app::router(state.clone());
+        tracing::info!(%addr, "bevy chat server listening");
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing connections");
+            token.cancel();
+        });
+        let result = serve
+            .await
+            .map_err(|source| ServerError::Listen { addr, source });
+        state.shutdown.cancel();
+        state.tasks.close();
+        if tokio::time::timeout(state.config.shutdown_grace, state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the grace period; exiting anyway");
+        }
+        result
+    }
+}

@@ -1,0 +1,126 @@
+//! This node: the engine, the local hub, and the join/leave steps that keep them in agreement.
+
+use std::sync::Arc;
+
+use protocol::PresenceChange;
+
+use crate::config::Limits;
+use crate::engine::{Delivery, Engine, EngineError};
+use crate::hub::{ConnHandle, Hub};
+use crate::metrics::Metrics;
+
+/// Everything a connection needs to serve its client.
+pub struct Node {
+    /// Shared state across nodes.
+    pub engine: Arc<dyn Engine>,
+    /// Local connections and channel members.
+    pub hub: Arc<Hub>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Names must be unique across users.
+    pub unique_names: bool,
+}
+
+impl Node {
+    /// Makes `conn` a local member of `channel`: subscribes the node when it is the first local
+    /// member, and announces `user_joined` when the user was present nowhere before.
+    pub async fn join(
+        &self,
+        channel: &str,
+        conn: &ConnHandle,
+        username: Option<&str>,
+    ) -> Result<(), EngineError> {
+        loop {
+            let entry = self.hub.entry(channel);
+            let mut state = entry.transition.lock().await;
+            if state.retired {
+                // The last member left while we waited: use the fresh entry.
+                continue;
+            }
+            if !state.subscribed {
+                if let Err(error) = self.engine.subscribe(channel).await {
+                    if entry.is_empty() {
+                        state.retired = true;
+                        self.hub.retire(channel, &entry);
+                    }
+                    return Err(error);
+                }
+                state.subscribed = true;
+            }
+            let user_connections = entry.insert(conn);
+            if user_connections == 1 {
+                match self.engine.presence_add(channel, &conn.user_id).await {
+                    Ok(true) => {
+                        let change = presence_change(channel, conn, username);
+                        if let Err(error) = self.engine.announce(Delivery::UserJoined(change)).await
+                        {
+                            tracing::warn!(%error, channel, "could not announce user_joined");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        entry.remove(conn);
+                        if entry.is_empty() {
+                            state.retired = true;
+                            self.hub.retire(channel, &entry);
+                            let _ = self.engine.unsubscribe(channel).await;
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Removes `conn` from `channel`: announces `user_left` when the user is now present nowhere,
+    /// and unsubscribes the node when it was the last local member. Returns false when `conn`
+    /// was not a member. Never fails: engine errors are logged, local state is always updated.
+    pub async fn leave(&self, channel: &str, conn: &ConnHandle, username: Option<&str>) -> bool {
+        let Some(entry) = self.hub.existing_entry(channel) else {
+            return false;
+        };
+        let mut state = entry.transition.lock().await;
+        let (removed, user_connections_left) = entry.remove(conn);
+        if !removed {
+            return false;
+        }
+        if user_connections_left == 0 {
+            match self.engine.presence_remove(channel, &conn.user_id).await {
+                Ok(true) => {
+                    let change = presence_change(channel, conn, username);
+                    if let Err(error) = self.engine.announce(Delivery::UserLeft(change)).await {
+                        tracing::warn!(%error, channel, "could not announce user_left");
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, channel, "could not record leave"),
+            }
+        }
+        if entry.is_empty() && !state.retired {
+            state.retired = true;
+            self.hub.retire(channel, &entry);
+            if state.subscribed {
+                state.subscribed = false;
+                if let Err(error) = self.engine.unsubscribe(channel).await {
+                    tracing::warn!(%error, channel, "could not unsubscribe");
+                }
+            }
+        }
+        true
+    }
+}
+
+fn presence_change(
+    channel: &str,
+    conn: &ConnHandle,
+    username: Option<&str>,
+) -> Arc<PresenceChange> {
+    Arc::new(PresenceChange {
+        channel: channel.to_owned(),
+        user_id: conn.user_id.to_string(),
+        username: username.map(str::to_owned),
+    })
+}

@@ -1,0 +1,217 @@
+//! One connection's task: reads client frames, writes replies and queued deliveries, pings, and
+//! closes for the reasons the protocol lists (slow consumer, flooding, oversized frames, idle,
+//! shutdown).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, StreamExt};
+use governor::{Quota, RateLimiter};
+use protocol::{ErrorCode, Reply, parse_client_frame};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+
+use crate::app::AppState;
+use crate::commands::{self, Session};
+use crate::error::ChatError;
+use crate::hub::{CloseReason, Outgoing};
+use crate::identity::Principal;
+
+/// Queued frames written per flush, so one busy channel cannot starve reading.
+const WRITE_BATCH: usize = 64;
+
+const SHUTDOWN: CloseReason = CloseReason {
+    code: 1001,
+    text: "server shutting down",
+    label: "shutdown",
+};
+const FLOODING: CloseReason = CloseReason {
+    code: 1008,
+    text: "too many frames: flooding",
+    label: "flooding",
+};
+const TOO_LARGE: CloseReason = CloseReason {
+    code: 1009,
+    text: "frame too large",
+    label: "too_large",
+};
+const IDLE: CloseReason = CloseReason {
+    code: 1008,
+    text: "no pong or frame received in time",
+    label: "idle",
+};
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Serves one authenticated connection until it ends.
+pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) {
+    let node = &app.node;
+    let metrics = &node.metrics;
+    let (handle, inbox) = node.hub.connect(principal.user_id.clone());
+    metrics.connections.inc();
+    metrics.connections_total.inc();
+    tracing::debug!(conn = handle.id, "connected");
+    if let Err(error) = node.engine.user_online(&principal.user_id).await {
+        tracing::warn!(%error, "could not record the user online");
+    }
+
+    let (mut sink, mut stream) = socket.split();
+    let mut rx = inbox.rx;
+    let mut session = Session::new(handle.clone(), principal, node);
+    let limits = &node.limits;
+    let per_second = NonZeroU32::new(limits.frames_per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limits.frame_burst).unwrap_or(per_second);
+    let flood = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
+    let mut ping = interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+
+    let welcome = Reply {
+        message: "Successfully connected!".into(),
+        reference: None,
+    };
+    let mut close = match send_text(&mut sink, welcome.to_json(), &app).await {
+        Ok(()) => None,
+        Err(()) => Some(None),
+    };
+
+    while close.is_none() {
+        tokio::select! {
+            biased;
+            reason = inbox.kill.killed() => close = Some(Some(reason)),
+            () = app.shutdown.cancelled() => close = Some(Some(SHUTDOWN)),
+            incoming = stream.next() => {
+                last_seen = Instant::now();
+                close = match incoming {
+                    None | Some(Ok(Message::Close(_))) => Some(None),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    Some(Ok(frame @ (Message::Text(_) | Message::Binary(_)))) => {
+                        metrics.frames_in.inc();
+                        if flood.check().is_err() {
+                            Some(Some(FLOODING))
+                        } else {
+                            let replies = match frame {
+                                Message::Text(text) => handle_text(&mut session, &app, &text).await,
+                                _ => vec![binary_error(&app)],
+                            };
+                            write_all(&mut sink, replies, &app).await.err().map(|()| None)
+                        }
+                    }
+                    Some(Err(error)) => Some(read_error(error)),
+                };
+            }
+            item = rx.recv() => {
+                let Some(item) = item else { break };
+                close = write_queued(&mut sink, &mut rx, item, &session, &app).await.err().map(|()| None);
+            }
+            _ = ping.tick() => {
+                close = if last_seen.elapsed() >= limits.idle_timeout {
+                    Some(Some(IDLE))
+                } else {
+                    sink.send(Message::Ping(Default::default())).await.err().map(|_| None)
+                };
+            }
+        }
+    }
+
+    commands::leave_all(&mut session, node).await;
+    node.hub.disconnect(&handle);
+    if let Err(error) = node.engine.user_offline(&handle.user_id).await {
+        tracing::warn!(%error, "could not record the user offline");
+    }
+    metrics.connections.dec();
+    if let Some(Some(reason)) = close {
+        metrics.close(reason.label);
+        tracing::info!(reason = reason.label, "closing connection");
+        let frame = Message::Close(Some(CloseFrame {
+            code: reason.code,
+            reason: reason.text.into(),
+        }));
+        let _ = timeout(Duration::from_secs(1), sink.send(frame)).await;
+    }
+    tracing::debug!(conn = handle.id, "disconnected");
+}
+
+async fn handle_text(session: &mut Session, app: &AppState, text: &str) -> Vec<String> {
+    match parse_client_frame(text) {
+        Ok(frame) => commands::handle(session, &app.node, frame).await,
+        Err(error) => {
+            app.node.metrics.error(error.code);
+            vec![error.reply().to_json()]
+        }
+    }
+}
+
+fn binary_error(app: &AppState) -> String {
+    let error = ChatError::new(
+        ErrorCode::BadJson,
+        "Error handling message: binary frames are not supported, send JSON text",
+    );
+    app.node.metrics.error(error.code);
+    error.to_json(None)
+}
+
+/// Maps a read error to the close it deserves.
+fn read_error(error: axum::Error) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = error.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Some(TOO_LARGE),
+        _ => None,
+    }
+}
+
+async fn send_text(sink: &mut Sink, text: String, app: &AppState) -> Result<(), ()> {
+    app.node.metrics.frames_out.inc();
+    sink.send(Message::Text(text.into())).await.map_err(|_| ())
+}
+
+async fn write_all(sink: &mut Sink, replies: Vec<String>, app: &AppState) -> Result<(), ()> {
+    let count = replies.len() as u64;
+    for reply in replies {
+        sink.feed(Message::Text(reply.into()))
+            .await
+            .map_err(|_| ())?;
+    }
+    app.node.metrics.frames_out.inc_by(count);
+    sink.flush().await.map_err(|_| ())
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+async fn write_queued(
+    sink: &mut Sink,
+    rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
+    first: Outgoing,
+    session: &Session,
+    app: &AppState,
+) -> Result<(), ()> {
+    let mut written = 0u64;
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        if let Some(frame) = deliverable(item, session) {
+            sink.feed(Message::Text(frame)).await.map_err(|_| ())?;
+            written += 1;
+        }
+        if written < WRITE_BATCH as u64 {
+            next = rx.try_recv().ok();
+        }
+    }
+    app.node.metrics.frames_out.inc_by(written);
+    sink.flush().await.map_err(|_| ())
+}
+
+/// The frame to write for a queued item, or none when the session must skip it: a channel
+/// left since, or a message already sent as history.
+fn deliverable(item: Outgoing, session: &Session) -> Option<Utf8Bytes> {
+    match item {
+        Outgoing::Frame(frame) => Some(frame),
+        Outgoing::Channel { channel, id, frame } => {
+            let joined = session.channels.get(&channel)?;
+            match (id, joined.replay_until) {
+                (Some(id), Some(until)) if id <= until => None,
+                _ => Some(frame),
+            }
+        }
+    }
+}
