@@ -78,7 +78,6 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
 
     while close.is_none() {
         tokio::select! {
-            biased;
             reason = inbox.kill.killed() => close = Some(Some(reason)),
             () = app.shutdown.cancelled() => close = Some(Some(SHUTDOWN)),
             incoming = stream.next() => {

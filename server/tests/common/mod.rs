@@ -298,6 +298,16 @@ impl Client {
         }
     }
 
+    /// The next reply or error, skipping typed events (presence and the like).
+    pub async fn recv_type_or_error(&mut self) -> Value {
+        loop {
+            let value = self.recv().await;
+            if value.get("type").is_none() {
+                return value;
+            }
+        }
+    }
+
     /// Asserts that the server closes the connection, returning the close code and reason.
     pub async fn expect_close(&mut self) -> Option<(u16, String)> {
         loop {
@@ -323,15 +333,15 @@ impl Client {
     pub async fn set_name(&mut self, name: &str) {
         self.send_request("set-name", json!({ "username": name }))
             .await;
-        self.expect_text(&format!(r#"{{"message":"Username set to {name}"}}"#))
-            .await;
+        let reply = self.recv_type_or_error().await;
+        assert_eq!(reply, json!({ "message": format!("Username set to {name}") }));
     }
 
     /// Joins a channel and checks the reply.
     pub async fn join(&mut self, channel: &str) {
         self.send_request("join", json!({ "channel": channel })).await;
-        self.expect(json!({ "message": format!("You have joined {channel}") }))
-            .await;
+        let reply = self.recv_type_or_error().await;
+        assert_eq!(reply, json!({ "message": format!("You have joined {channel}") }));
     }
 
     /// Sends a ping and waits for the pong: every frame sent before it has been handled.

@@ -1,0 +1,88 @@
+//! The `chat-server` binary: flags, start-up, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary and waits until it answers /healthz.
+async fn spawn_server(dir: &std::path::Path) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--key-file")
+        .arg(dir.join("key.pem"))
+        .arg("--guest-file")
+        .arg(dir.join("guests.jsonl"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let ready = tokio::task::spawn_blocking(move || agent().get(&url).call().is_ok())
+            .await
+            .unwrap();
+        if ready {
+            return (child, port);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "server never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_connections_with_1001_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture_key(), dir.path().join("key.pem")).unwrap();
+    let (mut child, port) = spawn_server(dir.path()).await;
+    let (_, body) = http_get(format!("http://127.0.0.1:{port}/login-as-guest")).await;
+    let login: protocol::LoginResponse = serde_json::from_str(&body).unwrap();
+    let mut client = Client::connect(&format!(
+        "ws://127.0.0.1:{port}/?auth_token={}",
+        login.auth_token
+    ))
+    .await;
+    client
+        .expect_text(r#"{"message":"Successfully connected!"}"#)
+        .await;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        client.expect_close().await,
+        Some((1001, "server shutting down".to_owned()))
+    );
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[test]
+fn help_lists_every_flag_with_its_environment_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in ["--listen", "--issuer-url", "--key-file", "--engine", "--max-message-chars", "--admin-token"] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    assert!(help.contains("CHAT_LISTEN"));
+}

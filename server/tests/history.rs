@@ -1,0 +1,194 @@
+//! History: `history` on join, `since` resume after a reconnect, paging back, gaps.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Sends `count` messages `prefix-N` to `channel` and reads each ack and own copy. Returns ids.
+async fn send_many(client: &mut Client, channel: &str, prefix: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        client
+            .send_request(
+                "message",
+                json!({"channel": channel, "message": format!("{prefix}-{n}")}),
+            )
+            .await;
+        let ack = client.recv().await;
+        assert!(ack["message"].as_str().unwrap().starts_with("Message sent to"), "{ack}");
+        let own = client.recv_type("chat_message_received").await;
+        ids.push(own["payload"]["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+fn texts(messages: &Value) -> Vec<String> {
+    messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn fast(config: &mut server::config::Config) {
+    config.limits.messages_per_second = 10_000;
+    config.limits.message_burst = 10_000;
+    config.limits.frames_per_second = 10_000;
+    config.limits.frame_burst = 10_000;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_with_history_sends_the_last_messages_first() {
+    let server = TestServer::start_with(fast).await;
+    let mut ann = server.named("Ann").await;
+    ann.join("lobby").await;
+    let ids = send_many(&mut ann, "lobby", "m", 5).await;
+    assert!(ids.windows(2).all(|w| {
+        let parse = |s: &str| {
+            let (a, b) = s.split_once('-').unwrap();
+            (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap())
+        };
+        parse(&w[0]) < parse(&w[1])
+    }), "ids are ordered: {ids:?}");
+
+    let mut bob = server.named("Bob").await;
+    bob.send(json!({"type": "join", "payload": {"channel": "lobby", "history": 3}, "ref": 9}))
+        .await;
+    bob.expect_text(r#"{"message":"You have joined lobby","ref":9}"#).await;
+    let history = bob.recv().await;
+    assert_eq!(history["type"], "history");
+    assert_eq!(history["ref"], 9);
+    assert_eq!(history["payload"]["channel"], "lobby");
+    assert_eq!(texts(&history["payload"]["messages"]), ["m-2", "m-3", "m-4"]);
+    assert_eq!(history["payload"]["more"], true);
+    assert_eq!(history["payload"]["messages"][2]["id"], ids[4].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_since_receives_exactly_what_it_missed() {
+    let server = TestServer::start_with(fast).await;
+    let mut ann = server.named("Ann").await;
+    ann.join("lobby").await;
+    let login = server.login().await;
+    let mut bob = server.connect(&login.auth_token).await;
+    bob.recv_text().await;
+    bob.set_name("Bob").await;
+    bob.join("lobby").await;
+
+    let before = send_many(&mut ann, "lobby", "seen", 3).await;
+    // Bob reads what he was sent, then drops off.
+    for _ in 0..3 {
+        bob.recv_type("chat_message_received").await;
+    }
+    let last_seen = before.last().unwrap().clone();
+    drop(bob);
+    ann.recv_type("user_left").await;
+
+    send_many(&mut ann, "lobby", "missed", 4).await;
+
+    let mut bob = server.connect(&login.auth_token).await;
+    bob.recv_text().await;
+    bob.send_request("join", json!({"channel": "lobby", "since": last_seen}))
+        .await;
+    bob.expect(json!({"message": "You have joined lobby"})).await;
+    let history = bob.recv().await;
+    assert_eq!(history["type"], "history");
+    assert_eq!(
+        texts(&history["payload"]["messages"]),
+        ["missed-0", "missed-1", "missed-2", "missed-3"]
+    );
+    assert!(history["payload"].get("gap").is_none());
+
+    // Live traffic continues after the replay.
+    send_many(&mut ann, "lobby", "live", 1).await;
+    let live = bob.recv_type("chat_message_received").await;
+    assert_eq!(live["payload"]["message"], "live-0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_replay_meets_live_traffic_without_duplicates_or_gaps() {
+    let server = TestServer::start_with(fast).await;
+    let mut ann = server.named("Ann").await;
+    ann.join("race").await;
+    let first = send_many(&mut ann, "race", "old", 1).await;
+
+    // Ann keeps sending while Bob joins with `since`; whatever the interleaving, Bob must see
+    // every message after `since` exactly once, in order.
+    const COUNT: usize = 200;
+    let sender = tokio::spawn(async move {
+        for n in 0..COUNT {
+            ann.send_request("message", json!({"channel": "race", "message": format!("n-{n}")}))
+                .await;
+        }
+        ann
+    });
+    let mut bob = server.named("Bob").await;
+    bob.send_request("join", json!({"channel": "race", "since": first[0]}))
+        .await;
+    bob.expect(json!({"message": "You have joined race"})).await;
+    let mut seen = Vec::new();
+    let history = bob.recv_type("history").await;
+    seen.extend(texts(&history["payload"]["messages"]));
+    while seen.last().map(String::as_str) != Some(&format!("n-{}", COUNT - 1)) {
+        let frame = bob.recv().await;
+        if frame["type"] == "chat_message_received" {
+            seen.push(frame["payload"]["message"].as_str().unwrap().to_owned());
+        }
+    }
+    let expected: Vec<String> = (0..COUNT).map(|n| format!("n-{n}")).collect();
+    assert_eq!(seen, expected);
+    sender.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_back_with_before_and_limit() {
+    let server = TestServer::start_with(fast).await;
+    let mut ann = server.named("Ann").await;
+    ann.join("lobby").await;
+    let ids = send_many(&mut ann, "lobby", "p", 7).await;
+
+    ann.send(json!({"type": "history", "payload": {"channel": "lobby", "limit": 3}, "ref": "h1"}))
+        .await;
+    let page = ann.recv_type("history").await;
+    assert_eq!(page["ref"], "h1");
+    assert_eq!(texts(&page["payload"]["messages"]), ["p-4", "p-5", "p-6"]);
+    assert_eq!(page["payload"]["more"], true);
+
+    ann.send_request("history", json!({"channel": "lobby", "before": ids[4], "limit": 3}))
+        .await;
+    let page = ann.recv_type("history").await;
+    assert_eq!(texts(&page["payload"]["messages"]), ["p-1", "p-2", "p-3"]);
+    assert_eq!(page["payload"]["more"], true);
+
+    ann.send_request("history", json!({"channel": "lobby", "before": ids[1], "limit": 3}))
+        .await;
+    let page = ann.recv_type("history").await;
+    assert_eq!(texts(&page["payload"]["messages"]), ["p-0"]);
+    assert!(page["payload"].get("more").is_none());
+
+    ann.send_request("history", json!({"channel": "other", "limit": 3}))
+        .await;
+    ann.expect(json!({"error": "You must join the channel first", "code": "not_joined"}))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_older_than_what_is_kept_reports_a_gap() {
+    let server = TestServer::start_with(|c| {
+        fast(c);
+        c.engine.history_size = 3;
+    })
+    .await;
+    let mut ann = server.named("Ann").await;
+    ann.join("lobby").await;
+    let ids = send_many(&mut ann, "lobby", "g", 6).await;
+    let mut bob = server.named("Bob").await;
+    bob.send_request("join", json!({"channel": "lobby", "since": ids[0]}))
+        .await;
+    bob.recv().await;
+    let history = bob.recv_type("history").await;
+    assert_eq!(texts(&history["payload"]["messages"]), ["g-3", "g-4", "g-5"]);
+    assert_eq!(history["payload"]["gap"], true);
+}

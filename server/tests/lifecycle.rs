@@ -1,0 +1,115 @@
+//! Connection lifecycle: keep-alive, slow consumers, shutdown, health and metrics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_answers_pings_stays_and_a_dead_one_is_dropped() {
+    let server = TestServer::start_with(|c| {
+        c.limits.ping_interval = Duration::from_millis(100);
+        c.limits.idle_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let mut alive = server.guest().await;
+    let mut dead = server.guest().await;
+    // `alive` keeps reading, so its WebSocket library answers the server's pings; `dead`
+    // reads nothing for a second (the condition under test), so it never answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < deadline {
+        alive.expect_silence(Duration::from_millis(50)).await;
+    }
+    alive.sync().await;
+    let close = dead.expect_close().await;
+    assert_eq!(close.map(|(code, _)| code), Some(1008));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_cannot_keep_up_is_dropped_without_hurting_others() {
+    let server = TestServer::start_with(|c| {
+        c.limits.outgoing_queue = 16;
+        c.limits.max_message_chars = 20_000;
+        c.limits.max_frame_bytes = 64 * 1024;
+        c.limits.messages_per_second = 100_000;
+        c.limits.message_burst = 100_000;
+        c.limits.frames_per_second = 100_000;
+        c.limits.frame_burst = 100_000;
+    })
+    .await;
+    let mut ann = server.named("Ann").await;
+    ann.join("flood").await;
+    let mut slow = server.named("Slow").await;
+    slow.join("flood").await;
+    // `slow` stops reading. Ann sends until the server gives up on `slow`: kernel buffers fill
+    // first, then its bounded queue, then it is closed.
+    let text = "x".repeat(16_000);
+    let mut dropped = false;
+    for _ in 0..5_000 {
+        ann.send_request("message", json!({"channel": "flood", "message": text}))
+            .await;
+        ann.recv_type_or_error().await;
+        ann.recv_type("chat_message_received").await;
+        let (_, metrics) = server.get("/metrics").await;
+        if metrics.contains("chat_queue_drops_total 1") {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the slow client was never dropped");
+    // Ann is unaffected.
+    ann.sync().await;
+    // Slow eventually sees the end of its stream (after whatever was already buffered).
+    slow.expect_close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_connection_with_1001() {
+    let server = TestServer::start().await;
+    let mut ann = server.named("Ann").await;
+    ann.join("lobby").await;
+    let mut bob = server.guest().await;
+    let stopping = tokio::spawn(server.stop());
+    for client in [&mut ann, &mut bob] {
+        let close = client.expect_close().await;
+        assert_eq!(
+            close,
+            Some((1001, "server shutting down".to_owned()))
+        );
+    }
+    stopping.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_report_the_server_state() {
+    let server = TestServer::start().await;
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["engine"], "ready");
+
+    let mut ann = server.named("Ann").await;
+    ann.send_text("{").await;
+    ann.recv().await;
+    ann.sync().await;
+    let (status, metrics) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "chat_connections 1",
+        "chat_connections_accepted_total 1",
+        "chat_errors_total{code=\"bad_json\"} 1",
+        "chat_frames_in_total 3",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(metrics.contains("chat_frames_out_total"));
+    assert!(metrics.contains("chat_queue_drops_total 0"));
+
+    // Plain HTTP on the WebSocket path explains itself.
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 426);
+    assert!(body.contains("WebSocket"));
+}
