@@ -22,10 +22,10 @@ fn error(status: StatusCode, text: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": text.into() }))).into_response()
 }
 
-/// Checks the bearer token; the error response when it is wrong or the API is off.
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the bearer token; the status and text to answer when it is wrong or the API is off.
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     let Some(expected) = app.config.admin_token.as_deref() else {
-        return Err(error(
+        return Err((
             StatusCode::NOT_FOUND,
             "the admin API is off: start the server with --admin-token",
         ));
@@ -38,7 +38,7 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
-        Err(error(StatusCode::UNAUTHORIZED, "invalid admin token"))
+        Err((StatusCode::UNAUTHORIZED, "invalid admin token"))
     }
 }
 
@@ -48,8 +48,8 @@ pub async fn broadcast(
     headers: HeaderMap,
     body: Result<Json<BroadcastRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(response) = authorize(&app, &headers) {
-        return response;
+    if let Err((status, text)) = authorize(&app, &headers) {
+        return error(status, text);
     }
     let Json(request) = match body {
         Ok(body) => body,

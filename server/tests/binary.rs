@@ -15,8 +15,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The server process; killed if a test fails before it exits.
+struct ServerProcess(Option<Child>);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts the binary and waits until it answers /healthz.
-async fn spawn_server(dir: &std::path::Path) -> (Child, u16) {
+async fn spawn_server(dir: &std::path::Path) -> (ServerProcess, u16) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -29,6 +41,7 @@ async fn spawn_server(dir: &std::path::Path) -> (Child, u16) {
         .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
+    let child = ServerProcess(Some(child));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let url = format!("http://127.0.0.1:{port}/healthz");
@@ -38,7 +51,10 @@ async fn spawn_server(dir: &std::path::Path) -> (Child, u16) {
         if ready {
             return (child, port);
         }
-        assert!(tokio::time::Instant::now() < deadline, "server never became healthy");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server never became healthy"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -60,7 +76,7 @@ async fn sigterm_closes_connections_with_1001_and_exits_cleanly() {
         .await;
 
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.as_ref().unwrap().id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -68,9 +84,14 @@ async fn sigterm_closes_connections_with_1001_and_exits_cleanly() {
         client.expect_close().await,
         Some((1001, "server shutting down".to_owned()))
     );
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let mut process = child.0.take().unwrap();
+    let exit = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || process.wait().unwrap()),
+    )
+    .await
+    .expect("the server exits within 10 s of SIGTERM")
+    .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 }
 
@@ -81,7 +102,14 @@ fn help_lists_every_flag_with_its_environment_variable() {
         .output()
         .unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
-    for flag in ["--listen", "--issuer-url", "--key-file", "--engine", "--max-message-chars", "--admin-token"] {
+    for flag in [
+        "--listen",
+        "--issuer-url",
+        "--key-file",
+        "--engine",
+        "--max-message-chars",
+        "--admin-token",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
     assert!(help.contains("CHAT_LISTEN"));

@@ -84,10 +84,12 @@ async fn presence_lists_users_once_and_announces_changes() {
     assert_eq!(users, expected);
 
     // First connection leaves: Bob is still present, nothing announced.
-    bob1.send_request("leave", json!({"channel": "lobby"})).await;
+    bob1.send_request("leave", json!({"channel": "lobby"}))
+        .await;
     bob1.recv().await;
     // Second leaves: now Bob is gone.
-    bob2.send_request("leave", json!({"channel": "lobby"})).await;
+    bob2.send_request("leave", json!({"channel": "lobby"}))
+        .await;
     bob2.recv().await;
     let left = ann.recv().await;
     assert_eq!(
@@ -111,8 +113,10 @@ async fn direct_messages_reach_every_connection_of_the_user() {
     let mut bob2 = server.connect(&login.auth_token).await;
     bob2.recv_text().await;
 
-    ann.send(json!({"type": "direct", "payload": {"to": login.user_id, "message": "psst"}, "ref": 1}))
-        .await;
+    ann.send(
+        json!({"type": "direct", "payload": {"to": login.user_id, "message": "psst"}, "ref": 1}),
+    )
+    .await;
     ann.expect(json!({"message": format!("Direct message sent to {}", login.user_id), "ref": 1}))
         .await;
     let first = bob1.recv().await;
@@ -130,8 +134,11 @@ async fn direct_messages_reach_every_connection_of_the_user() {
     ann.expect(json!({"error": "User nobody-here is not online", "code": "not_found"}))
         .await;
 
-    bob1.send_request("direct", json!({"to": ann.user_id, "message": "no name yet"}))
-        .await;
+    bob1.send_request(
+        "direct",
+        json!({"to": ann.user_id, "message": "no name yet"}),
+    )
+    .await;
     bob1.expect(json!({"error": "You must set a username first", "code": "name_required"}))
         .await;
 }
@@ -156,7 +163,11 @@ async fn operators_broadcast_to_everyone_through_the_admin_api() {
         .await;
     assert_eq!(status, 400);
     let (status, body) = server
-        .post("/admin/broadcast", Some("s3cret"), json!({"message": "Server restarts in 5 minutes"}))
+        .post(
+            "/admin/broadcast",
+            Some("s3cret"),
+            json!({"message": "Server restarts in 5 minutes"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
 

@@ -15,8 +15,14 @@ async fn send_many(client: &mut Client, channel: &str, prefix: &str, count: usiz
                 json!({"channel": channel, "message": format!("{prefix}-{n}")}),
             )
             .await;
-        let ack = client.recv().await;
-        assert!(ack["message"].as_str().unwrap().starts_with("Message sent to"), "{ack}");
+        let ack = client.recv_type_or_error().await;
+        assert!(
+            ack["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Message sent to"),
+            "{ack}"
+        );
         let own = client.recv_type("chat_message_received").await;
         ids.push(own["payload"]["id"].as_str().unwrap().to_owned());
     }
@@ -45,23 +51,30 @@ async fn join_with_history_sends_the_last_messages_first() {
     let mut ann = server.named("Ann").await;
     ann.join("lobby").await;
     let ids = send_many(&mut ann, "lobby", "m", 5).await;
-    assert!(ids.windows(2).all(|w| {
-        let parse = |s: &str| {
-            let (a, b) = s.split_once('-').unwrap();
-            (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap())
-        };
-        parse(&w[0]) < parse(&w[1])
-    }), "ids are ordered: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| {
+            let parse = |s: &str| {
+                let (a, b) = s.split_once('-').unwrap();
+                (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap())
+            };
+            parse(&w[0]) < parse(&w[1])
+        }),
+        "ids are ordered: {ids:?}"
+    );
 
     let mut bob = server.named("Bob").await;
     bob.send(json!({"type": "join", "payload": {"channel": "lobby", "history": 3}, "ref": 9}))
         .await;
-    bob.expect_text(r#"{"message":"You have joined lobby","ref":9}"#).await;
+    bob.expect_text(r#"{"message":"You have joined lobby","ref":9}"#)
+        .await;
     let history = bob.recv().await;
     assert_eq!(history["type"], "history");
     assert_eq!(history["ref"], 9);
     assert_eq!(history["payload"]["channel"], "lobby");
-    assert_eq!(texts(&history["payload"]["messages"]), ["m-2", "m-3", "m-4"]);
+    assert_eq!(
+        texts(&history["payload"]["messages"]),
+        ["m-2", "m-3", "m-4"]
+    );
     assert_eq!(history["payload"]["more"], true);
     assert_eq!(history["payload"]["messages"][2]["id"], ids[4].as_str());
 }
@@ -92,7 +105,8 @@ async fn a_reconnect_with_since_receives_exactly_what_it_missed() {
     bob.recv_text().await;
     bob.send_request("join", json!({"channel": "lobby", "since": last_seen}))
         .await;
-    bob.expect(json!({"message": "You have joined lobby"})).await;
+    bob.expect(json!({"message": "You have joined lobby"}))
+        .await;
     let history = bob.recv().await;
     assert_eq!(history["type"], "history");
     assert_eq!(
@@ -119,8 +133,11 @@ async fn since_replay_meets_live_traffic_without_duplicates_or_gaps() {
     const COUNT: usize = 200;
     let sender = tokio::spawn(async move {
         for n in 0..COUNT {
-            ann.send_request("message", json!({"channel": "race", "message": format!("n-{n}")}))
-                .await;
+            ann.send_request(
+                "message",
+                json!({"channel": "race", "message": format!("n-{n}")}),
+            )
+            .await;
         }
         ann
     });
@@ -156,14 +173,20 @@ async fn history_pages_back_with_before_and_limit() {
     assert_eq!(texts(&page["payload"]["messages"]), ["p-4", "p-5", "p-6"]);
     assert_eq!(page["payload"]["more"], true);
 
-    ann.send_request("history", json!({"channel": "lobby", "before": ids[4], "limit": 3}))
-        .await;
+    ann.send_request(
+        "history",
+        json!({"channel": "lobby", "before": ids[4], "limit": 3}),
+    )
+    .await;
     let page = ann.recv_type("history").await;
     assert_eq!(texts(&page["payload"]["messages"]), ["p-1", "p-2", "p-3"]);
     assert_eq!(page["payload"]["more"], true);
 
-    ann.send_request("history", json!({"channel": "lobby", "before": ids[1], "limit": 3}))
-        .await;
+    ann.send_request(
+        "history",
+        json!({"channel": "lobby", "before": ids[1], "limit": 3}),
+    )
+    .await;
     let page = ann.recv_type("history").await;
     assert_eq!(texts(&page["payload"]["messages"]), ["p-0"]);
     assert!(page["payload"].get("more").is_none());
@@ -189,6 +212,9 @@ async fn since_older_than_what_is_kept_reports_a_gap() {
         .await;
     bob.recv().await;
     let history = bob.recv_type("history").await;
-    assert_eq!(texts(&history["payload"]["messages"]), ["g-3", "g-4", "g-5"]);
+    assert_eq!(
+        texts(&history["payload"]["messages"]),
+        ["g-3", "g-4", "g-5"]
+    );
     assert_eq!(history["payload"]["gap"], true);
 }

@@ -20,10 +20,15 @@ async fn pair(server: &TestServer) -> (Client, Client) {
 
 /// Bob can still chat with Ann.
 async fn still_serving(ann: &mut Client, bob: &mut Client) {
-    bob.send_request("message", json!({"channel": "lobby", "message": "still here"}))
-        .await;
-    bob.expect(json!({"message": "Message sent to lobby: still here"}))
-        .await;
+    bob.send_request(
+        "message",
+        json!({"channel": "lobby", "message": "still here"}),
+    )
+    .await;
+    assert_eq!(
+        bob.recv_type_or_error().await,
+        json!({"message": "Message sent to lobby: still here"})
+    );
     let got = ann.recv_type("chat_message_received").await;
     assert_eq!(got["payload"]["message"], "still here");
 }
@@ -41,13 +46,31 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
         (r#"{"type":"join"}"#, "bad_request"),
         (r#"{"type":"join","payload":"lobby"}"#, "bad_request"),
         (r#"{"type":"join","payload":{"channel":42}}"#, "bad_request"),
-        (r#"{"type":"message","payload":{"channel":"lobby"}}"#, "bad_request"),
-        (r#"{"type":"message","payload":{"channel":"lobby","message":["x"]}}"#, "bad_request"),
-        (r#"{"type":"join","payload":{"channel":"c","history":"all"}}"#, "bad_request"),
-        (r#"{"type":"join","payload":{"channel":"c","since":"yesterday"}}"#, "bad_request"),
-        (r#"{"type":"history","payload":{"channel":"lobby","before":-1}}"#, "bad_request"),
+        (
+            r#"{"type":"message","payload":{"channel":"lobby"}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"type":"message","payload":{"channel":"lobby","message":["x"]}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"type":"join","payload":{"channel":"c","history":"all"}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"type":"join","payload":{"channel":"c","since":"yesterday"}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"type":"history","payload":{"channel":"lobby","before":-1}}"#,
+            "bad_request",
+        ),
         (r#"{"type":"ping","ref":[1]}"#, "bad_request"),
-        (r#"{"type":"direct","payload":{"message":"no recipient"}}"#, "bad_request"),
+        (
+            r#"{"type":"direct","payload":{"message":"no recipient"}}"#,
+            "bad_request",
+        ),
     ];
     for (frame, code) in cases {
         ann.send_text(frame).await;
@@ -66,8 +89,16 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
 async fn names_channels_and_messages_follow_the_rules() {
     let server = TestServer::start_with(|c| c.limits.max_message_chars = 20).await;
     let (mut ann, mut bob) = pair(&server).await;
-    for name in ["", "   ", " padded", &"n".repeat(33), "tab\there", "evil\u{202E}name"] {
-        ann.send_request("set-name", json!({"username": name})).await;
+    for name in [
+        "",
+        "   ",
+        " padded",
+        &"n".repeat(33),
+        "tab\there",
+        "evil\u{202E}name",
+    ] {
+        ann.send_request("set-name", json!({"username": name}))
+            .await;
         assert_eq!(ann.recv().await["code"], "bad_name", "{name:?}");
     }
     ann.set_name("名前").await;
@@ -75,15 +106,23 @@ async fn names_channels_and_messages_follow_the_rules() {
         ann.send_request("join", json!({"channel": channel})).await;
         assert_eq!(ann.recv().await["code"], "bad_channel", "{channel:?}");
     }
-    ann.send_request("message", json!({"channel": "lobby", "message": "x".repeat(21)}))
-        .await;
-    ann.expect(json!({"error": "Message too long: 21 characters, at most 20 allowed", "code": "too_long"}))
-        .await;
+    ann.send_request(
+        "message",
+        json!({"channel": "lobby", "message": "x".repeat(21)}),
+    )
+    .await;
+    ann.expect(
+        json!({"error": "Message too long: 21 characters, at most 20 allowed", "code": "too_long"}),
+    )
+    .await;
     ann.send_request("message", json!({"channel": "lobby", "message": "  "}))
         .await;
     assert_eq!(ann.recv().await["code"], "bad_message");
-    ann.send_request("message", json!({"channel": "lobby", "message": "bell\u{7}"}))
-        .await;
+    ann.send_request(
+        "message",
+        json!({"channel": "lobby", "message": "bell\u{7}"}),
+    )
+    .await;
     assert_eq!(ann.recv().await["code"], "bad_message");
     still_serving(&mut ann, &mut bob).await;
 }
@@ -108,7 +147,10 @@ async fn sending_too_fast_is_rate_limited_then_allowed_again() {
         }
     }
     assert!(codes.iter().all(|c| c == "rate_limited"), "{codes:?}");
-    assert!(!codes.is_empty(), "a burst of 4 against a burst limit of 2 must be limited");
+    assert!(
+        !codes.is_empty(),
+        "a burst of 4 against a burst limit of 2 must be limited"
+    );
     // Bob has his own budget.
     still_serving(&mut ann, &mut bob).await;
 }
@@ -132,7 +174,8 @@ async fn oversized_frames_close_with_1009_and_others_keep_chatting() {
     let server = TestServer::start_with(|c| c.limits.max_frame_bytes = 1024).await;
     let (mut ann, mut bob) = pair(&server).await;
     let mut eve = server.named("Eve").await;
-    let huge = json!({"type": "message", "payload": {"channel": "lobby", "message": "x".repeat(4096)}});
+    let huge =
+        json!({"type": "message", "payload": {"channel": "lobby", "message": "x".repeat(4096)}});
     eve.send(huge).await;
     let close = eve.expect_close().await;
     assert_eq!(close.map(|(code, _)| code), Some(1009));

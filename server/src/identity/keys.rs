@@ -141,7 +141,8 @@ pub fn verify_key(public: &RsaPublicKey) -> VerifyKey {
     let n = URL_SAFE_NO_PAD.encode(public.n().to_bytes_be());
     let e = URL_SAFE_NO_PAD.encode(public.e().to_bytes_be());
     let kid = thumbprint(&n, &e);
-    let decoding = DecodingKey::from_rsa_raw_components(&public.n().to_bytes_be(), &public.e().to_bytes_be());
+    let decoding =
+        DecodingKey::from_rsa_raw_components(&public.n().to_bytes_be(), &public.e().to_bytes_be());
     VerifyKey {
         jwk: Jwk {
             kty: "RSA".into(),
@@ -283,7 +284,11 @@ fn temp_path(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "key".into());
-    path.with_file_name(format!(".{name}.{}.{}.tmp", std::process::id(), rand::random::<u32>()))
+    path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -319,11 +324,16 @@ mod tests {
     #[test]
     fn rejects_non_key_files() {
         let path = Path::new("bogus.pem");
-        let err = parse_private_key("hello", path).err().map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.contains("bogus.pem")));
-        let err = parse_private_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", path)
+        let err = parse_private_key("hello", path)
             .err()
             .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("bogus.pem")));
+        let err = parse_private_key(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            path,
+        )
+        .err()
+        .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("bogus.pem")));
     }
 

@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use crate::app::AppState;
 use crate::commands::{self, Session};
 use crate::error::ChatError;
-use crate::hub::{CloseReason, Outgoing};
+use crate::hub::{CloseReason, KillSignal, Outgoing};
 use crate::identity::Principal;
 
 /// Queued frames written per flush, so one busy channel cannot starve reading.
@@ -58,6 +58,7 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
 
     let (mut sink, mut stream) = socket.split();
     let mut rx = inbox.rx;
+    let inbox_kill = inbox.kill;
     let mut session = Session::new(handle.clone(), principal, node);
     let limits = &node.limits;
     let per_second = NonZeroU32::new(limits.frames_per_second).unwrap_or(NonZeroU32::MIN);
@@ -78,7 +79,7 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
 
     while close.is_none() {
         tokio::select! {
-            reason = inbox.kill.killed() => close = Some(Some(reason)),
+            reason = inbox_kill.killed() => close = Some(Some(reason)),
             () = app.shutdown.cancelled() => close = Some(Some(SHUTDOWN)),
             incoming = stream.next() => {
                 last_seen = Instant::now();
@@ -94,7 +95,7 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
                                 Message::Text(text) => handle_text(&mut session, &app, &text).await,
                                 _ => vec![binary_error(&app)],
                             };
-                            write_all(&mut sink, replies, &app).await.err().map(|()| None)
+                            interruptible(write_all(&mut sink, replies, &app), &inbox_kill, &app).await
                         }
                     }
                     Some(Err(error)) => Some(read_error(error)),
@@ -102,13 +103,13 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
             }
             item = rx.recv() => {
                 let Some(item) = item else { break };
-                close = write_queued(&mut sink, &mut rx, item, &session, &app).await.err().map(|()| None);
+                close = interruptible(write_queued(&mut sink, &mut rx, item, &session, &app), &inbox_kill, &app).await;
             }
             _ = ping.tick() => {
                 close = if last_seen.elapsed() >= limits.idle_timeout {
                     Some(Some(IDLE))
                 } else {
-                    sink.send(Message::Ping(Default::default())).await.err().map(|_| None)
+                    interruptible(async { sink.send(Message::Ping(Default::default())).await.map_err(|_| ()) }, &inbox_kill, &app).await
                 };
             }
         }
@@ -158,6 +159,21 @@ fn read_error(error: axum::Error) -> Option<CloseReason> {
     match inner.downcast_ref::<WsError>() {
         Some(WsError::Capacity(_)) => Some(TOO_LARGE),
         _ => None,
+    }
+}
+
+/// Runs a write, unless the connection is told to close first: a client that stopped reading
+/// blocks writes, and must not keep its task (and its queue) alive. Returns the close to do, if
+/// any: `Some(None)` when the write failed (the peer is gone).
+async fn interruptible(
+    write: impl Future<Output = Result<(), ()>>,
+    kill: &KillSignal,
+    app: &AppState,
+) -> Option<Option<CloseReason>> {
+    tokio::select! {
+        result = write => result.err().map(|()| None),
+        reason = kill.killed() => Some(Some(reason)),
+        () = app.shutdown.cancelled() => Some(Some(SHUTDOWN)),
     }
 }
 

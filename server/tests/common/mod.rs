@@ -107,7 +107,10 @@ impl TestServer {
             }
             let mut response = request.send_json(body).expect("http post");
             let status = response.status().as_u16();
-            (status, response.body_mut().read_to_string().unwrap_or_default())
+            (
+                status,
+                response.body_mut().read_to_string().unwrap_or_default(),
+            )
         })
         .await
         .unwrap()
@@ -184,7 +187,10 @@ pub async fn http_get(url: String) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
         let mut response = agent().get(&url).call().expect("http get");
         let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap_or_default())
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
     })
     .await
     .unwrap()
@@ -253,9 +259,11 @@ impl Client {
             match next {
                 Some(Ok(Message::Text(text))) => return Seen::Text(text.to_string()),
                 Some(Ok(Message::Close(frame))) => {
-                    return Seen::Close(frame.map(|CloseFrame { code, reason }| {
-                        (u16::from(code), reason.to_string())
-                    }));
+                    return Seen::Close(
+                        frame.map(|CloseFrame { code, reason }| {
+                            (u16::from(code), reason.to_string())
+                        }),
+                    );
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Binary(_))) => panic!("unexpected binary frame"),
@@ -322,10 +330,10 @@ impl Client {
     /// Asserts that nothing arrives for `quiet` (used only after an event proved the server
     /// already handled everything that could have produced a frame).
     pub async fn expect_silence(&mut self, quiet: Duration) {
-        if let Ok(Some(Ok(message))) = tokio::time::timeout(quiet, self.ws.next()).await {
-            if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
-                panic!("expected silence, got {message:?}");
-            }
+        if let Ok(Some(Ok(message))) = tokio::time::timeout(quiet, self.ws.next()).await
+            && !matches!(message, Message::Ping(_) | Message::Pong(_))
+        {
+            panic!("expected silence, got {message:?}");
         }
     }
 
@@ -334,14 +342,21 @@ impl Client {
         self.send_request("set-name", json!({ "username": name }))
             .await;
         let reply = self.recv_type_or_error().await;
-        assert_eq!(reply, json!({ "message": format!("Username set to {name}") }));
+        assert_eq!(
+            reply,
+            json!({ "message": format!("Username set to {name}") })
+        );
     }
 
     /// Joins a channel and checks the reply.
     pub async fn join(&mut self, channel: &str) {
-        self.send_request("join", json!({ "channel": channel })).await;
+        self.send_request("join", json!({ "channel": channel }))
+            .await;
         let reply = self.recv_type_or_error().await;
-        assert_eq!(reply, json!({ "message": format!("You have joined {channel}") }));
+        assert_eq!(
+            reply,
+            json!({ "message": format!("You have joined {channel}") })
+        );
     }
 
     /// Sends a ping and waits for the pong: every frame sent before it has been handled.
