@@ -204,3 +204,21 @@ async fn a_disconnect_leaves_every_channel() {
     let who = ann.recv_type("presence").await;
     assert_eq!(who["payload"]["users"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sender_gets_its_copy_even_when_it_leaves_right_after() {
+    let server = TestServer::start().await;
+    let mut ann = server.named("Ann").await;
+    ann.join("lobby").await;
+    ann.recv_type("user_joined").await;
+    // Both frames leave before any reply is read.
+    ann.send_request("message", json!({"channel": "lobby", "message": "bye"}))
+        .await;
+    ann.send_request("leave", json!({"channel": "lobby"})).await;
+    ann.expect_text(r#"{"message":"Message sent to lobby: bye"}"#)
+        .await;
+    let own = ann.recv().await;
+    assert_eq!(own["type"], "chat_message_received");
+    assert_eq!(own["payload"]["message"], "bye");
+    ann.expect_text(r#"{"message":"You have left lobby"}"#).await;
+}

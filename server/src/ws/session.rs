@@ -91,11 +91,19 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
                         if flood.check().is_err() {
                             Some(Some(FLOODING))
                         } else {
-                            let replies = match frame {
-                                Message::Text(text) => handle_text(&mut session, &app, &text).await,
-                                _ => vec![binary_error(&app)],
-                            };
-                            interruptible(write_all(&mut sink, replies, &app), &inbox_kill, &app).await
+                            // First deliver what was queued before this request takes effect
+                            // (e.g. the own copy of a message sent just before a `leave`).
+                            let pending = write_queued(&mut sink, &mut rx, None, usize::MAX, &session, &app);
+                            match interruptible(pending, &inbox_kill, &app).await {
+                                Some(close) => Some(close),
+                                None => {
+                                    let replies = match frame {
+                                        Message::Text(text) => handle_text(&mut session, &app, &text).await,
+                                        _ => vec![binary_error(&app)],
+                                    };
+                                    interruptible(write_all(&mut sink, replies, &app), &inbox_kill, &app).await
+                                }
+                            }
                         }
                     }
                     Some(Err(error)) => Some(read_error(error)),
@@ -103,7 +111,7 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
             }
             item = rx.recv() => {
                 let Some(item) = item else { break };
-                close = interruptible(write_queued(&mut sink, &mut rx, item, &session, &app), &inbox_kill, &app).await;
+                close = interruptible(write_queued(&mut sink, &mut rx, Some(item), WRITE_BATCH, &session, &app), &inbox_kill, &app).await;
             }
             _ = ping.tick() => {
                 close = if last_seen.elapsed() >= limits.idle_timeout {
@@ -193,26 +201,30 @@ async fn write_all(sink: &mut Sink, replies: Vec<String>, app: &AppState) -> Res
     sink.flush().await.map_err(|_| ())
 }
 
-/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+/// Writes `first` and whatever else is queued (up to `batch` frames), then flushes once.
 async fn write_queued(
     sink: &mut Sink,
     rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
-    first: Outgoing,
+    first: Option<Outgoing>,
+    batch: usize,
     session: &Session,
     app: &AppState,
 ) -> Result<(), ()> {
-    let mut written = 0u64;
-    let mut next = Some(first);
+    let mut written = 0;
+    let mut next = first.or_else(|| rx.try_recv().ok());
     while let Some(item) = next.take() {
         if let Some(frame) = deliverable(item, session) {
             sink.feed(Message::Text(frame)).await.map_err(|_| ())?;
             written += 1;
         }
-        if written < WRITE_BATCH as u64 {
+        if written < batch {
             next = rx.try_recv().ok();
         }
     }
-    app.node.metrics.frames_out.inc_by(written);
+    if written == 0 {
+        return Ok(());
+    }
+    app.node.metrics.frames_out.inc_by(written as u64);
     sink.flush().await.map_err(|_| ())
 }
 
