@@ -30,6 +30,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -115,6 +116,12 @@ impl Server {
         let token = state.shutdown.clone();
         let router = app::router(state.clone());
         tracing::info!(%addr, "bevy chat server listening");
+        // Chat frames are small and latency-bound: never let Nagle hold them back.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections");

@@ -220,5 +220,6 @@ async fn the_sender_gets_its_copy_even_when_it_leaves_right_after() {
     let own = ann.recv().await;
     assert_eq!(own["type"], "chat_message_received");
     assert_eq!(own["payload"]["message"], "bye");
-    ann.expect_text(r#"{"message":"You have left lobby"}"#).await;
+    ann.expect_text(r#"{"message":"You have left lobby"}"#)
+        .await;
 }

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 /// How long any single expected event may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -217,10 +217,31 @@ pub enum Seen {
 impl Client {
     /// Connects to a WebSocket URL.
     pub async fn connect(url: &str) -> Self {
-        let (ws, _) = tokio::time::timeout(WAIT, connect_async(url))
+        let (ws, _) = tokio::time::timeout(WAIT, connect_async_with_config(url, None, true))
             .await
             .expect("connect in time")
             .expect("websocket connects");
+        Self {
+            ws,
+            user_id: String::new(),
+        }
+    }
+
+    /// Connects with a tiny TCP receive buffer, so that a client that stops reading backs up
+    /// into the server quickly (slow-consumer tests).
+    pub async fn connect_small_buffer(addr: SocketAddr, token: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let url = format!("ws://{addr}/?auth_token={token}");
+        let (ws, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .expect("connect in time")
+        .expect("websocket connects");
         Self {
             ws,
             user_id: String::new(),
