@@ -391,3 +391,4 @@ impl Client {
         }
     }
 }
+pub mod tokens;
