@@ -19,12 +19,7 @@ pub(super) async fn run(
             format!("You are not in {channel}"),
         ));
     }
-    let username = node
-        .engine
-        .name(&session.principal.user_id)
-        .await
-        .ok()
-        .flatten();
+    let username = session.announced_name(node).await;
     node.leave(channel, &session.conn, username.as_deref())
         .await;
     Ok(vec![reply(format!("You have left {channel}"), reference)])

@@ -71,6 +71,16 @@ impl Session {
             .ok_or_else(|| ChatError::new(ErrorCode::NameRequired, "You must set a username first"))
     }
 
+    /// The user's name for presence announcements; none when unset or unreadable (a leave
+    /// must go through even while the engine is down).
+    async fn announced_name(&self, node: &Node) -> Option<String> {
+        node.engine
+            .name(&self.principal.user_id)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Fails with the seed's error unless the channel is joined.
     fn require_joined(&self, channel: &str) -> Result<(), ChatError> {
         if self.channels.contains_key(channel) {
@@ -131,12 +141,7 @@ pub async fn handle(session: &mut Session, node: &Node, frame: ClientFrame) -> R
 
 /// Leaves every channel of a closing connection.
 pub async fn leave_all(session: &mut Session, node: &Node) {
-    let username = node
-        .engine
-        .name(&session.principal.user_id)
-        .await
-        .ok()
-        .flatten();
+    let username = session.announced_name(node).await;
     for (channel, _) in session.channels.drain() {
         node.leave(&channel, &session.conn, username.as_deref())
             .await;
