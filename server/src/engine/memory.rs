@@ -24,6 +24,8 @@ pub struct MemoryEngine {
 struct ChannelState {
     last_id: MessageId,
     history: VecDeque<Arc<ChatMessage>>,
+    /// Removed from the map: whoever still holds it must fetch a fresh entry.
+    retired: bool,
     /// Id of the newest message dropped from history, if any was.
     trimmed_through: Option<MessageId>,
     /// Present users and how many `presence_add` calls hold them.
@@ -49,15 +51,25 @@ impl MemoryEngine {
         }
     }
 
-    fn channel(&self, channel: &str) -> Arc<Mutex<ChannelState>> {
-        if let Some(state) = self.channels.read().get(channel) {
-            return state.clone();
+    /// Runs `f` on the channel's live state, creating it when missing.
+    fn with_channel<T>(&self, channel: &str, f: impl FnOnce(&mut ChannelState) -> T) -> T {
+        loop {
+            let existing = self.channels.read().get(channel).cloned();
+            let state = match existing {
+                Some(state) => state,
+                None => self
+                    .channels
+                    .write()
+                    .entry(channel.to_owned())
+                    .or_default()
+                    .clone(),
+            };
+            let mut state = state.lock();
+            if !state.retired {
+                return f(&mut state);
+            }
+            // Forgotten while we waited for the lock: use the fresh entry.
         }
-        self.channels
-            .write()
-            .entry(channel.to_owned())
-            .or_default()
-            .clone()
     }
 
     fn existing(&self, channel: &str) -> Option<Arc<Mutex<ChannelState>>> {
@@ -110,27 +122,27 @@ impl Engine for MemoryEngine {
     }
 
     async fn publish(&self, new: NewMessage) -> Result<Arc<ChatMessage>, EngineError> {
-        let state = self.channel(&new.channel);
-        let mut state = state.lock();
-        let id = Self::next_id(state.last_id, now_ms());
-        state.last_id = id;
-        let message = Arc::new(ChatMessage {
-            username: new.username,
-            message: new.message,
-            channel: new.channel,
-            id,
-            user_id: new.user_id,
-            ts: id.ms,
-        });
-        if self.history_size > 0 {
-            if state.history.len() == self.history_size {
-                state.trimmed_through = state.history.pop_front().map(|m| m.id);
+        self.with_channel(&new.channel.clone(), |state| {
+            let id = Self::next_id(state.last_id, now_ms());
+            state.last_id = id;
+            let message = Arc::new(ChatMessage {
+                username: new.username,
+                message: new.message,
+                channel: new.channel,
+                id,
+                user_id: new.user_id,
+                ts: id.ms,
+            });
+            if self.history_size > 0 {
+                if state.history.len() == self.history_size {
+                    state.trimmed_through = state.history.pop_front().map(|m| m.id);
+                }
+                state.history.push_back(message.clone());
             }
-            state.history.push_back(message.clone());
-        }
-        // Deliver under the channel lock so that deliveries leave in id order.
-        self.sink.deliver(Delivery::Message(message.clone()));
-        Ok(message)
+            // Deliver under the channel lock so that deliveries leave in id order.
+            self.sink.deliver(Delivery::Message(message.clone()));
+            Ok(message)
+        })
     }
 
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<History, EngineError> {
@@ -164,11 +176,11 @@ impl Engine for MemoryEngine {
     }
 
     async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
-        let state = self.channel(channel);
-        let mut state = state.lock();
-        let count = state.present.entry(user_id.to_owned()).or_default();
-        *count += 1;
-        Ok(*count == 1)
+        Ok(self.with_channel(channel, |state| {
+            let count = state.present.entry(user_id.to_owned()).or_default();
+            *count += 1;
+            *count == 1
+        }))
     }
 
     async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
@@ -180,11 +192,24 @@ impl Engine for MemoryEngine {
             return Ok(false);
         };
         *count -= 1;
-        if *count == 0 {
-            state.present.remove(user_id);
-            return Ok(true);
+        if *count > 0 {
+            return Ok(false);
         }
-        Ok(false)
+        state.present.remove(user_id);
+        if state.present.is_empty() && state.history.is_empty() {
+            // Nothing left to remember: forget the channel, so that joining many made-up
+            // channel names does not grow memory.
+            state.retired = true;
+            drop(state);
+            let mut channels = self.channels.write();
+            if channels
+                .get(channel)
+                .is_some_and(|current| current.lock().retired)
+            {
+                channels.remove(channel);
+            }
+        }
+        Ok(true)
     }
 
     async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError> {
@@ -242,5 +267,121 @@ impl Engine for MemoryEngine {
 
     async fn ready(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects deliveries.
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Delivery>>);
+
+    impl DeliverySink for Collect {
+        fn deliver(&self, delivery: Delivery) {
+            self.0.lock().push(delivery);
+        }
+    }
+
+    fn message(channel: &str, text: &str) -> NewMessage {
+        NewMessage {
+            channel: channel.into(),
+            user_id: "u".into(),
+            username: "U".into(),
+            message: text.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_channels_are_forgotten_and_kept_ones_are_not() {
+        let engine = MemoryEngine::new(Arc::new(Collect::default()), 10);
+        for n in 0..100 {
+            let channel = format!("c{n}");
+            assert!(engine.presence_add(&channel, "u").await.unwrap());
+            assert!(engine.presence_remove(&channel, "u").await.unwrap());
+        }
+        assert!(engine.channels.read().is_empty());
+        engine.presence_add("kept", "u").await.unwrap();
+        engine.publish(message("kept", "hi")).await.unwrap();
+        engine.presence_remove("kept", "u").await.unwrap();
+        let history = engine
+            .history("kept", HistoryQuery::Last { limit: 5 })
+            .await
+            .unwrap();
+        assert_eq!(history.messages.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn ids_increase_and_history_reads_every_way() {
+        let sink = Arc::new(Collect::default());
+        let engine = MemoryEngine::new(sink.clone(), 4);
+        let mut ids = Vec::new();
+        for n in 0..6 {
+            ids.push(
+                engine
+                    .publish(message("c", &n.to_string()))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(sink.0.lock().len(), 6);
+        let texts =
+            |h: History| -> Vec<String> { h.messages.into_iter().map(|m| m.message).collect() };
+        let last = engine
+            .history("c", HistoryQuery::Last { limit: 2 })
+            .await
+            .unwrap();
+        assert!(last.more);
+        assert_eq!(texts(last), ["4", "5"]);
+        let since = engine
+            .history(
+                "c",
+                HistoryQuery::Since {
+                    after: ids[3],
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!since.gap);
+        assert_eq!(texts(since), ["4", "5"]);
+        let since_dropped = engine
+            .history(
+                "c",
+                HistoryQuery::Since {
+                    after: ids[0],
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(since_dropped.gap, "message 1 was dropped from a ring of 4");
+        let capped = engine
+            .history(
+                "c",
+                HistoryQuery::Since {
+                    after: ids[1],
+                    limit: 2,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(capped.gap);
+        assert_eq!(texts(capped), ["4", "5"]);
+        let before = engine
+            .history(
+                "c",
+                HistoryQuery::Before {
+                    before: ids[4],
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!before.more);
+        assert_eq!(texts(before), ["2", "3"]);
     }
 }
