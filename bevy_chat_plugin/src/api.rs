@@ -1,0 +1,111 @@
+//! [`Chat`]: the system parameter games use to talk.
+
+use bevy::ecs::system::SystemParam;
+use bevy::prelude::*;
+use protocol::MessageId;
+
+use crate::auth::ChatAuth;
+use crate::net::Command;
+use crate::state::ChatConnectionState;
+
+/// Commands queued this frame; sent to the network thread in `PostUpdate`
+/// ([`ChatSet::Send`](crate::ChatSet::Send)).
+#[derive(Resource, Debug, Default)]
+pub struct ChatOutbox {
+    pub(crate) commands: Vec<Command>,
+}
+
+/// Chat from any system: `fn my_system(mut chat: Chat) { chat.send("lobby", "hi"); }`.
+///
+/// Every call only queues a command (no IO, no waiting). Results arrive as messages:
+/// [`Joined`](crate::Joined), [`Left`](crate::Left), [`NameSet`](crate::NameSet),
+/// [`ChatError`](crate::ChatError), and the traffic itself as
+/// [`ChatMessageReceived`](crate::ChatMessageReceived) and friends.
+#[derive(SystemParam)]
+pub struct Chat<'w> {
+    outbox: ResMut<'w, ChatOutbox>,
+    auth: Res<'w, ChatAuth>,
+    state: Option<Res<'w, State<ChatConnectionState>>>,
+}
+
+impl Chat<'_> {
+    fn push(&mut self, command: Command) {
+        self.outbox.commands.push(command);
+    }
+
+    /// Sets the player's display name (kept by the server across reconnects, and re-applied by
+    /// the plugin after one).
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.push(Command::SetName(name.into()));
+    }
+
+    /// Joins a channel; it stays joined across reconnects until [`Chat::leave`].
+    pub fn join(&mut self, channel: impl Into<String>) {
+        self.push(Command::Join(channel.into()));
+    }
+
+    /// Leaves a channel.
+    pub fn leave(&mut self, channel: impl Into<String>) {
+        self.push(Command::Leave(channel.into()));
+    }
+
+    /// Sends a message to a joined channel.
+    pub fn send(&mut self, channel: impl Into<String>, text: impl Into<String>) {
+        self.push(Command::Send {
+            channel: channel.into(),
+            text: text.into(),
+        });
+    }
+
+    /// Sends a direct message to every connection of a user.
+    pub fn direct(&mut self, user_id: impl Into<String>, text: impl Into<String>) {
+        self.push(Command::Direct {
+            to: user_id.into(),
+            text: text.into(),
+        });
+    }
+
+    /// Asks who is in a joined channel; the answer arrives as
+    /// [`PresenceChanged`](crate::PresenceChanged) with a `Snapshot`.
+    pub fn who(&mut self, channel: impl Into<String>) {
+        self.push(Command::Who(channel.into()));
+    }
+
+    /// Asks for up to `limit` older messages of a joined channel (before `before`, or the
+    /// newest when `None`); they arrive as [`ChatMessageReceived`](crate::ChatMessageReceived)
+    /// with `from_history` set, skipping any already received.
+    pub fn history(&mut self, channel: impl Into<String>, before: Option<MessageId>, limit: u32) {
+        self.push(Command::History {
+            channel: channel.into(),
+            before,
+            limit,
+        });
+    }
+
+    /// Connects (when created with `auto_connect: false`, or after [`Chat::disconnect`]).
+    pub fn connect(&mut self) {
+        self.push(Command::Connect);
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub fn disconnect(&mut self) {
+        self.push(Command::Disconnect);
+    }
+
+    /// Hands the plugin a new access token (external issuer) and connects with it.
+    pub fn set_token(&mut self, token: impl Into<String>) {
+        self.push(Command::SetToken(token.into()));
+    }
+
+    /// Whether the chat is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.state
+            .as_ref()
+            .is_some_and(|s| *s.get() == ChatConnectionState::Connected)
+    }
+
+    /// The player's user id, once logged in.
+    pub fn user_id(&self) -> Option<&str> {
+        self.auth.user_id.as_deref()
+    }
+}

@@ -1,0 +1,490 @@
+//! One WebSocket session: connect, restore name and channels (resuming with `since`), then
+//! relay commands and frames until the connection ends.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use protocol::{
+    ClientFrame, ClientRequest, Event, MessageId, Ref, ServerFrame, parse_server_frame,
+};
+use tokio::time::{Instant, interval};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+use super::worker::{REFRESH_MARGIN, Worker};
+use super::{Command, NetEvent};
+use crate::auth::{self, Tokens};
+use crate::messages::*;
+use crate::state::ChatConnectionState;
+
+/// How a session ended.
+pub(super) enum SessionEnd {
+    /// The game asked to disconnect, or the app is closing.
+    Stopped,
+    /// The server refused the token.
+    AuthRefused(String),
+    /// The connection could not be opened.
+    Failed(String),
+    /// The connection was up and then ended.
+    Dropped(String),
+}
+
+/// How often the client pings, and after how many silent intervals it gives up on the server.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_MISSES: u32 = 3;
+
+/// A request in flight, by `ref`.
+#[derive(Debug, Clone)]
+enum Pending {
+    SetName(String),
+    Join { channel: String, rejoin: bool },
+    Leave(String),
+    Other(&'static str, Option<String>),
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Session<'a> {
+    worker: &'a mut Worker,
+    socket: Socket,
+    pending: HashMap<u64, Pending>,
+    next_ref: u64,
+}
+
+/// Connects and serves one session.
+pub(super) async fn run(worker: &mut Worker) -> SessionEnd {
+    let Some(tokens) = worker.tokens.clone() else {
+        return SessionEnd::AuthRefused("no token".into());
+    };
+    let url = worker.config.websocket_url(&tokens.access);
+    let timeout = worker.config.connect_timeout;
+    let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
+    let mut socket = match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok((socket, _))) => socket,
+        Ok(Err(error)) => return SessionEnd::Failed(format!("cannot connect: {error}")),
+        Err(_) => return SessionEnd::Failed("connecting timed out".into()),
+    };
+    // The first frame says whether the token was accepted.
+    match tokio::time::timeout(timeout, socket.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => match parse_server_frame(&text) {
+            Ok(ServerFrame::Reply { .. }) => {}
+            Ok(ServerFrame::Error { error, .. }) => return SessionEnd::AuthRefused(error),
+            _ => return SessionEnd::Failed(format!("unexpected welcome: {text}")),
+        },
+        Ok(Some(Ok(Message::Close(frame)))) => return SessionEnd::Failed(close_text(frame)),
+        Ok(_) => return SessionEnd::Failed("the server closed the connection".into()),
+        Err(_) => return SessionEnd::Failed("no welcome from the server".into()),
+    }
+    let reconnect = worker.mark_connected();
+    let mut session = Session {
+        worker,
+        socket,
+        pending: HashMap::new(),
+        next_ref: 1,
+    };
+    let end = session.serve(tokens, reconnect).await;
+    let _ = session.socket.close(None).await;
+    for track in session.worker.channels.values_mut() {
+        track.joined = false;
+    }
+    end
+}
+
+fn close_text(frame: Option<CloseFrame>) -> String {
+    match frame {
+        Some(frame) => format!(
+            "closed by the server ({}): {}",
+            u16::from(frame.code),
+            frame.reason
+        ),
+        None => "closed by the server".into(),
+    }
+}
+
+impl Session<'_> {
+    async fn serve(&mut self, tokens: Tokens, reconnect: bool) -> SessionEnd {
+        let user_id = tokens.user_id.clone().unwrap_or_default();
+        self.worker.set_state(ChatConnectionState::Connected).await;
+        self.worker
+            .emit(NetEvent::Connected(Connected { user_id, reconnect }))
+            .await;
+        if let Err(end) = self.restore().await {
+            return end;
+        }
+        let mut keepalive = interval(KEEPALIVE);
+        keepalive.tick().await;
+        let mut last_heard = Instant::now();
+        let refresh_at = tokens
+            .access_expires
+            .map(|at| Instant::from_std(at.checked_sub(REFRESH_MARGIN).unwrap_or(at)));
+        let mut refresh_at = refresh_at.filter(|_| tokens.can_refresh());
+        loop {
+            if self.worker.stopping() {
+                return SessionEnd::Stopped;
+            }
+            let refresh_due = async {
+                match refresh_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                frame = self.socket.next() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => self.on_frame(&text).await,
+                        Some(Ok(Message::Close(frame))) => return SessionEnd::Dropped(close_text(frame)),
+                        Some(Ok(_)) => {}
+                        Some(Err(error)) => return SessionEnd::Dropped(format!("connection lost: {error}")),
+                        None => return SessionEnd::Dropped("connection lost".into()),
+                    }
+                }
+                () = self.worker.wake.notified() => {
+                    if let Err(end) = self.drain_commands().await {
+                        return end;
+                    }
+                }
+                _ = keepalive.tick() => {
+                    if last_heard.elapsed() > KEEPALIVE * KEEPALIVE_MISSES {
+                        return SessionEnd::Dropped("the server stopped answering".into());
+                    }
+                    if let Err(end) = self.write(Message::Ping(Default::default())).await {
+                        return end;
+                    }
+                }
+                () = refresh_due => {
+                    refresh_at = None;
+                    self.refresh_tokens().await;
+                }
+            }
+        }
+    }
+
+    /// Refreshes the access token in the background of a live session, so that a later
+    /// reconnect does not wait for a login.
+    async fn refresh_tokens(&mut self) {
+        let Some(token) = self.worker.tokens.as_ref().and_then(|t| t.refresh.clone()) else {
+            return;
+        };
+        let url = self.worker.config.server_url.clone();
+        let timeout = self.worker.config.connect_timeout;
+        match tokio::task::spawn_blocking(move || auth::refresh(&url, &token, timeout)).await {
+            Ok(Ok(tokens)) => self.worker.tokens = Some(tokens),
+            Ok(Err(error)) => {
+                bevy::log::info!(%error, "chat: token refresh failed; will log in on reconnect")
+            }
+            Err(error) => bevy::log::warn!(%error, "chat: token refresh task failed"),
+        }
+    }
+
+    /// Re-applies the name and re-joins every channel, resuming after the last message seen.
+    async fn restore(&mut self) -> Result<(), SessionEnd> {
+        if let Some(name) = self.worker.name.clone() {
+            self.request(
+                ClientRequest::SetName {
+                    username: name.clone(),
+                },
+                Pending::SetName(name),
+            )
+            .await?;
+        }
+        let channels: Vec<(String, Option<MessageId>)> = self
+            .worker
+            .channels
+            .iter()
+            .map(|(channel, track)| (channel.clone(), track.last_id))
+            .collect();
+        for (channel, since) in channels {
+            self.join(channel, since, true).await?;
+        }
+        // Commands sent while connecting.
+        self.drain_commands().await
+    }
+
+    async fn join(
+        &mut self,
+        channel: String,
+        since: Option<MessageId>,
+        rejoin: bool,
+    ) -> Result<(), SessionEnd> {
+        let history = match since {
+            Some(_) => None,
+            None => Some(self.worker.config.history_on_join).filter(|h| *h > 0),
+        };
+        self.request(
+            ClientRequest::Join {
+                channel: channel.clone(),
+                history,
+                since,
+            },
+            Pending::Join { channel, rejoin },
+        )
+        .await
+    }
+
+    async fn drain_commands(&mut self) -> Result<(), SessionEnd> {
+        while let Ok(command) = self.worker.commands.try_recv() {
+            self.command(command).await?;
+        }
+        Ok(())
+    }
+
+    async fn command(&mut self, command: Command) -> Result<(), SessionEnd> {
+        let request = command.request();
+        let target = command.target();
+        let other = Pending::Other(request, target);
+        match command {
+            Command::Connect => Ok(()),
+            Command::Disconnect => Err(SessionEnd::Stopped),
+            Command::SetToken(token) => {
+                // Used from the next connect on.
+                self.worker.tokens = Some(Tokens::external(token));
+                Ok(())
+            }
+            Command::SetName(username) => {
+                self.worker.name = Some(username.clone());
+                self.request(
+                    ClientRequest::SetName {
+                        username: username.clone(),
+                    },
+                    Pending::SetName(username),
+                )
+                .await
+            }
+            Command::Join(channel) => {
+                if self.worker.channels.get(&channel).is_some_and(|t| t.joined) {
+                    return Ok(());
+                }
+                let since = self
+                    .worker
+                    .channels
+                    .entry(channel.clone())
+                    .or_default()
+                    .last_id;
+                self.join(channel, since, false).await
+            }
+            Command::Leave(channel) => {
+                self.worker.channels.remove(&channel);
+                self.request(
+                    ClientRequest::Leave {
+                        channel: channel.clone(),
+                    },
+                    Pending::Leave(channel),
+                )
+                .await
+            }
+            Command::Send { channel, text } => {
+                self.request(
+                    ClientRequest::Message {
+                        channel,
+                        message: text,
+                    },
+                    other,
+                )
+                .await
+            }
+            Command::Direct { to, text } => {
+                self.request(ClientRequest::Direct { to, message: text }, other)
+                    .await
+            }
+            Command::Who(channel) => self.request(ClientRequest::Who { channel }, other).await,
+            Command::History {
+                channel,
+                before,
+                limit,
+            } => {
+                self.request(
+                    ClientRequest::History {
+                        channel,
+                        before,
+                        limit: Some(limit),
+                    },
+                    other,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn request(
+        &mut self,
+        request: ClientRequest,
+        pending: Pending,
+    ) -> Result<(), SessionEnd> {
+        let reference = self.next_ref;
+        self.next_ref += 1;
+        self.pending.insert(reference, pending);
+        let frame = ClientFrame::with_ref(request, reference);
+        self.write(Message::Text(frame.to_json().into())).await
+    }
+
+    async fn write(&mut self, message: Message) -> Result<(), SessionEnd> {
+        let timeout = self.worker.config.connect_timeout;
+        match tokio::time::timeout(timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(SessionEnd::Dropped(format!("connection lost: {error}"))),
+            Err(_) => Err(SessionEnd::Dropped("the server stopped reading".into())),
+        }
+    }
+
+    fn take_pending(&mut self, reference: Option<&Ref>) -> Option<Pending> {
+        let id = match reference? {
+            Ref::Number(n) => n.as_u64()?,
+            Ref::Text(_) => return None,
+        };
+        self.pending.remove(&id)
+    }
+
+    async fn on_frame(&mut self, text: &str) {
+        let frame = match parse_server_frame(text) {
+            Ok(frame) => frame,
+            Err(error) => {
+                bevy::log::warn!(%error, "chat: ignoring a frame this client does not understand");
+                return;
+            }
+        };
+        match frame {
+            ServerFrame::Reply { reference, .. } => match self.take_pending(reference.as_ref()) {
+                Some(Pending::SetName(username)) => {
+                    self.worker
+                        .emit(NetEvent::NameSet(NameSet { username }))
+                        .await;
+                }
+                Some(Pending::Join { channel, rejoin }) => {
+                    if let Some(track) = self.worker.channels.get_mut(&channel) {
+                        track.joined = true;
+                        self.worker
+                            .emit(NetEvent::Joined(Joined {
+                                channel,
+                                rejoined: rejoin,
+                            }))
+                            .await;
+                    }
+                }
+                Some(Pending::Leave(channel)) => {
+                    self.worker.emit(NetEvent::Left(Left { channel })).await;
+                }
+                Some(Pending::Other(..)) | None => {}
+            },
+            ServerFrame::Error {
+                error,
+                code,
+                reference,
+            } => {
+                let pending = self.take_pending(reference.as_ref());
+                let (request, target) = match pending {
+                    Some(Pending::SetName(name)) => ("set-name", Some(name)),
+                    Some(Pending::Join { channel, .. }) => {
+                        self.worker.channels.remove(&channel);
+                        ("join", Some(channel))
+                    }
+                    Some(Pending::Leave(channel)) => ("leave", Some(channel)),
+                    Some(Pending::Other(request, target)) => (request, target),
+                    None => ("unknown", None),
+                };
+                self.worker
+                    .error(request, target, ChatErrorCode::Server(code), error)
+                    .await;
+            }
+            ServerFrame::Event { event, reference } => {
+                // Replies to our requests carry a ref; forget it so the map stays small.
+                self.take_pending(reference.as_ref());
+                self.on_event(event).await;
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::ChatMessageReceived(message) => self.on_message(message, false).await,
+            Event::History(page) => {
+                if page.gap {
+                    self.worker
+                        .emit(NetEvent::HistoryGap {
+                            channel: page.channel.clone(),
+                        })
+                        .await;
+                }
+                for message in page.messages {
+                    self.on_message(message, true).await;
+                }
+            }
+            Event::Presence(list) => {
+                self.worker
+                    .emit(NetEvent::Presence(PresenceChanged {
+                        channel: list.channel,
+                        change: PresenceChange::Snapshot(list.users),
+                    }))
+                    .await;
+            }
+            Event::UserJoined(change) => self.on_presence(change, true).await,
+            Event::UserLeft(change) => self.on_presence(change, false).await,
+            Event::DirectMessageReceived(direct) => {
+                self.worker
+                    .emit(NetEvent::Direct(DirectMessageReceived {
+                        id: direct.id,
+                        from: direct.from,
+                        username: direct.username,
+                        text: direct.message,
+                        ts: direct.ts,
+                    }))
+                    .await;
+            }
+            Event::Broadcast(broadcast) => {
+                self.worker
+                    .emit(NetEvent::Broadcast(BroadcastReceived {
+                        text: broadcast.message,
+                        ts: broadcast.ts,
+                    }))
+                    .await;
+            }
+            Event::Pong => {}
+        }
+    }
+
+    async fn on_presence(&mut self, change: protocol::PresenceChange, joined: bool) {
+        if !self.worker.channels.contains_key(&change.channel) {
+            return;
+        }
+        let user = protocol::PresenceUser {
+            user_id: change.user_id,
+            username: change.username,
+        };
+        let change_kind = if joined {
+            PresenceChange::Joined(user)
+        } else {
+            PresenceChange::Left(user)
+        };
+        self.worker
+            .emit(NetEvent::Presence(PresenceChanged {
+                channel: change.channel,
+                change: change_kind,
+            }))
+            .await;
+    }
+
+    /// Delivers a channel message once: skips it when the channel was left or the message was
+    /// already seen (a replay overlapping what arrived live).
+    async fn on_message(&mut self, message: protocol::ChatMessage, from_history: bool) {
+        let Some(track) = self.worker.channels.get_mut(&message.channel) else {
+            return;
+        };
+        if track.last_id.is_some_and(|last| message.id <= last) {
+            return;
+        }
+        track.last_id = Some(message.id);
+        self.worker
+            .emit(NetEvent::Message(ChatMessageReceived {
+                channel: message.channel,
+                id: message.id,
+                user_id: message.user_id,
+                username: message.username,
+                text: message.message,
+                ts: message.ts,
+                from_history,
+            }))
+            .await;
+    }
+}

@@ -1,0 +1,171 @@
+//! The two systems that bridge ECS and the network thread.
+
+use bevy::ecs::system::SystemParam;
+use bevy::prelude::*;
+
+use crate::api::ChatOutbox;
+use crate::auth::ChatAuth;
+use crate::log::{ChatLine, ChatLineKind, ChatLog, DIRECT_LOG, now_ms};
+use crate::messages::*;
+use crate::net::{NetEvent, NetHandle};
+use crate::state::ChatConnectionState;
+
+/// The network thread's handle.
+#[derive(Resource)]
+pub(crate) struct ChatNet(pub NetHandle);
+
+/// Log key of connection and broadcast lines.
+pub const SYSTEM_LOG: &str = "@system";
+
+/// Every message the receive system writes.
+#[derive(SystemParam)]
+pub(crate) struct ChatWriters<'w> {
+    messages: MessageWriter<'w, ChatMessageReceived>,
+    directs: MessageWriter<'w, DirectMessageReceived>,
+    broadcasts: MessageWriter<'w, BroadcastReceived>,
+    joined: MessageWriter<'w, Joined>,
+    left: MessageWriter<'w, Left>,
+    names: MessageWriter<'w, NameSet>,
+    presence: MessageWriter<'w, PresenceChanged>,
+    errors: MessageWriter<'w, ChatError>,
+    connected: MessageWriter<'w, Connected>,
+    disconnected: MessageWriter<'w, Disconnected>,
+}
+
+/// `PreUpdate`: drains the network thread's events into Bevy messages, the log and the state.
+/// Never blocks; allocates nothing when there is nothing to read.
+pub(crate) fn receive(
+    net: Res<ChatNet>,
+    mut out: ChatWriters,
+    mut log: ResMut<ChatLog>,
+    mut auth: ResMut<ChatAuth>,
+    mut next_state: ResMut<NextState<ChatConnectionState>>,
+) {
+    while let Ok(event) = net.0.events.try_recv() {
+        match event {
+            NetEvent::State(state) => {
+                next_state.set(state);
+            }
+            NetEvent::LoggedIn { user_id } => auth.user_id = Some(user_id),
+            NetEvent::Connected(connected) => {
+                let text = if connected.reconnect {
+                    "Reconnected"
+                } else {
+                    "Connected"
+                };
+                log.system(SYSTEM_LOG, text);
+                if !connected.user_id.is_empty() {
+                    auth.user_id = Some(connected.user_id.clone());
+                }
+                out.connected.write(connected);
+            }
+            NetEvent::Disconnected(disconnected) => {
+                log.system(SYSTEM_LOG, format!("Disconnected: {}", disconnected.reason));
+                out.disconnected.write(disconnected);
+            }
+            NetEvent::Message(message) => {
+                log.push(
+                    &message.channel,
+                    ChatLine {
+                        ts: message.ts,
+                        kind: ChatLineKind::Message {
+                            user_id: message.user_id.clone(),
+                            username: message.username.clone(),
+                            text: message.text.clone(),
+                        },
+                    },
+                );
+                out.messages.write(message);
+            }
+            NetEvent::Direct(direct) => {
+                log.push(
+                    DIRECT_LOG,
+                    ChatLine {
+                        ts: direct.ts,
+                        kind: ChatLineKind::Message {
+                            user_id: direct.from.clone(),
+                            username: direct.username.clone(),
+                            text: direct.text.clone(),
+                        },
+                    },
+                );
+                out.directs.write(direct);
+            }
+            NetEvent::Broadcast(broadcast) => {
+                log.system(SYSTEM_LOG, format!("Announcement: {}", broadcast.text));
+                out.broadcasts.write(broadcast);
+            }
+            NetEvent::Joined(joined) => {
+                if !joined.rejoined {
+                    log.system(&joined.channel, format!("You joined {}", joined.channel));
+                }
+                out.joined.write(joined);
+            }
+            NetEvent::Left(left) => {
+                log.system(&left.channel, format!("You left {}", left.channel));
+                out.left.write(left);
+            }
+            NetEvent::NameSet(name) => {
+                log.system(SYSTEM_LOG, format!("Your name is now {}", name.username));
+                out.names.write(name);
+            }
+            NetEvent::Presence(presence) => {
+                let line = match &presence.change {
+                    PresenceChange::Joined(user) => Some(format!("{} joined", display(user))),
+                    PresenceChange::Left(user) => Some(format!("{} left", display(user))),
+                    PresenceChange::Snapshot(_) => None,
+                };
+                if let Some(line) = line {
+                    log.system(&presence.channel, line);
+                }
+                out.presence.write(presence);
+            }
+            NetEvent::HistoryGap { channel } => {
+                log.system(&channel, "Some earlier messages are no longer available");
+            }
+            NetEvent::Error(error) => {
+                let key = match (&error.target, error.request) {
+                    (Some(target), "join" | "leave" | "message" | "who" | "history") => {
+                        target.clone()
+                    }
+                    _ => SYSTEM_LOG.to_owned(),
+                };
+                log.push(
+                    &key,
+                    ChatLine {
+                        ts: now_ms(),
+                        kind: ChatLineKind::System(format!("Error: {}", error.message)),
+                    },
+                );
+                out.errors.write(error);
+            }
+        }
+    }
+}
+
+fn display(user: &protocol::PresenceUser) -> &str {
+    user.username.as_deref().unwrap_or(&user.user_id)
+}
+
+/// `PostUpdate`: hands this frame's commands to the network thread. A command that does not fit
+/// in the queue is dropped and reported as [`ChatErrorCode::QueueFull`].
+pub(crate) fn send(
+    net: Res<ChatNet>,
+    mut outbox: ResMut<ChatOutbox>,
+    mut errors: MessageWriter<ChatError>,
+) {
+    if outbox.commands.is_empty() {
+        return;
+    }
+    for command in outbox.commands.drain(..) {
+        if let Err(command) = net.0.try_send(command) {
+            errors.write(ChatError {
+                request: command.request(),
+                target: command.target(),
+                code: ChatErrorCode::QueueFull,
+                message: "too many chat commands at once; this one was dropped".into(),
+            });
+        }
+    }
+    net.0.wake();
+}
