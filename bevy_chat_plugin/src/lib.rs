@@ -20,7 +20,7 @@
 //! ```
 //!
 //! - Login (guest, with saved credentials, or your own token), the WebSocket, reconnects with
-//!   backoff and resume all run on a background thread ([`net`](crate) module docs); the main
+//!   backoff and resume all run on a background thread; the main
 //!   thread only drains a channel in `PreUpdate` ([`ChatSet::Receive`]) and hands over commands in
 //!   `PostUpdate` ([`ChatSet::Send`]).
 //! - The connection state is a Bevy state, [`ChatConnectionState`], with run conditions
