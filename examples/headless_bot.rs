@@ -45,7 +45,9 @@ fn main() {
     chat.app_name = "bevy_chat_headless_bot".into();
     App::new()
         .add_plugins((
-            MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(1.0 / 60.0))),
+            MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
+                1.0 / 60.0,
+            ))),
             bevy::log::LogPlugin::default(),
             chat,
         ))
@@ -81,7 +83,10 @@ fn say_hello(bot: Res<Bot>, mut joined: MessageReader<Joined>, mut chat: Chat) {
 fn echo(mut received: MessageReader<ChatMessageReceived>, mut chat: Chat) {
     let me = chat.user_id().map(str::to_owned);
     for message in received.read() {
-        info!("[{}] {}: {}", message.channel, message.username, message.text);
+        info!(
+            "[{}] {}: {}",
+            message.channel, message.username, message.text
+        );
         let mine = me.as_deref() == Some(message.user_id.as_str());
         if message.from_history || mine || message.text.starts_with("echo: ") {
             continue;
@@ -106,8 +111,19 @@ fn report(
     }
 }
 
-fn talk_and_exit(time: Res<Time>, mut bot: ResMut<Bot>, mut chat: Chat, mut exit: MessageWriter<AppExit>) {
-    let Bot { say, say_every, lifetime, channel, .. } = &mut *bot;
+fn talk_and_exit(
+    time: Res<Time>,
+    mut bot: ResMut<Bot>,
+    mut chat: Chat,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let Bot {
+        say,
+        say_every,
+        lifetime,
+        channel,
+        ..
+    } = &mut *bot;
     if let (Some(timer), Some(say)) = (say_every.as_mut(), say.as_ref())
         && timer.tick(time.delta()).just_finished()
         && chat.is_connected()

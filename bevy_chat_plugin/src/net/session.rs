@@ -254,7 +254,11 @@ impl Session<'_> {
                 .await
             }
             Command::Join(channel) => {
-                if self.worker.channels.get(&channel).is_some_and(|t| t.joined) {
+                let joining = self
+                    .pending
+                    .values()
+                    .any(|p| matches!(p, Pending::Join { channel: c, .. } if *c == channel));
+                if joining || self.worker.channels.get(&channel).is_some_and(|t| t.joined) {
                     return Ok(());
                 }
                 let since = self

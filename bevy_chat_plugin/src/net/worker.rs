@@ -155,7 +155,10 @@ impl Worker {
                 attempt = 0;
             }
             let (reason, retry) = match end {
-                SessionEnd::Stopped => ("disconnected by the game".to_owned(), false),
+                SessionEnd::Stopped => {
+                    self.want_connected = false;
+                    ("disconnected by the game".to_owned(), false)
+                }
                 SessionEnd::AuthRefused(reason) => {
                     // A fresh login fixes an expired guest token; a game-provided token needs
                     // a new one from the game.
