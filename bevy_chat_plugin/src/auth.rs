@@ -59,10 +59,11 @@ impl Tokens {
         }
     }
 
-    /// A token from the game (external issuer): expiry unknown.
+    /// A token from the game (external issuer). The user id comes from its `sub` claim (read,
+    /// not verified: the server verifies).
     pub fn external(token: String) -> Self {
         Self {
-            user_id: None,
+            user_id: token_subject(&token),
             access: token,
             access_expires: None,
             refresh: None,
@@ -83,6 +84,22 @@ impl Tokens {
                 at.saturating_duration_since(Instant::now()) > Duration::from_secs(30)
             })
     }
+}
+
+/// The `sub` claim of a JWT, without checking its signature.
+fn token_subject(token: &str) -> Option<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    #[derive(Deserialize)]
+    struct Claims {
+        sub: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Claims>(&bytes)
+        .ok()
+        .map(|c| c.sub)
+        .filter(|sub| !sub.is_empty())
 }
 
 /// Why a login failed.
@@ -248,6 +265,15 @@ mod tests {
         assert_eq!(load_credentials(&path), Some(credentials));
         std::fs::write(&path, "garbage").unwrap();
         assert!(load_credentials(&path).is_none());
+    }
+
+    #[test]
+    fn the_user_id_of_a_token_is_its_subject() {
+        // {"alg":"none"} . {"sub":"user-1","aud":"gamebackend"} . no signature
+        let token = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1c2VyLTEiLCJhdWQiOiJnYW1lYmFja2VuZCJ9.";
+        assert_eq!(token_subject(token).as_deref(), Some("user-1"));
+        assert_eq!(token_subject("garbage"), None);
+        assert_eq!(Tokens::external("a.b.c".into()).user_id, None);
     }
 
     #[test]

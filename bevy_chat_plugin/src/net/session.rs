@@ -37,8 +37,17 @@ const KEEPALIVE_MISSES: u32 = 3;
 /// A request in flight, by `ref`.
 #[derive(Debug, Clone)]
 enum Pending {
-    SetName(String),
-    Join { channel: String, rejoin: bool },
+    /// A name; `previous` is put back when the server refuses it.
+    SetName {
+        name: String,
+        previous: Option<String>,
+    },
+    /// A page of older messages asked for by the game.
+    History,
+    Join {
+        channel: String,
+        rejoin: bool,
+    },
     Leave(String),
     Other(&'static str, Option<String>),
 }
@@ -186,7 +195,11 @@ impl Session<'_> {
                 ClientRequest::SetName {
                     username: name.clone(),
                 },
-                Pending::SetName(name),
+                // Refused on restore: forget it rather than re-send it on every reconnect.
+                Pending::SetName {
+                    name,
+                    previous: None,
+                },
             )
             .await?;
         }
@@ -197,7 +210,12 @@ impl Session<'_> {
             .map(|(channel, track)| (channel.clone(), track.last_id))
             .collect();
         for (channel, since) in channels {
-            self.join(channel, since, true).await?;
+            let rejoin = self
+                .worker
+                .channels
+                .get(&channel)
+                .is_some_and(|t| t.ever_joined);
+            self.join(channel, since, rejoin).await?;
         }
         // Commands sent while connecting.
         self.drain_commands().await
@@ -244,12 +262,15 @@ impl Session<'_> {
                 Ok(())
             }
             Command::SetName(username) => {
-                self.worker.name = Some(username.clone());
+                let previous = self.worker.name.replace(username.clone());
                 self.request(
                     ClientRequest::SetName {
                         username: username.clone(),
                     },
-                    Pending::SetName(username),
+                    Pending::SetName {
+                        name: username,
+                        previous,
+                    },
                 )
                 .await
             }
@@ -299,6 +320,7 @@ impl Session<'_> {
                 before,
                 limit,
             } => {
+                let other = Pending::History;
                 self.request(
                     ClientRequest::History {
                         channel,
@@ -351,14 +373,15 @@ impl Session<'_> {
         };
         match frame {
             ServerFrame::Reply { reference, .. } => match self.take_pending(reference.as_ref()) {
-                Some(Pending::SetName(username)) => {
+                Some(Pending::SetName { name, .. }) => {
                     self.worker
-                        .emit(NetEvent::NameSet(NameSet { username }))
+                        .emit(NetEvent::NameSet(NameSet { username: name }))
                         .await;
                 }
                 Some(Pending::Join { channel, rejoin }) => {
                     if let Some(track) = self.worker.channels.get_mut(&channel) {
                         track.joined = true;
+                        track.ever_joined = true;
                         self.worker
                             .emit(NetEvent::Joined(Joined {
                                 channel,
@@ -370,7 +393,7 @@ impl Session<'_> {
                 Some(Pending::Leave(channel)) => {
                     self.worker.emit(NetEvent::Left(Left { channel })).await;
                 }
-                Some(Pending::Other(..)) | None => {}
+                Some(Pending::Other(..) | Pending::History) | None => {}
             },
             ServerFrame::Error {
                 error,
@@ -379,7 +402,13 @@ impl Session<'_> {
             } => {
                 let pending = self.take_pending(reference.as_ref());
                 let (request, target) = match pending {
-                    Some(Pending::SetName(name)) => ("set-name", Some(name)),
+                    Some(Pending::SetName { name, previous }) => {
+                        if self.worker.name.as_deref() == Some(name.as_str()) {
+                            self.worker.name = previous;
+                        }
+                        ("set-name", Some(name))
+                    }
+                    Some(Pending::History) => ("history", None),
                     Some(Pending::Join { channel, .. }) => {
                         self.worker.channels.remove(&channel);
                         ("join", Some(channel))
@@ -394,8 +423,12 @@ impl Session<'_> {
             }
             ServerFrame::Event { event, reference } => {
                 // Replies to our requests carry a ref; forget it so the map stays small.
-                self.take_pending(reference.as_ref());
-                self.on_event(event).await;
+                match (self.take_pending(reference.as_ref()), event) {
+                    (Some(Pending::History), Event::History(page)) => {
+                        self.on_older_page(page).await
+                    }
+                    (_, event) => self.on_event(event).await,
+                }
             }
         }
     }
@@ -469,6 +502,19 @@ impl Session<'_> {
             .await;
     }
 
+    /// A page the game asked for with `Chat::history`: older than what it has, so delivered as
+    /// is (the resume point stays where it is).
+    async fn on_older_page(&mut self, page: protocol::HistoryPage) {
+        if !self.worker.channels.contains_key(&page.channel) {
+            return;
+        }
+        for message in page.messages {
+            self.worker
+                .emit(NetEvent::Message(received(message, true)))
+                .await;
+        }
+    }
+
     /// Delivers a channel message once: skips it when the channel was left or the message was
     /// already seen (a replay overlapping what arrived live).
     async fn on_message(&mut self, message: protocol::ChatMessage, from_history: bool) {
@@ -480,15 +526,19 @@ impl Session<'_> {
         }
         track.last_id = Some(message.id);
         self.worker
-            .emit(NetEvent::Message(ChatMessageReceived {
-                channel: message.channel,
-                id: message.id,
-                user_id: message.user_id,
-                username: message.username,
-                text: message.message,
-                ts: message.ts,
-                from_history,
-            }))
+            .emit(NetEvent::Message(received(message, from_history)))
             .await;
+    }
+}
+
+fn received(message: protocol::ChatMessage, from_history: bool) -> ChatMessageReceived {
+    ChatMessageReceived {
+        channel: message.channel,
+        id: message.id,
+        user_id: message.user_id,
+        username: message.username,
+        text: message.message,
+        ts: message.ts,
+        from_history,
     }
 }

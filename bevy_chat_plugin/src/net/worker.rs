@@ -26,6 +26,9 @@ pub(super) struct ChannelTrack {
     pub last_id: Option<MessageId>,
     /// The server confirmed the join on the current connection.
     pub joined: bool,
+    /// The server confirmed a join of this channel on some connection (a later join is a
+    /// re-join).
+    pub ever_joined: bool,
 }
 
 /// State of the network thread.
@@ -151,6 +154,7 @@ impl Worker {
             }
             self.set_state(ChatConnectionState::Connecting).await;
             let end = session::run(&mut self).await;
+            let was_up = matches!(end, SessionEnd::Dropped(_) | SessionEnd::Stopped);
             if matches!(end, SessionEnd::Dropped(_)) {
                 attempt = 0;
             }
@@ -173,15 +177,18 @@ impl Worker {
                 }
                 SessionEnd::Failed(reason) | SessionEnd::Dropped(reason) => (reason, true),
             };
-            if self.ever_connected {
+            if was_up {
                 self.emit(NetEvent::Disconnected(Disconnected {
                     reason: reason.clone(),
                     will_reconnect: retry && self.want_connected,
                 }))
                 .await;
-            } else if retry {
+            } else if retry && attempt == 0 {
+                // Reported once per outage, not once per attempt.
                 self.error("connect", None, ChatErrorCode::Connection, reason)
                     .await;
+            } else {
+                bevy::log::debug!(%reason, attempt, "chat: connect attempt failed");
             }
             if retry && self.want_connected {
                 self.back_off(&mut attempt).await;

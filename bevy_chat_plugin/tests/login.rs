@@ -1,0 +1,127 @@
+//! Logging in: saved guest credentials, bring-your-own tokens (valid and not).
+
+mod common;
+
+use bevy_chat_plugin::*;
+use common::*;
+
+#[test]
+fn saved_guest_credentials_keep_the_same_user() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nested/dir/guest.json");
+
+    let mut first = guest_app(&server.url(), &file);
+    let id = wait_connected(&mut first);
+    let saved = load_credentials(&file).expect("credentials saved on first login");
+    assert_eq!(saved.user_id, id);
+    drop(first);
+
+    let mut second = guest_app(&server.url(), &file);
+    assert_eq!(wait_connected(&mut second), id, "same guest again");
+    assert_eq!(
+        load_credentials(&file),
+        Some(saved.clone()),
+        "file unchanged"
+    );
+    drop(second);
+
+    // Credentials the server does not know (e.g. its guest file was reset) are replaced.
+    save_credentials(
+        &file,
+        &GuestCredentials {
+            user_id: "00000000-0000-0000-0000-000000000000".into(),
+            guest_secret: "not-the-secret".into(),
+        },
+    )
+    .unwrap();
+    let mut third = guest_app(&server.url(), &file);
+    let new_id = wait_connected(&mut third);
+    assert_ne!(new_id, id);
+    assert_eq!(load_credentials(&file).unwrap().user_id, new_id);
+    assert!(
+        rec(third.world()).errors.is_empty(),
+        "{:?}",
+        rec(third.world())
+    );
+}
+
+#[test]
+fn a_valid_token_of_our_own_connects() {
+    let server = TestServer::start();
+    let login = server.login_as_guest();
+    let mut app = app_with(
+        ChatPlugin::new(server.url())
+            .with_login(ChatLogin::Token(login.auth_token.clone()))
+            .with_reconnect(fast_reconnect()),
+    );
+    assert_eq!(app.world().resource::<ChatAuth>().credentials_file, None);
+    update_until(&mut app, TIMEOUT, "the token to connect", |w| {
+        state(w) == ChatConnectionState::Connected && !rec(w).connected.is_empty()
+    });
+    // The user id is read from the token's subject.
+    assert_eq!(
+        app.world().resource::<ChatAuth>().user_id.as_deref(),
+        Some(login.user_id.as_str())
+    );
+    assert_eq!(rec(app.world()).connected[0].user_id, login.user_id);
+    set_name(&mut app, "Tok");
+    join(&mut app, "lobby");
+    send(&mut app, "lobby", "I brought my own token");
+    update_until(&mut app, TIMEOUT, "the own message", |w| {
+        !rec(w).messages.is_empty()
+    });
+    assert_eq!(rec(app.world()).messages[0].user_id, login.user_id);
+    assert!(rec(app.world()).errors.is_empty(), "{:?}", rec(app.world()));
+}
+
+#[test]
+fn an_invalid_token_is_an_auth_error_and_stops_until_a_new_token() {
+    let server = TestServer::start();
+    let mut app = app_with(
+        ChatPlugin::new(server.url())
+            .with_login(ChatLogin::Token("garbage".into()))
+            .with_reconnect(fast_reconnect()),
+    );
+    update_until(&mut app, TIMEOUT, "the auth error", |w| {
+        !rec(w).errors.is_empty()
+    });
+    let error = rec(app.world()).errors[0].clone();
+    assert_eq!(error.code, ChatErrorCode::Auth, "{error:?}");
+    assert_eq!(error.request, "connect");
+    assert!(!error.message.is_empty());
+    update_until(
+        &mut app,
+        TIMEOUT,
+        "the chat to settle as disconnected",
+        |w| state(w) == ChatConnectionState::Disconnected,
+    );
+    assert!(rec(app.world()).connected.is_empty());
+    // It gave up: a bounded number of further frames (well over several reconnect delays)
+    // brings no new attempt.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(600) {
+        app.update();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(state(app.world()), ChatConnectionState::Disconnected);
+    assert_eq!(rec(app.world()).errors.len(), 1, "{:?}", rec(app.world()));
+    assert!(rec(app.world()).connected.is_empty());
+
+    // Offline requests are refused at once with NotConnected.
+    send(&mut app, "lobby", "hello?");
+    update_until(&mut app, TIMEOUT, "the not-connected error", |w| {
+        rec(w).errors.len() == 2
+    });
+    let error = rec(app.world()).errors[1].clone();
+    assert_eq!(error.code, ChatErrorCode::NotConnected);
+    assert_eq!(error.request, "message");
+    assert_eq!(error.target.as_deref(), Some("lobby"));
+
+    // A new token from the game connects.
+    let login = server.login_as_guest();
+    chat(&mut app, move |chat| chat.set_token(login.auth_token));
+    update_until(&mut app, TIMEOUT, "the new token to connect", |w| {
+        state(w) == ChatConnectionState::Connected && !rec(w).connected.is_empty()
+    });
+}
