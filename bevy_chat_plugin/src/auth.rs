@@ -37,26 +37,57 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
-    fn from_login(login: LoginResponse) -> Self {
+    /// Tokens the server just issued, with their lifetimes in seconds.
+    fn issued(
+        user_id: String,
+        access: String,
+        access_secs: u64,
+        refresh: String,
+        refresh_secs: u64,
+    ) -> Self {
         let now = Instant::now();
         Self {
-            user_id: Some(login.user_id),
-            access: login.auth_token,
-            access_expires: Some(now + Duration::from_secs(login.auth_token_expires_in)),
-            refresh: Some(login.refresh_token),
-            refresh_expires: Some(now + Duration::from_secs(login.refresh_token_expires_in)),
+            user_id: Some(user_id),
+            access,
+            access_expires: Some(now + Duration::from_secs(access_secs)),
+            refresh: Some(refresh),
+            refresh_expires: Some(now + Duration::from_secs(refresh_secs)),
         }
     }
 
+    fn from_login(login: LoginResponse) -> Self {
+        let LoginResponse {
+            user_id,
+            auth_token,
+            refresh_token,
+            auth_token_expires_in,
+            refresh_token_expires_in,
+            ..
+        } = login;
+        Self::issued(
+            user_id,
+            auth_token,
+            auth_token_expires_in,
+            refresh_token,
+            refresh_token_expires_in,
+        )
+    }
+
     fn from_refresh(refresh: RefreshResponse) -> Self {
-        let now = Instant::now();
-        Self {
-            user_id: Some(refresh.user_id),
-            access: refresh.auth_token,
-            access_expires: Some(now + Duration::from_secs(refresh.auth_token_expires_in)),
-            refresh: Some(refresh.refresh_token),
-            refresh_expires: Some(now + Duration::from_secs(refresh.refresh_token_expires_in)),
-        }
+        let RefreshResponse {
+            user_id,
+            auth_token,
+            refresh_token,
+            auth_token_expires_in,
+            refresh_token_expires_in,
+        } = refresh;
+        Self::issued(
+            user_id,
+            auth_token,
+            auth_token_expires_in,
+            refresh_token,
+            refresh_token_expires_in,
+        )
     }
 
     /// A token from the game (external issuer). The user id comes from its `sub` claim (read,
