@@ -36,6 +36,8 @@ mod messages;
 mod net;
 mod state;
 mod systems;
+#[cfg(feature = "ui")]
+pub mod ui;
 
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
@@ -48,6 +50,8 @@ pub use messages::*;
 pub use protocol::{ErrorCode, MessageId, PresenceUser};
 pub use state::{ChatConnectionState, chat_connected, chat_disconnected, chat_just_connected};
 pub use systems::SYSTEM_LOG;
+#[cfg(feature = "ui")]
+pub use ui::{ChatUiFocus, ChatUiPlugin, ChatUiState, ChatUiStyle, chat_ui_typing};
 
 /// Everything a game usually needs.
 pub mod prelude {

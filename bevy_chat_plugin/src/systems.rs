@@ -110,7 +110,10 @@ pub(crate) fn receive(
                 out.names.write(name);
             }
             NetEvent::Presence(presence) => {
+                let me = auth.user_id.as_deref();
                 let line = match &presence.change {
+                    // Our own arrival is already logged as "You joined".
+                    PresenceChange::Joined(user) if Some(user.user_id.as_str()) == me => None,
                     PresenceChange::Joined(user) => Some(format!("{} joined", display(user))),
                     PresenceChange::Left(user) => Some(format!("{} left", display(user))),
                     PresenceChange::Snapshot(_) => None,

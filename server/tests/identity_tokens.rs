@@ -189,13 +189,14 @@ async fn external_issuer_keys_are_refetched_for_an_unknown_kid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_issuer_down_at_startup_is_fetched_lazily() {
-    let addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
+    // Hold the issuer's port while the chat server starts, so that it cannot be handed the
+    // same (just freed) port.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
     // Default refetch interval (10 s): the lazy first fetch must not wait for it.
     let chat =
         TestServer::start_with(|c| c.identity.issuer_url = Some(format!("http://{addr}"))).await;
+    drop(probe);
     let issuer = TestServer::start_with(|c| c.listen = addr).await;
     expect_welcome(&chat, &issuer.login().await.auth_token).await;
 }

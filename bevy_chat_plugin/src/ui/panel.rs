@@ -1,0 +1,355 @@
+//! Drawing the chat panel with egui.
+
+use std::sync::Arc;
+
+use bevy::ecs::system::SystemParam;
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, egui};
+
+use super::{ChatUiConfig, ChatUiFocus, ChatUiState};
+use crate::log::{ChatLineKind, ChatLog, DIRECT_LOG};
+use crate::state::ChatConnectionState;
+use crate::systems::SYSTEM_LOG;
+use crate::{Chat, ChatAuth};
+
+/// What the panel shows, read-only.
+#[derive(SystemParam)]
+pub(super) struct Shown<'w> {
+    log: Res<'w, ChatLog>,
+    auth: Res<'w, ChatAuth>,
+    connection: Res<'w, State<ChatConnectionState>>,
+}
+
+/// Draws the panel and records whether it holds the keyboard.
+pub(super) fn draw(
+    mut contexts: EguiContexts,
+    config: Res<ChatUiConfig>,
+    mut state: ResMut<ChatUiState>,
+    mut focus: ResMut<ChatUiFocus>,
+    mut chat: Chat,
+    shown: Shown,
+) -> Result {
+    let Shown {
+        log,
+        auth,
+        connection,
+    } = shown;
+    let ctx = contexts.ctx_mut()?;
+    if !state.fonts_ready {
+        install_fonts(ctx, &config.0.font_files);
+        state.fonts_ready = true;
+    }
+    if !state.open {
+        focus.typing = false;
+        return Ok(());
+    }
+    let style = &config.0.style;
+    let alpha = (style.opacity.clamp(0.0, 1.0) * 255.0) as u8;
+    let frame = egui::Frame::window(&ctx.global_style())
+        .fill(egui::Color32::from_rgba_unmultiplied(18, 20, 28, alpha))
+        .stroke(egui::Stroke::new(1.0, egui::Color32::from_white_alpha(40)));
+    let mut typing = false;
+    egui::Window::new("Chat")
+        .title_bar(false)
+        .anchor(style.anchor, style.offset)
+        .fixed_size([style.width, style.height])
+        .frame(frame)
+        .show(ctx, |ui| {
+            ui.style_mut().override_text_style = None;
+            for (_, font) in ui.style_mut().text_styles.iter_mut() {
+                font.size = font.size.max(style.text_size * 0.85);
+            }
+            status_line(ui, &state, *connection.get(), &auth);
+            ui.separator();
+            tabs(ui, &mut state, &log);
+            ui.separator();
+            let active = state
+                .active
+                .clone()
+                .unwrap_or_else(|| SYSTEM_LOG.to_owned());
+            let input_height = 64.0;
+            let list_height = (ui.available_height() - input_height).max(60.0);
+            let top_down = egui::Layout::top_down(egui::Align::Min);
+            ui.horizontal_top(|ui| {
+                let messages_width = (ui.available_width() * 0.74).floor();
+                ui.allocate_ui_with_layout(
+                    egui::vec2(messages_width, list_height),
+                    top_down,
+                    |ui| {
+                        ui.set_min_size(egui::vec2(messages_width, list_height));
+                        messages(ui, &mut state, &log, &active);
+                    },
+                );
+                ui.separator();
+                let people_width = ui.available_width();
+                ui.allocate_ui_with_layout(egui::vec2(people_width, list_height), top_down, |ui| {
+                    ui.set_min_size(egui::vec2(people_width, list_height));
+                    people(ui, &mut state, &active);
+                });
+            });
+            ui.separator();
+            typing = input_line(ui, &mut state, &mut chat, &active);
+            typing |= controls(ui, &mut state, &mut chat, &active);
+        });
+    focus.typing = typing;
+    Ok(())
+}
+
+fn status_line(
+    ui: &mut egui::Ui,
+    state: &ChatUiState,
+    connection: ChatConnectionState,
+    auth: &ChatAuth,
+) {
+    let (color, text) = match connection {
+        ChatConnectionState::Connected => (egui::Color32::from_rgb(90, 200, 120), "Connected"),
+        ChatConnectionState::Connecting => (egui::Color32::from_rgb(230, 200, 80), "Connecting…"),
+        ChatConnectionState::LoggingIn => (egui::Color32::from_rgb(230, 200, 80), "Logging in…"),
+        ChatConnectionState::Reconnecting => {
+            (egui::Color32::from_rgb(240, 140, 60), "Reconnecting…")
+        }
+        ChatConnectionState::Disconnected => (egui::Color32::from_rgb(220, 80, 80), "Disconnected"),
+    };
+    ui.horizontal(|ui| {
+        ui.colored_label(color, "●");
+        ui.label(text);
+        if let Some(user) = &auth.user_id {
+            ui.weak(format!("· you are {}", short_id(user)));
+        }
+    });
+    if let Some(notice) = &state.notice {
+        ui.weak(notice);
+    }
+}
+
+fn tabs(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog) {
+    ui.horizontal_wrapped(|ui| {
+        let mut tabs: Vec<(String, String)> = state
+            .tabs
+            .iter()
+            .map(|t| {
+                let unread = state.unread(t);
+                let label = if unread > 0 {
+                    format!("#{t} ({unread})")
+                } else {
+                    format!("#{t}")
+                };
+                (t.clone(), label)
+            })
+            .collect();
+        if log.lines(DIRECT_LOG).next().is_some() {
+            tabs.push((DIRECT_LOG.to_owned(), "Direct".to_owned()));
+        }
+        tabs.push((SYSTEM_LOG.to_owned(), "System".to_owned()));
+        let active = state
+            .active
+            .clone()
+            .unwrap_or_else(|| SYSTEM_LOG.to_owned());
+        for (key, label) in tabs {
+            if ui.selectable_label(active == key, label).clicked() {
+                state.unread.remove(&key);
+                state.active = Some(key);
+            }
+        }
+    });
+}
+
+fn messages(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog, active: &str) {
+    state.unread.remove(active);
+    egui::ScrollArea::vertical()
+        .id_salt(("chat-lines", active))
+        .stick_to_bottom(true)
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            for line in log.lines(active) {
+                ui.horizontal_wrapped(|ui| {
+                    ui.spacing_mut().item_spacing.x = 4.0;
+                    ui.weak(clock(line.ts));
+                    match &line.kind {
+                        ChatLineKind::Message {
+                            user_id,
+                            username,
+                            text,
+                        } => {
+                            let name = egui::RichText::new(username)
+                                .color(name_color(user_id))
+                                .strong();
+                            let response =
+                                ui.add(egui::Label::new(name).sense(egui::Sense::click()));
+                            if response
+                                .on_hover_text("click to send a direct message")
+                                .clicked()
+                            {
+                                state.input = format!("/w {user_id} ");
+                                state.focus_input = true;
+                            }
+                            ui.label(text);
+                        }
+                        ChatLineKind::System(text) => {
+                            ui.label(
+                                egui::RichText::new(text)
+                                    .italics()
+                                    .color(egui::Color32::from_gray(150)),
+                            );
+                        }
+                    }
+                });
+            }
+        });
+}
+
+fn people(ui: &mut egui::Ui, state: &mut ChatUiState, active: &str) {
+    let users = state.presence.get(active).cloned().unwrap_or_default();
+    ui.vertical(|ui| {
+        ui.weak(format!("Here ({})", users.len()));
+        egui::ScrollArea::vertical()
+            .id_salt(("chat-people", active))
+            .show(ui, |ui| {
+                for user in users {
+                    let name = user
+                        .username
+                        .clone()
+                        .unwrap_or_else(|| short_id(&user.user_id));
+                    let label = egui::RichText::new(name).color(name_color(&user.user_id));
+                    if ui
+                        .add(egui::Label::new(label).sense(egui::Sense::click()))
+                        .clicked()
+                    {
+                        state.input = format!("/w {} ", user.user_id);
+                        state.focus_input = true;
+                    }
+                }
+            });
+    });
+}
+
+/// The message line. Returns whether it has the keyboard.
+fn input_line(ui: &mut egui::Ui, state: &mut ChatUiState, chat: &mut Chat, active: &str) -> bool {
+    let hint = if active.starts_with('@') {
+        "/join channel · /w user_id text · /name N"
+    } else {
+        "Say something… (Enter to send, /help)"
+    };
+    let response = ui.add(
+        egui::TextEdit::singleline(&mut state.input)
+            .hint_text(hint)
+            .desired_width(f32::INFINITY)
+            .id(egui::Id::new("chat-input")),
+    );
+    if std::mem::take(&mut state.focus_input) {
+        response.request_focus();
+    }
+    if response.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+        let text = std::mem::take(&mut state.input);
+        submit(text.trim(), state, chat, active);
+        response.request_focus();
+    }
+    response.has_focus()
+}
+
+/// Name and join fields. Returns whether one of them has the keyboard.
+fn controls(ui: &mut egui::Ui, state: &mut ChatUiState, chat: &mut Chat, active: &str) -> bool {
+    let mut typing = false;
+    ui.horizontal(|ui| {
+        let name = ui.add(
+            egui::TextEdit::singleline(&mut state.name_input)
+                .hint_text("name")
+                .desired_width(90.0),
+        );
+        typing |= name.has_focus();
+        let enter = name.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if (ui.button("Set name").clicked() || enter) && !state.name_input.trim().is_empty() {
+            chat.set_name(state.name_input.trim());
+        }
+        let join = ui.add(
+            egui::TextEdit::singleline(&mut state.join_input)
+                .hint_text("channel")
+                .desired_width(90.0),
+        );
+        typing |= join.has_focus();
+        let enter = join.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if (ui.button("Join").clicked() || enter) && !state.join_input.trim().is_empty() {
+            chat.join(state.join_input.trim());
+            state.join_input.clear();
+        }
+        if !active.starts_with('@') && ui.button("Leave").clicked() {
+            chat.leave(active);
+        }
+    });
+    typing
+}
+
+/// Sends a line, or runs a slash command.
+fn submit(text: &str, state: &mut ChatUiState, chat: &mut Chat, active: &str) {
+    if text.is_empty() {
+        return;
+    }
+    let (command, rest) = match text.strip_prefix('/') {
+        Some(command) => command.split_once(' ').unwrap_or((command, "")),
+        None => {
+            if active.starts_with('@') {
+                state.notice = Some("Pick a channel tab to talk, or /w user_id text".into());
+            } else {
+                chat.send(active, text);
+            }
+            return;
+        }
+    };
+    let rest = rest.trim();
+    match command {
+        "join" | "j" if !rest.is_empty() => chat.join(rest),
+        "leave" => chat.leave(if rest.is_empty() { active } else { rest }),
+        "name" | "nick" if !rest.is_empty() => chat.set_name(rest),
+        "who" if !active.starts_with('@') => chat.who(active),
+        "w" | "msg" => match rest.split_once(' ') {
+            Some((to, message)) if !message.trim().is_empty() => chat.direct(to, message.trim()),
+            _ => state.notice = Some("usage: /w user_id text".into()),
+        },
+        _ => {
+            state.notice =
+                Some("commands: /join C · /leave · /name N · /w user_id text · /who".into())
+        }
+    }
+}
+
+/// Loads extra fonts as fallbacks after egui's own.
+fn install_fonts(ctx: &egui::Context, files: &[std::path::PathBuf]) {
+    if files.is_empty() {
+        return;
+    }
+    let mut fonts = egui::FontDefinitions::default();
+    for (index, path) in files.iter().enumerate() {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let name = format!("chat-font-{index}");
+                fonts
+                    .font_data
+                    .insert(name.clone(), Arc::new(egui::FontData::from_owned(bytes)));
+                for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
+                    fonts.families.entry(family).or_default().push(name.clone());
+                }
+            }
+            Err(error) => warn!(%error, path = %path.display(), "chat: cannot load font"),
+        }
+    }
+    ctx.set_fonts(fonts);
+}
+
+/// `HH:MM` (UTC) of a timestamp in ms.
+fn clock(ts: u64) -> String {
+    let minutes = ts / 60_000;
+    format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
+}
+
+/// A stable, readable colour per user.
+fn name_color(user_id: &str) -> egui::Color32 {
+    let hash = user_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let hue = (hash % 360) as f32 / 360.0;
+    egui::ecolor::Hsva::new(hue, 0.55, 0.95, 1.0).into()
+}
+
+fn short_id(user_id: &str) -> String {
+    user_id.chars().take(8).collect()
+}

@@ -1,0 +1,271 @@
+//! The desktop playtest: a small 2D scene with the chat panel.
+//!
+//! ```sh
+//! cargo run --example chat_scene
+//! ```
+//!
+//! Connects to `CHAT_SERVER_URL` (default `http://127.0.0.1:8080`). When nothing answers there, it
+//! starts the chat server inside this process, so the example works alone; start a second one
+//! beside it and the two chat. Move the square with the arrow keys or WASD; Enter puts the cursor
+//! in the chat, Escape takes it out, F1 hides the panel. While you type, the square stays put.
+//!
+//! For scripts and tests (see `scripts/screenshot.sh`): `CHAT_SCENE_NAME` (player name),
+//! `CHAT_SCENE_SAY` (a line to say once joined), `CHAT_SCENE_EXPECT` (wait for a message from
+//! someone else containing this text), `CHAT_SCENE_SCREENSHOT` (save a PNG there, then exit),
+//! `CHAT_SCENE_TIMEOUT` (seconds before giving up with exit code 1, default 60).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
+use bevy::window::WindowResolution;
+use bevy_chat_examples::{
+    assets_dir, data_dir, instance_slot, local_address, server_answers, start_embedded_server,
+};
+use bevy_chat_plugin::prelude::*;
+use bevy_chat_plugin::{ChatUiPlugin, ChatUiState, chat_ui_typing};
+
+/// What the scene tells the player at the top of the panel.
+#[derive(Resource)]
+struct Notice(Option<String>);
+
+/// The player's square.
+#[derive(Component)]
+struct Player;
+
+/// A decoration circling the centre.
+#[derive(Component)]
+struct Orbit {
+    radius: f32,
+    speed: f32,
+    phase: f32,
+}
+
+/// Scripted play for screenshots and tests.
+#[derive(Resource, Default)]
+struct Autoplay {
+    say: Option<String>,
+    expect: Option<String>,
+    screenshot: Option<PathBuf>,
+    said: bool,
+    seen_at_frame: Option<u32>,
+    requested: bool,
+    captured: bool,
+    frames: u32,
+    deadline: Option<Timer>,
+}
+
+fn main() -> AppExit {
+    let url = std::env::var("CHAT_SERVER_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
+    let (slot, _slot_guard) = instance_slot();
+    let mut url_in_use = url.clone();
+    let notice = if server_answers(&url, Duration::from_millis(500)) {
+        None
+    } else if let Some(addr) = local_address(&url) {
+        let dir = data_dir("bevy_chat_scene").join("server");
+        let started = start_embedded_server(addr, &dir).or_else(|error| {
+            // The port is taken by something that is not a chat server: use any free port.
+            eprintln!("cannot start a chat server on {addr}: {error}; trying another port");
+            start_embedded_server("127.0.0.1:0".parse().unwrap(), &dir)
+        });
+        match started {
+            Ok(server) => {
+                url_in_use = format!("http://{}", server.addr);
+                Some(format!(
+                    "No server answered at {url}: running one in this window at {url_in_use}"
+                ))
+            }
+            Err(error) => Some(format!(
+                "No server at {url}, and none could be started: {error}"
+            )),
+        }
+    } else {
+        Some(format!("Cannot reach {url}; retrying in the background"))
+    };
+    if let Some(notice) = &notice {
+        println!("{notice}");
+    }
+
+    let credentials = data_dir("bevy_chat_scene").join(format!("guest-{slot}.json"));
+    let fonts = assets_dir().join("fonts");
+    let name = std::env::var("CHAT_SCENE_NAME").unwrap_or_else(|_| format!("Player{}", slot + 1));
+    let timeout = std::env::var("CHAT_SCENE_TIMEOUT")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(60.0);
+    let scripted = Autoplay {
+        say: std::env::var("CHAT_SCENE_SAY").ok(),
+        expect: std::env::var("CHAT_SCENE_EXPECT").ok(),
+        screenshot: std::env::var("CHAT_SCENE_SCREENSHOT")
+            .ok()
+            .map(PathBuf::from),
+        deadline: std::env::var("CHAT_SCENE_SCREENSHOT")
+            .ok()
+            .map(|_| Timer::from_seconds(timeout, TimerMode::Once)),
+        ..default()
+    };
+
+    App::new()
+        .add_plugins(DefaultPlugins.set(WindowPlugin {
+            primary_window: Some(Window {
+                title: format!("bevy chat — {name}"),
+                resolution: WindowResolution::new(1280, 720),
+                ..default()
+            }),
+            ..default()
+        }))
+        .add_plugins(ChatPlugin::new(url_in_use).with_credentials_file(credentials))
+        .add_plugins(ChatUiPlugin {
+            font_files: vec![
+                fonts.join("DejaVuSans.ttf"),
+                fonts.join("DroidSansFallbackFull.ttf"),
+            ],
+            ..default()
+        })
+        .insert_resource(ClearColor(Color::srgb(0.06, 0.07, 0.12)))
+        .insert_resource(Notice(notice))
+        .insert_resource(PlayerName(name))
+        .insert_resource(scripted)
+        .add_systems(Startup, (setup_scene, setup_chat))
+        .add_systems(
+            Update,
+            (orbit, move_player.run_if(not(chat_ui_typing)), autoplay),
+        )
+        .run()
+}
+
+#[derive(Resource)]
+struct PlayerName(String);
+
+fn setup_scene(mut commands: Commands) {
+    commands.spawn(Camera2d);
+    commands.spawn((
+        Sprite::from_color(Color::srgb(0.95, 0.6, 0.2), Vec2::splat(48.0)),
+        Transform::from_xyz(250.0, 80.0, 1.0),
+        Player,
+    ));
+    for n in 0..14 {
+        let hue = n as f32 * 360.0 / 14.0;
+        commands.spawn((
+            Sprite::from_color(
+                Color::hsl(hue, 0.7, 0.6),
+                Vec2::splat(10.0 + (n % 4) as f32 * 6.0),
+            ),
+            Transform::from_xyz(0.0, 0.0, 0.0),
+            Orbit {
+                radius: 120.0 + (n % 5) as f32 * 45.0,
+                speed: 0.3 + (n % 3) as f32 * 0.2,
+                phase: n as f32,
+            },
+        ));
+    }
+}
+
+fn setup_chat(
+    mut chat: Chat,
+    name: Res<PlayerName>,
+    notice: Res<Notice>,
+    mut ui: ResMut<ChatUiState>,
+) {
+    chat.set_name(&name.0);
+    chat.join("lobby");
+    ui.notice = notice.0.clone();
+}
+
+fn orbit(time: Res<Time>, mut query: Query<(&Orbit, &mut Transform)>) {
+    let t = time.elapsed_secs();
+    for (orbit, mut transform) in &mut query {
+        let angle = orbit.phase + t * orbit.speed;
+        transform.translation.x = 260.0 + orbit.radius * angle.cos();
+        transform.translation.y = 40.0 + orbit.radius * angle.sin() * 0.6;
+    }
+}
+
+fn move_player(
+    time: Res<Time>,
+    keys: Res<ButtonInput<KeyCode>>,
+    mut player: Single<&mut Transform, With<Player>>,
+) {
+    let mut direction = Vec2::ZERO;
+    for (key, step) in [
+        (KeyCode::ArrowLeft, Vec2::NEG_X),
+        (KeyCode::KeyA, Vec2::NEG_X),
+        (KeyCode::ArrowRight, Vec2::X),
+        (KeyCode::KeyD, Vec2::X),
+        (KeyCode::ArrowUp, Vec2::Y),
+        (KeyCode::KeyW, Vec2::Y),
+        (KeyCode::ArrowDown, Vec2::NEG_Y),
+        (KeyCode::KeyS, Vec2::NEG_Y),
+    ] {
+        if keys.pressed(key) {
+            direction += step;
+        }
+    }
+    player.translation += (direction.normalize_or_zero() * 300.0 * time.delta_secs()).extend(0.0);
+}
+
+/// Says a line, waits for an expected answer, saves a screenshot and exits (scripted runs only).
+fn autoplay(
+    mut commands: Commands,
+    time: Res<Time>,
+    mut auto: ResMut<Autoplay>,
+    mut chat: Chat,
+    mut joined: MessageReader<Joined>,
+    mut received: MessageReader<ChatMessageReceived>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let Some(path) = auto.screenshot.clone() else {
+        return;
+    };
+    auto.frames += 1;
+    for joined in joined.read() {
+        if let (Some(say), false) = (auto.say.clone(), auto.said) {
+            chat.send(&joined.channel, say);
+            auto.said = true;
+        }
+    }
+    let me = chat.user_id().map(str::to_owned);
+    for message in received.read() {
+        let from_other = me.as_deref() != Some(message.user_id.as_str());
+        let wanted = auto
+            .expect
+            .as_deref()
+            .is_none_or(|e| message.text.contains(e));
+        if from_other && wanted && auto.seen_at_frame.is_none() {
+            info!(
+                "autoplay: received {:?} from {}",
+                message.text, message.username
+            );
+            auto.seen_at_frame = Some(auto.frames);
+        }
+    }
+    if auto.expect.is_none() && auto.said && auto.seen_at_frame.is_none() {
+        auto.seen_at_frame = Some(auto.frames);
+    }
+    // A few frames after the answer, so the panel shows it.
+    if let Some(seen) = auto.seen_at_frame
+        && !auto.requested
+        && auto.frames > seen + 20
+    {
+        auto.requested = true;
+        info!("autoplay: saving a screenshot to {}", path.display());
+        commands
+            .spawn(Screenshot::primary_window())
+            .observe(save_to_disk(path.clone()))
+            .observe(|_: On<ScreenshotCaptured>, mut auto: ResMut<Autoplay>| auto.captured = true);
+    }
+    if auto.captured && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+        info!("autoplay: done after {} frames", auto.frames);
+        exit.write(AppExit::Success);
+    }
+    if let Some(deadline) = auto.deadline.as_mut()
+        && deadline.tick(time.delta()).just_finished()
+    {
+        error!(
+            "autoplay: timed out (said: {}, answer seen: {:?})",
+            auto.said, auto.seen_at_frame
+        );
+        exit.write(AppExit::error());
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Makes docs/chat_scene.png: runs the chat_scene example under Xvfb (software Vulkan, lavapipe)
+# against a chat server, with the headless bot talking in the lobby, and saves a screenshot.
+#
+#   scripts/screenshot.sh [output.png]
+#
+# Needs (Debian): xvfb xauth mesa-vulkan-drivers libvulkan1 libx11-6 libx11-xcb1 libxcursor1
+# libxi6 libxkbcommon-x11-0 — installed when missing and running as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-docs/chat_scene.png}
+
+packages=(xvfb xauth mesa-vulkan-drivers libvulkan1 libx11-6 libx11-xcb1 libxcursor1 libxi6 libxkbcommon-x11-0)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "missing packages: ${missing[*]} (install them, e.g. with sudo apt-get install)" >&2
+    exit 1
+  fi
+fi
+
+cargo build --release -p server --bin chat-server
+cargo build --release -p bevy_chat_examples --example chat_scene --example headless_bot
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+url="http://127.0.0.1:$port"
+./target/release/chat-server --listen "127.0.0.1:$port" --key-file "$work/key.pem" --guest-file "$work/guests.jsonl" \
+  >"$work/server.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -fs "$url/healthz" >/dev/null && break; sleep 0.1; done
+
+# A bot that greets in several scripts and echoes what the scene says.
+CHAT_SERVER_URL=$url BOT_NAME=EchoBot BOT_SAY="Hello! ようこそ · Привет · Γειά σου · 你好" \
+  HOME="$work/bot" ./target/release/examples/headless_bot >"$work/bot.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q "connected" "$work/bot.log" 2>/dev/null && break; sleep 0.1; done
+
+mkdir -p "$work/xdg" && chmod 700 "$work/xdg"
+mkdir -p "$(dirname "$out")"
+rm -f "$out"
+XDG_RUNTIME_DIR="$work/xdg" HOME="$work/scene" CHAT_SERVER_URL=$url CHAT_SCENE_NAME=Ann \
+  CHAT_SCENE_SAY="Hi everyone, first time here!" CHAT_SCENE_EXPECT="echo: Hi everyone" \
+  CHAT_SCENE_SCREENSHOT="$(realpath -m "$out")" CHAT_SCENE_TIMEOUT=90 \
+  xvfb-run -a -s "-screen 0 1280x720x24" ./target/release/examples/chat_scene
+test -s "$out"
+echo "saved $out"
