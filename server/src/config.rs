@@ -88,9 +88,23 @@ pub struct IdentityConfig {
 /// Which engine shares channels, names, presence and history.
 #[derive(Debug, Clone, Args)]
 pub struct EngineConfig {
-    /// Engine kind. `memory` keeps everything in this process (one node, no dependencies).
-    #[arg(long = "engine", env = "CHAT_ENGINE", value_enum, default_value_t = EngineKind::Memory)]
-    pub kind: EngineKind,
+    /// Engine kind. `memory` keeps everything in this process (one node, no dependencies);
+    /// `redis` shares everything between nodes. Giving `--redis-url` selects `redis`.
+    #[arg(long = "engine", env = "CHAT_ENGINE", value_enum)]
+    pub kind: Option<EngineKind>,
+
+    /// Redis URL (e.g. `redis://127.0.0.1:6379`); nodes with the same URL and key prefix share
+    /// channels, names, presence and history.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and pub/sub channel, so that deployments can share a Redis.
+    #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat:")]
+    pub redis_prefix: String,
+
+    /// Oldest message kept in history (Redis engine; the memory engine keeps by count only).
+    #[arg(long, env = "CHAT_HISTORY_MAX_AGE", value_parser = humantime::parse_duration, default_value = "7days")]
+    pub history_max_age: Duration,
 
     /// Messages kept per channel for history and resume.
     #[arg(long, env = "CHAT_HISTORY_SIZE", default_value_t = 1000)]
@@ -106,6 +120,19 @@ pub struct EngineConfig {
 pub enum EngineKind {
     /// In-process engine: a single node.
     Memory,
+    /// Redis pub/sub and streams: many stateless nodes.
+    Redis,
+}
+
+impl EngineConfig {
+    /// The engine to run: the one named, else Redis when a URL is given, else memory.
+    pub fn selected(&self) -> EngineKind {
+        self.kind.unwrap_or(if self.redis_url.is_some() {
+            EngineKind::Redis
+        } else {
+            EngineKind::Memory
+        })
+    }
 }
 
 /// Limits, each answered with a clear error code (or, for abuse, a close code).

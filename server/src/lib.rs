@@ -37,8 +37,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::AppState;
 use crate::config::{Config, EngineKind};
-use crate::engine::{Engine, MemoryEngine};
+use crate::engine::{Engine, MemoryEngine, RedisEngine, RedisSettings};
 use crate::hub::Hub;
+use crate::identity::guests::GuestStore;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -54,6 +55,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The engine could not start (e.g. Redis unreachable).
+    #[error("engine: {0}")]
+    Engine(String),
     /// Identity set-up failed (key file, guest file, issuer).
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
@@ -75,14 +79,34 @@ impl Server {
         };
         let listener = TcpListener::bind(listen).await.map_err(listen_error)?;
         config.listen = listener.local_addr().map_err(listen_error)?;
-        let identity = Arc::new(Identity::from_config(&config.identity, config.listen).await?);
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.limits.outgoing_queue, metrics.clone()));
-        let engine: Arc<dyn Engine> = match config.engine.kind {
+        let mut shared_guests: Option<Arc<dyn GuestStore>> = None;
+        let engine: Arc<dyn Engine> = match config.engine.selected() {
             EngineKind::Memory => {
                 Arc::new(MemoryEngine::new(hub.clone(), config.engine.history_size))
             }
+            EngineKind::Redis => {
+                let url = config.engine.redis_url.clone().ok_or(ServerError::Engine(
+                    "the Redis engine needs --redis-url (or REDIS_URL)".into(),
+                ))?;
+                let settings = RedisSettings {
+                    url,
+                    prefix: config.engine.redis_prefix.clone(),
+                    history_size: config.engine.history_size,
+                    history_max_age: config.engine.history_max_age,
+                };
+                let engine = RedisEngine::connect(settings, hub.clone())
+                    .await
+                    .map_err(|e| ServerError::Engine(e.to_string()))?;
+                shared_guests = Some(Arc::new(engine.guest_store()));
+                Arc::new(engine)
+            }
         };
+        let identity = Arc::new(
+            Identity::from_config_with_guests(&config.identity, config.listen, shared_guests)
+                .await?,
+        );
         let node = Arc::new(Node {
             engine,
             hub,

@@ -7,6 +7,7 @@
 //! [`DeliverySink`] (the [`Hub`](crate::hub::Hub)), which fans it out to local connections.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use protocol::{
     BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange, PresenceUser,
 };
 
+pub use self::redis::{Keys as RedisKeys, RedisEngine, RedisGuestStore, RedisSettings};
 pub use memory::MemoryEngine;
 
 /// An engine failure, reported to the client as `unavailable` / `name_taken`.

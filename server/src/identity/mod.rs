@@ -90,6 +90,16 @@ impl Identity {
         config: &IdentityConfig,
         listen: SocketAddr,
     ) -> Result<Self, IdentityError> {
+        Self::from_config_with_guests(config, listen, None).await
+    }
+
+    /// As [`Identity::from_config`], keeping guests in `shared_guests` (e.g. Redis, for several
+    /// nodes) instead of the guest file.
+    pub async fn from_config_with_guests(
+        config: &IdentityConfig,
+        listen: SocketAddr,
+        shared_guests: Option<Arc<dyn GuestStore>>,
+    ) -> Result<Self, IdentityError> {
         if let Some(url) = &config.issuer_url {
             let url = url.trim_end_matches('/');
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -121,6 +131,8 @@ impl Identity {
         let tokens = Arc::new(TokenService::new(issuer, Arc::new(keys)));
         let guests = if config.no_identity {
             None
+        } else if let Some(shared) = shared_guests {
+            Some(shared)
         } else {
             let store = FileGuestStore::open(&config.guest_file).await?;
             Some(Arc::new(store) as Arc<dyn GuestStore>)

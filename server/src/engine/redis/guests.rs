@@ -1,0 +1,46 @@
+//! Guest accounts in Redis, so that a guest created on one node logs in on any node.
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use crate::identity::guests::{GuestStore, GuestStoreError, SecretHash};
+
+/// Guests in a Redis hash: user id → hex SHA-256 of the secret.
+pub struct RedisGuestStore {
+    conn: ConnectionManager,
+    key: String,
+}
+
+impl RedisGuestStore {
+    /// A store in the hash `key`.
+    pub fn new(conn: ConnectionManager, key: String) -> Self {
+        Self { conn, key }
+    }
+}
+
+fn failed(error: redis::RedisError) -> GuestStoreError {
+    GuestStoreError(error.to_string())
+}
+
+#[async_trait::async_trait]
+impl GuestStore for RedisGuestStore {
+    async fn insert(&self, user_id: &str, secret: SecretHash) -> Result<(), GuestStoreError> {
+        let _: bool = self
+            .conn
+            .clone()
+            .hset_nx(&self.key, user_id, secret.to_hex())
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    async fn secret_hash(&self, user_id: &str) -> Result<Option<SecretHash>, GuestStoreError> {
+        let hex: Option<String> = self
+            .conn
+            .clone()
+            .hget(&self.key, user_id)
+            .await
+            .map_err(failed)?;
+        Ok(hex.and_then(|h| SecretHash::from_hex(&h)))
+    }
+}

@@ -1,0 +1,152 @@
+//! The node's one pub/sub connection: receives channel traffic, direct messages and
+//! broadcasts, and after an outage reconnects, resubscribes and replays what it missed from the
+//! channel streams.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use protocol::MessageId;
+use redis::AsyncCommands;
+use redis::aio::PubSubStream;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{Incoming, Wire};
+use super::{Entry, Shared, entry_message};
+use crate::engine::Delivery;
+
+/// Most messages replayed per channel after an outage.
+const REPLAY_LIMIT: usize = 10_000;
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    connected: oneshot::Sender<()>,
+) {
+    let mut connected = Some(connected);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match open(&shared).await {
+            Ok(mut stream) => {
+                delay = Duration::from_millis(100);
+                if let Some(tx) = connected.take() {
+                    let _ = tx.send(());
+                } else {
+                    tracing::info!("Redis pub/sub reconnected; replaying what was missed");
+                    replay(&shared).await;
+                }
+                shared.pubsub_up.store(true, Ordering::Release);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        message = stream.next() => match message {
+                            Some(message) => handle(&shared, message.get_channel_name(), message.get_payload_bytes()),
+                            None => break,
+                        }
+                    }
+                }
+                shared.pubsub_up.store(false, Ordering::Release);
+                *shared.pubsub.lock().await = None;
+                tracing::warn!("Redis pub/sub connection lost; reconnecting");
+            }
+            Err(error) => tracing::warn!(%error, "cannot open the Redis pub/sub connection"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Opens the connection and subscribes everything this node needs. The sink lock is held
+/// throughout, so a concurrent `subscribe` either is in the list or waits and adds itself.
+async fn open(shared: &Shared) -> redis::RedisResult<PubSubStream> {
+    let mut slot = shared.pubsub.lock().await;
+    let (mut sink, stream) = shared.client.get_async_pubsub().await?.split();
+    sink.subscribe(&[shared.keys.direct(), shared.keys.broadcast()])
+        .await?;
+    let channels: Vec<String> = shared
+        .subscribed
+        .lock()
+        .keys()
+        .map(|c| shared.keys.channel(c))
+        .collect();
+    if !channels.is_empty() {
+        sink.subscribe(&channels).await?;
+    }
+    *slot = Some(sink);
+    Ok(stream)
+}
+
+/// Delivers, from the streams, what was published to this node's channels while its
+/// subscription was down. Runs before the resubscribed stream is read, so the live copies of
+/// the same messages are then dropped as already delivered.
+async fn replay(shared: &Shared) {
+    let channels: Vec<(String, Option<MessageId>)> = shared
+        .subscribed
+        .lock()
+        .iter()
+        .map(|(c, last)| (c.clone(), *last))
+        .collect();
+    let mut conn = shared.conn.clone();
+    for (channel, last) in channels {
+        let start = match last {
+            Some(last) => format!("({last}"),
+            None => "-".to_owned(),
+        };
+        let entries: redis::RedisResult<Vec<Entry>> = conn
+            .xrange_count(shared.keys.history(&channel), start, "+", REPLAY_LIMIT)
+            .await;
+        match entries {
+            Ok(entries) => {
+                for entry in entries {
+                    if let Ok(message) = entry_message(&channel, entry) {
+                        deliver_message(shared, message);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, channel, "replay after reconnect failed"),
+        }
+    }
+}
+
+/// Delivers a channel message once, in order: drops it when the channel is no longer wanted or
+/// it was already delivered (replay overlap).
+fn deliver_message(shared: &Shared, message: protocol::ChatMessage) {
+    let mut subscribed = shared.subscribed.lock();
+    let Some(last) = subscribed.get_mut(&message.channel) else {
+        return;
+    };
+    if last.is_some_and(|last| message.id <= last) {
+        return;
+    }
+    *last = Some(message.id);
+    shared.sink.deliver(Delivery::Message(Arc::new(message)));
+}
+
+fn handle(shared: &Shared, _channel: &str, payload: &[u8]) {
+    let Some(incoming) = Wire::decode(payload) else {
+        return;
+    };
+    match incoming {
+        Incoming::Message(message) => deliver_message(shared, message),
+        Incoming::Joined(change) => {
+            if shared.subscribed.lock().contains_key(&change.channel) {
+                shared.sink.deliver(Delivery::UserJoined(Arc::new(change)));
+            }
+        }
+        Incoming::Left(change) => {
+            if shared.subscribed.lock().contains_key(&change.channel) {
+                shared.sink.deliver(Delivery::UserLeft(Arc::new(change)));
+            }
+        }
+        Incoming::Direct { to, message } => shared.sink.deliver(Delivery::Direct {
+            to: to.into(),
+            message: Arc::new(message),
+        }),
+        Incoming::Broadcast(message) => shared.sink.deliver(Delivery::Broadcast(Arc::new(message))),
+    }
+}

@@ -1,0 +1,575 @@
+//! The Redis engine: stateless nodes sharing channels, names, presence and history through one
+//! Redis. Channel history lives in a capped stream per channel; a message is appended and
+//! published in one script, so its id is the stream id. Each node keeps one pub/sub connection
+//! ([`listener`]), subscribed to the channels it has local members in; after a Redis outage it
+//! resubscribes and replays from the streams what it missed.
+
+mod guests;
+mod keys;
+mod listener;
+mod scripts;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceUser};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use tokio_util::sync::CancellationToken;
+
+pub use guests::RedisGuestStore;
+pub use keys::Keys;
+
+use super::{Delivery, DeliverySink, Engine, EngineError, History, HistoryQuery, NewMessage};
+use wire::Wire;
+
+/// A node is dead when its liveness key is older than this.
+const NODE_TTL: Duration = Duration::from_secs(15);
+/// How often a node renews its liveness and looks for dead nodes.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Settings of the Redis engine.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// Messages kept per channel.
+    pub history_size: usize,
+    /// Oldest message kept.
+    pub history_max_age: Duration,
+}
+
+/// Engine state shared with the background tasks.
+pub(crate) struct Shared {
+    keys: Keys,
+    node: String,
+    conn: ConnectionManager,
+    client: redis::Client,
+    sink: Arc<dyn DeliverySink>,
+    /// The pub/sub connection's command half; `None` while reconnecting.
+    pubsub: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// Channels this node must receive, with the newest message id delivered (for replay).
+    subscribed: Mutex<HashMap<String, Option<MessageId>>>,
+    /// Local connections per user (the node counts once in Redis).
+    local_users: Mutex<HashMap<String, usize>>,
+    pubsub_up: AtomicBool,
+    commands_up: AtomicBool,
+    settings: RedisSettings,
+}
+
+/// The Redis engine of one node. Dropping it stops its background tasks.
+pub struct RedisEngine {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+fn unavailable(error: redis::RedisError) -> EngineError {
+    EngineError::Unavailable(error.to_string())
+}
+
+impl RedisEngine {
+    /// Connects to Redis and starts the pub/sub listener and the heartbeat.
+    pub async fn connect(
+        settings: RedisSettings,
+        sink: Arc<dyn DeliverySink>,
+    ) -> Result<Self, EngineError> {
+        let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(unavailable)?;
+        let shared = Arc::new(Shared {
+            keys: Keys::new(&settings.prefix),
+            node: uuid::Uuid::new_v4().to_string(),
+            conn,
+            client,
+            sink,
+            pubsub: tokio::sync::Mutex::new(None),
+            subscribed: Mutex::default(),
+            local_users: Mutex::default(),
+            pubsub_up: AtomicBool::new(false),
+            commands_up: AtomicBool::new(true),
+            settings,
+        });
+        let stop = CancellationToken::new();
+        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(listener::run(shared.clone(), stop.clone(), connected_tx));
+        tokio::spawn(heartbeat(shared.clone(), stop.clone()));
+        // Serve only once the node channels are subscribed (or fail if Redis is down now).
+        match tokio::time::timeout(Duration::from_secs(5), connected_rx).await {
+            Ok(Ok(())) => {}
+            _ => {
+                stop.cancel();
+                return Err(EngineError::Unavailable(
+                    "cannot open the Redis pub/sub connection".into(),
+                ));
+            }
+        }
+        tracing::info!(node = %shared.node, prefix = %shared.keys.prefix(), "Redis engine ready");
+        Ok(Self { shared, stop })
+    }
+
+    /// Guest accounts shared by every node of this deployment.
+    pub fn guest_store(&self) -> RedisGuestStore {
+        RedisGuestStore::new(self.shared.conn.clone(), self.shared.keys.guests())
+    }
+
+    /// This node's id in Redis.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.shared.conn.clone()
+    }
+
+    async fn publish_raw(&self, channel: String, payload: String) -> Result<(), EngineError> {
+        let _: i64 = self
+            .conn()
+            .publish(channel, payload)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+impl Drop for RedisEngine {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Renews this node's liveness and reaps nodes that stopped beating.
+async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ok = beat(&shared).await;
+        shared.commands_up.store(ok.is_ok(), Ordering::Release);
+        if let Err(error) = ok {
+            tracing::warn!(%error, "Redis heartbeat failed");
+            continue;
+        }
+        if let Err(error) = reap_dead_nodes(&shared).await {
+            tracing::warn!(%error, "could not reap dead nodes");
+        }
+    }
+}
+
+async fn beat(shared: &Shared) -> redis::RedisResult<()> {
+    let mut conn = shared.conn.clone();
+    let now = super::now_ms();
+    redis::pipe()
+        .cmd("SET")
+        .arg(shared.keys.alive(&shared.node))
+        .arg(1)
+        .arg("PX")
+        .arg(NODE_TTL.as_millis() as u64)
+        .ignore()
+        .zadd(shared.keys.nodes(), &shared.node, now)
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await
+}
+
+async fn reap_dead_nodes(shared: &Shared) -> redis::RedisResult<()> {
+    let mut conn = shared.conn.clone();
+    let stale_before = super::now_ms().saturating_sub(NODE_TTL.as_millis() as u64);
+    let candidates: Vec<String> = conn
+        .zrangebyscore(shared.keys.nodes(), 0, stale_before)
+        .await?;
+    for node in candidates {
+        if node == shared.node || conn.exists::<_, bool>(shared.keys.alive(&node)).await? {
+            continue;
+        }
+        let gone: Vec<String> = scripts::REAP_NODE
+            .key(shared.keys.node_presence(&node))
+            .key(shared.keys.node_users(&node))
+            .key(shared.keys.nodes())
+            .arg(shared.keys.prefix())
+            .arg(&node)
+            .invoke_async(&mut conn)
+            .await?;
+        tracing::info!(%node, users = gone.len(), "reaped a dead node");
+        for member in gone {
+            let Some((channel, user)) = member.split_once('\n') else {
+                continue;
+            };
+            let username: Option<String> = conn.hget(shared.keys.names(), user).await?;
+            let payload = Wire::left(channel, user, username.as_deref());
+            let _: i64 = conn.publish(shared.keys.channel(channel), payload).await?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_id(id: &str) -> Result<MessageId, EngineError> {
+    id.parse()
+        .map_err(|e| EngineError::Unavailable(format!("bad stream id from Redis: {e}")))
+}
+
+/// One stream entry as read with XRANGE: id and flat field/value list.
+type Entry = (String, Vec<String>);
+
+fn entry_message(channel: &str, (id, fields): Entry) -> Result<ChatMessage, EngineError> {
+    let id = parse_id(&id)?;
+    let mut message = ChatMessage {
+        username: String::new(),
+        message: String::new(),
+        channel: channel.to_owned(),
+        id,
+        user_id: String::new(),
+        ts: id.ms,
+    };
+    for pair in fields.chunks(2) {
+        if let [field, value] = pair {
+            match field.as_str() {
+                "u" => message.user_id = value.clone(),
+                "n" => message.username = value.clone(),
+                "m" => message.message = value.clone(),
+                _ => {}
+            }
+        }
+    }
+    Ok(message)
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
+        // Registered before SUBSCRIBE, so that nothing delivered right after it is dropped.
+        self.shared
+            .subscribed
+            .lock()
+            .entry(channel.to_owned())
+            .or_insert(None);
+        let result = async {
+            let mut pubsub = self.shared.pubsub.lock().await;
+            let sink = pubsub
+                .as_mut()
+                .ok_or_else(|| EngineError::Unavailable("Redis pub/sub is reconnecting".into()))?;
+            sink.subscribe(self.shared.keys.channel(channel))
+                .await
+                .map_err(unavailable)
+        }
+        .await;
+        if let Err(error) = result {
+            self.shared.subscribed.lock().remove(channel);
+            return Err(error);
+        }
+        // The replay point after an outage: the stream's tail now.
+        let tail: Vec<Entry> = self
+            .conn()
+            .xrevrange_count(self.shared.keys.history(channel), "+", "-", 1)
+            .await
+            .map_err(unavailable)?;
+        if let Some(tail) = tail
+            .into_iter()
+            .next()
+            .map(|(id, _)| parse_id(&id))
+            .transpose()?
+        {
+            let mut subscribed = self.shared.subscribed.lock();
+            if let Some(last) = subscribed.get_mut(channel) {
+                *last = Some(last.map_or(tail, |l| l.max(tail)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError> {
+        self.shared.subscribed.lock().remove(channel);
+        let mut pubsub = self.shared.pubsub.lock().await;
+        if let Some(sink) = pubsub.as_mut() {
+            sink.unsubscribe(self.shared.keys.channel(channel))
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, new: NewMessage) -> Result<Arc<ChatMessage>, EngineError> {
+        let settings = &self.shared.settings;
+        let id: String = scripts::PUBLISH
+            .key(self.shared.keys.history(&new.channel))
+            .key(self.shared.keys.channel(&new.channel))
+            .arg(settings.history_size.max(1))
+            .arg(settings.history_max_age.as_millis() as u64)
+            .arg(&new.user_id)
+            .arg(&new.username)
+            .arg(&new.message)
+            .arg(&new.channel)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let id = parse_id(&id)?;
+        Ok(Arc::new(ChatMessage {
+            username: new.username,
+            message: new.message,
+            channel: new.channel,
+            id,
+            user_id: new.user_id,
+            ts: id.ms,
+        }))
+    }
+
+    async fn history(&self, channel: &str, query: HistoryQuery) -> Result<History, EngineError> {
+        let key = self.shared.keys.history(channel);
+        let mut conn = self.conn();
+        let (newest_first, gap_after): (Vec<Entry>, Option<MessageId>) = match query {
+            HistoryQuery::Last { limit } => (
+                conn.xrevrange_count(&key, "+", "-", limit + 1)
+                    .await
+                    .map_err(unavailable)?,
+                None,
+            ),
+            HistoryQuery::Before { before, limit } => (
+                conn.xrevrange_count(&key, format!("({before}"), "-", limit + 1)
+                    .await
+                    .map_err(unavailable)?,
+                None,
+            ),
+            HistoryQuery::Since { after, limit } => (
+                conn.xrevrange_count(&key, "+", format!("({after}"), limit + 1)
+                    .await
+                    .map_err(unavailable)?,
+                Some(after),
+            ),
+        };
+        let limit = match query {
+            HistoryQuery::Last { limit }
+            | HistoryQuery::Before { limit, .. }
+            | HistoryQuery::Since { limit, .. } => limit,
+        };
+        let truncated = newest_first.len() > limit;
+        let mut messages = newest_first
+            .into_iter()
+            .take(limit)
+            .map(|entry| entry_message(channel, entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        let gap = match gap_after {
+            None => false,
+            Some(after) => {
+                truncated
+                    || max_deleted(&mut conn, &key)
+                        .await?
+                        .is_some_and(|d| d > after)
+            }
+        };
+        Ok(History {
+            messages,
+            more: truncated && gap_after.is_none(),
+            gap,
+        })
+    }
+
+    async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError> {
+        let keys = &self.shared.keys;
+        let done: i64 = scripts::SET_NAME
+            .key(keys.names())
+            .key(keys.name_owners())
+            .key(keys.name_keys())
+            .arg(user_id)
+            .arg(name)
+            .arg(name.to_lowercase())
+            .arg(if unique { "1" } else { "0" })
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(EngineError::NameTaken(name.to_owned()))
+        }
+    }
+
+    async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
+        self.conn()
+            .hget(self.shared.keys.names(), user_id)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
+        let keys = &self.shared.keys;
+        let first: i64 = scripts::COUNT_ADD
+            .key(keys.node_presence(&self.shared.node))
+            .key(keys.presence(channel))
+            .arg(format!("{channel}\n{user_id}"))
+            .arg(user_id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(first == 1)
+    }
+
+    async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
+        let keys = &self.shared.keys;
+        let last: i64 = scripts::COUNT_REMOVE
+            .key(keys.node_presence(&self.shared.node))
+            .key(keys.presence(channel))
+            .arg(format!("{channel}\n{user_id}"))
+            .arg(user_id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(last == 1)
+    }
+
+    async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError> {
+        let mut conn = self.conn();
+        let mut users: Vec<String> = conn
+            .hkeys(self.shared.keys.presence(channel))
+            .await
+            .map_err(unavailable)?;
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        users.sort();
+        let names: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.shared.keys.names())
+            .arg(&users)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(users
+            .into_iter()
+            .zip(names)
+            .map(|(user_id, username)| PresenceUser { user_id, username })
+            .collect())
+    }
+
+    async fn announce(&self, delivery: Delivery) -> Result<(), EngineError> {
+        let (channel, payload) = match &delivery {
+            Delivery::UserJoined(change) => (
+                &change.channel,
+                Wire::joined(&change.channel, &change.user_id, change.username.as_deref()),
+            ),
+            Delivery::UserLeft(change) => (
+                &change.channel,
+                Wire::left(&change.channel, &change.user_id, change.username.as_deref()),
+            ),
+            _ => return Ok(()),
+        };
+        self.publish_raw(self.shared.keys.channel(channel), payload)
+            .await
+    }
+
+    async fn user_online(&self, user_id: &str) -> Result<(), EngineError> {
+        let first_here = {
+            let mut local = self.shared.local_users.lock();
+            let count = local.entry(user_id.to_owned()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if first_here {
+            let keys = &self.shared.keys;
+            let _: i64 = scripts::COUNT_ADD
+                .key(keys.node_users(&self.shared.node))
+                .key(keys.online())
+                .arg(user_id)
+                .arg(user_id)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn user_offline(&self, user_id: &str) -> Result<(), EngineError> {
+        let last_here = {
+            let mut local = self.shared.local_users.lock();
+            match local.get_mut(user_id) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    local.remove(user_id);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last_here {
+            let keys = &self.shared.keys;
+            let _: i64 = scripts::COUNT_REMOVE
+                .key(keys.node_users(&self.shared.node))
+                .key(keys.online())
+                .arg(user_id)
+                .arg(user_id)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn send_direct(&self, to: &str, message: DirectMessage) -> Result<bool, EngineError> {
+        let online: Option<i64> = self
+            .conn()
+            .hget(self.shared.keys.online(), to)
+            .await
+            .map_err(unavailable)?;
+        if online.unwrap_or(0) <= 0 {
+            return Ok(false);
+        }
+        self.publish_raw(self.shared.keys.direct(), Wire::direct(to, &message))
+            .await?;
+        Ok(true)
+    }
+
+    async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError> {
+        self.publish_raw(self.shared.keys.broadcast(), Wire::broadcast(&message))
+            .await
+    }
+
+    async fn ready(&self) -> bool {
+        self.shared.pubsub_up.load(Ordering::Acquire)
+            && self.shared.commands_up.load(Ordering::Acquire)
+    }
+}
+
+/// The id of the newest entry ever trimmed from a stream (Redis 7+), if any.
+async fn max_deleted(
+    conn: &mut ConnectionManager,
+    key: &str,
+) -> Result<Option<MessageId>, EngineError> {
+    let info: redis::Value = match redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query_async(conn)
+        .await
+    {
+        Ok(info) => info,
+        // No such stream: nothing was ever kept.
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+        {
+            return Ok(None);
+        }
+        Err(error) => return Err(unavailable(error)),
+    };
+    let map: HashMap<String, redis::Value> = redis::from_redis_value(info).unwrap_or_default();
+    let deleted = map
+        .get("max-deleted-entry-id")
+        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+        .and_then(|id| id.parse::<MessageId>().ok())
+        .filter(|id| *id != MessageId::default());
+    Ok(deleted)
+}

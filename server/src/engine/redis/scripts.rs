@@ -1,0 +1,107 @@
+//! Lua scripts: each multi-key step of the Redis engine runs atomically on the server.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Appends a message to the channel's stream (capped by length and age) and publishes it, in
+/// one step: the stream id is the message id, and history and live delivery never disagree.
+///
+/// KEYS: stream, pub/sub channel. ARGV: max length, max age ms, user id, name, text, channel.
+pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'u', ARGV[3], 'n', ARGV[4], 'm', ARGV[5])
+local age = tonumber(ARGV[2])
+if age > 0 then
+  local ms = tonumber(string.match(id, '^(%d+)'))
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(ms - age))
+  redis.call('PEXPIRE', KEYS[1], age)
+end
+redis.call('PUBLISH', KEYS[2], cjson.encode({t = 'm', id = id, c = ARGV[6], u = ARGV[3], n = ARGV[4], m = ARGV[5]}))
+return id
+"#,
+    )
+});
+
+/// Counts a (node, key) membership: adds `member` to the node's set and, when new, increments
+/// the per-key node count. Returns 1 when the count went from 0 to 1 (first node).
+///
+/// KEYS: node set, counts hash. ARGV: set member, hash field.
+pub static COUNT_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
+end
+return 0
+"#,
+    )
+});
+
+/// Undoes [`COUNT_ADD`]. Returns 1 when the count reached 0 (no node left).
+pub static COUNT_REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    return 1
+  end
+end
+return 0
+"#,
+    )
+});
+
+/// Sets a name; with uniqueness, claims the lower-cased name for the user or fails (0).
+///
+/// KEYS: names, owners (lower name → user), name keys (user → lower name).
+/// ARGV: user, name, lower name, "1" for unique.
+pub static SET_NAME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if ARGV[4] == '1' then
+  local owner = redis.call('HGET', KEYS[2], ARGV[3])
+  if owner and owner ~= ARGV[1] then return 0 end
+  local old = redis.call('HGET', KEYS[3], ARGV[1])
+  if old and old ~= ARGV[3] then redis.call('HDEL', KEYS[2], old) end
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Forgets everything a dead node held: its presence entries (returning the `channel\nuser`
+/// pairs that no node holds any more, for `user_left`) and its online users.
+///
+/// KEYS: node presence set, node users set, nodes zset. ARGV: key prefix, node id.
+pub static REAP_NODE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local gone = {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local sep = string.find(member, '\n', 1, true)
+  if sep then
+    local channel = string.sub(member, 1, sep - 1)
+    local user = string.sub(member, sep + 1)
+    local key = ARGV[1] .. 'presence:' .. channel
+    if redis.call('HINCRBY', key, user, -1) <= 0 then
+      redis.call('HDEL', key, user)
+      table.insert(gone, member)
+    end
+  end
+end
+local online = ARGV[1] .. 'online'
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('HINCRBY', online, user, -1) <= 0 then redis.call('HDEL', online, user) end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return gone
+"#,
+    )
+});

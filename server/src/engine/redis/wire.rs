@@ -1,0 +1,140 @@
+//! What nodes publish to each other over Redis pub/sub (JSON; chat messages are written by the
+//! publish script with the same field names).
+
+use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange};
+use serde::{Deserialize, Serialize};
+
+/// A pub/sub payload.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub(super) enum Wire {
+    /// A chat message (written by the publish script).
+    #[serde(rename = "m")]
+    Message {
+        id: String,
+        c: String,
+        u: String,
+        n: String,
+        m: String,
+    },
+    /// A user joined a channel.
+    #[serde(rename = "j")]
+    Joined {
+        c: String,
+        u: String,
+        n: Option<String>,
+    },
+    /// A user left a channel.
+    #[serde(rename = "l")]
+    Left {
+        c: String,
+        u: String,
+        n: Option<String>,
+    },
+    /// A direct message for every connection of `to`.
+    #[serde(rename = "d")]
+    Direct { to: String, d: DirectMessage },
+    /// An operator broadcast.
+    #[serde(rename = "b")]
+    Broadcast { b: BroadcastMessage },
+}
+
+/// A decoded payload.
+pub(super) enum Incoming {
+    Message(ChatMessage),
+    Joined(PresenceChange),
+    Left(PresenceChange),
+    Direct { to: String, message: DirectMessage },
+    Broadcast(BroadcastMessage),
+}
+
+fn encode(wire: &Wire) -> String {
+    serde_json::to_string(wire).unwrap_or_else(|e| unreachable!("wire encoding: {e}"))
+}
+
+impl Wire {
+    pub fn joined(channel: &str, user: &str, name: Option<&str>) -> String {
+        encode(&Wire::Joined {
+            c: channel.into(),
+            u: user.into(),
+            n: name.map(Into::into),
+        })
+    }
+
+    pub fn left(channel: &str, user: &str, name: Option<&str>) -> String {
+        encode(&Wire::Left {
+            c: channel.into(),
+            u: user.into(),
+            n: name.map(Into::into),
+        })
+    }
+
+    pub fn direct(to: &str, message: &DirectMessage) -> String {
+        encode(&Wire::Direct {
+            to: to.into(),
+            d: message.clone(),
+        })
+    }
+
+    pub fn broadcast(message: &BroadcastMessage) -> String {
+        encode(&Wire::Broadcast { b: message.clone() })
+    }
+
+    /// Decodes a payload; `None` (logged) for one this version does not understand.
+    pub fn decode(payload: &[u8]) -> Option<Incoming> {
+        let wire: Wire = match serde_json::from_slice(payload) {
+            Ok(wire) => wire,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring an unreadable pub/sub payload");
+                return None;
+            }
+        };
+        Some(match wire {
+            Wire::Message { id, c, u, n, m } => {
+                let id: MessageId = id.parse().ok()?;
+                Incoming::Message(ChatMessage {
+                    username: n,
+                    message: m,
+                    channel: c,
+                    id,
+                    user_id: u,
+                    ts: id.ms,
+                })
+            }
+            Wire::Joined { c, u, n } => Incoming::Joined(PresenceChange {
+                channel: c,
+                user_id: u,
+                username: n,
+            }),
+            Wire::Left { c, u, n } => Incoming::Left(PresenceChange {
+                channel: c,
+                user_id: u,
+                username: n,
+            }),
+            Wire::Direct { to, d } => Incoming::Direct { to, message: d },
+            Wire::Broadcast { b } => Incoming::Broadcast(b),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_payloads_decode() {
+        // As cjson writes it (it escapes '/').
+        let payload =
+            br#"{"t":"m","id":"1700000000000-3","c":"a\/b","u":"u1","n":"Ann","m":"hi \u00e9"}"#;
+        let Some(Incoming::Message(m)) = Wire::decode(payload) else {
+            panic!("not a message");
+        };
+        assert_eq!((m.channel.as_str(), m.message.as_str()), ("a/b", "hi é"));
+        assert_eq!(m.id, MessageId::new(1_700_000_000_000, 3));
+        assert!(Wire::decode(b"nonsense").is_none());
+        assert!(matches!(
+            Wire::decode(Wire::left("c", "u", None).as_bytes()),
+            Some(Incoming::Left(_))
+        ));
+    }
+}
