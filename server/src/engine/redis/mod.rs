@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     subscribed: Mutex<HashMap<String, Option<MessageId>>>,
     /// Local connections per user (the node counts once in Redis).
     local_users: Mutex<HashMap<String, usize>>,
+    /// (channel, user) pairs this node holds presence for, re-asserted after a Redis restart.
+    local_presence: Mutex<std::collections::HashSet<(String, String)>>,
     pubsub_up: AtomicBool,
     commands_up: AtomicBool,
     settings: RedisSettings,
@@ -98,6 +100,7 @@ impl RedisEngine {
             pubsub: tokio::sync::Mutex::new(None),
             subscribed: Mutex::default(),
             local_users: Mutex::default(),
+            local_presence: Mutex::default(),
             pubsub_up: AtomicBool::new(false),
             commands_up: AtomicBool::new(true),
             settings,
@@ -406,6 +409,10 @@ impl Engine for RedisEngine {
     }
 
     async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
+        self.shared
+            .local_presence
+            .lock()
+            .insert((channel.to_owned(), user_id.to_owned()));
         let keys = &self.shared.keys;
         let first: i64 = scripts::COUNT_ADD
             .key(keys.node_presence(&self.shared.node))
@@ -419,6 +426,10 @@ impl Engine for RedisEngine {
     }
 
     async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
+        self.shared
+            .local_presence
+            .lock()
+            .remove(&(channel.to_owned(), user_id.to_owned()));
         let keys = &self.shared.keys;
         let last: i64 = scripts::COUNT_REMOVE
             .key(keys.node_presence(&self.shared.node))
@@ -572,4 +583,32 @@ async fn max_deleted(
         .and_then(|id| id.parse::<MessageId>().ok())
         .filter(|id| *id != MessageId::default());
     Ok(deleted)
+}
+
+/// Writes this node's presence and online users again (after Redis came back, possibly without
+/// its data). Idempotent: the per-node sets make a second write a no-op.
+pub(crate) async fn reassert(shared: &Shared) -> redis::RedisResult<()> {
+    let mut conn = shared.conn.clone();
+    let keys = &shared.keys;
+    let presence: Vec<(String, String)> = shared.local_presence.lock().iter().cloned().collect();
+    for (channel, user) in presence {
+        let _: i64 = scripts::COUNT_ADD
+            .key(keys.node_presence(&shared.node))
+            .key(keys.presence(&channel))
+            .arg(format!("{channel}\n{user}"))
+            .arg(&user)
+            .invoke_async(&mut conn)
+            .await?;
+    }
+    let users: Vec<String> = shared.local_users.lock().keys().cloned().collect();
+    for user in users {
+        let _: i64 = scripts::COUNT_ADD
+            .key(keys.node_users(&shared.node))
+            .key(keys.online())
+            .arg(&user)
+            .arg(&user)
+            .invoke_async(&mut conn)
+            .await?;
+    }
+    beat(shared).await
 }
