@@ -5,7 +5,16 @@ mod common;
 use common::*;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Each test runs twice: `memory::name` and `redis::name`.
+per_engine!(
+    every_reply_echoes_the_ref,
+    presence_lists_users_once_and_announces_changes,
+    direct_messages_reach_every_connection_of_the_user,
+    operators_broadcast_to_everyone_through_the_admin_api,
+    the_admin_api_is_off_without_a_token,
+    unique_names_are_claimed_by_one_user,
+);
+
 async fn every_reply_echoes_the_ref() {
     let server = TestServer::start().await;
     let mut client = server.guest().await;
@@ -38,7 +47,6 @@ async fn every_reply_echoes_the_ref() {
     client.expect_text(r#"{"type":"pong"}"#).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_lists_users_once_and_announces_changes() {
     let server = TestServer::start().await;
     let mut ann = server.named("Ann").await;
@@ -103,7 +111,6 @@ async fn presence_lists_users_once_and_announces_changes() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_messages_reach_every_connection_of_the_user() {
     let server = TestServer::start().await;
     let mut ann = server.named("Ann").await;
@@ -143,7 +150,6 @@ async fn direct_messages_reach_every_connection_of_the_user() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_broadcast_to_everyone_through_the_admin_api() {
     let server = TestServer::start_with(|c| c.admin_token = Some("s3cret".into())).await;
     let mut ann = server.guest().await;
@@ -178,7 +184,6 @@ async fn operators_broadcast_to_everyone_through_the_admin_api() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_is_off_without_a_token() {
     let server = TestServer::start().await;
     let (status, _) = server
@@ -187,7 +192,6 @@ async fn the_admin_api_is_off_without_a_token() {
     assert_eq!(status, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_names_are_claimed_by_one_user() {
     let server = TestServer::start_with(|c| c.engine.unique_names = true).await;
     let mut ann = server.named("Ann").await;

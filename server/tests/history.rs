@@ -5,6 +5,15 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
+// Each test runs twice: `memory::name` and `redis::name`.
+per_engine!(
+    join_with_history_sends_the_last_messages_first,
+    a_reconnect_with_since_receives_exactly_what_it_missed,
+    since_replay_meets_live_traffic_without_duplicates_or_gaps,
+    history_pages_back_with_before_and_limit,
+    since_older_than_what_is_kept_reports_a_gap,
+);
+
 /// Sends `count` messages `prefix-N` to `channel` and reads each ack and own copy. Returns ids.
 async fn send_many(client: &mut Client, channel: &str, prefix: &str, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -45,7 +54,6 @@ fn fast(config: &mut server::config::Config) {
     config.limits.frame_burst = 10_000;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_with_history_sends_the_last_messages_first() {
     let server = TestServer::start_with(fast).await;
     let mut ann = server.named("Ann").await;
@@ -79,7 +87,6 @@ async fn join_with_history_sends_the_last_messages_first() {
     assert_eq!(history["payload"]["messages"][2]["id"], ids[4].as_str());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_with_since_receives_exactly_what_it_missed() {
     let server = TestServer::start_with(fast).await;
     let mut ann = server.named("Ann").await;
@@ -121,7 +128,6 @@ async fn a_reconnect_with_since_receives_exactly_what_it_missed() {
     assert_eq!(live["payload"]["message"], "live-0");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_replay_meets_live_traffic_without_duplicates_or_gaps() {
     let server = TestServer::start_with(fast).await;
     let mut ann = server.named("Ann").await;
@@ -159,7 +165,6 @@ async fn since_replay_meets_live_traffic_without_duplicates_or_gaps() {
     sender.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_back_with_before_and_limit() {
     let server = TestServer::start_with(fast).await;
     let mut ann = server.named("Ann").await;
@@ -197,7 +202,6 @@ async fn history_pages_back_with_before_and_limit() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_older_than_what_is_kept_reports_a_gap() {
     let server = TestServer::start_with(|c| {
         fast(c);

@@ -7,7 +7,14 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Each test runs twice: `memory::name` and `redis::name`.
+per_engine!(
+    a_client_that_answers_pings_stays_and_a_dead_one_is_dropped,
+    a_client_that_cannot_keep_up_is_dropped_without_hurting_others,
+    shutdown_closes_every_connection_with_1001,
+    health_and_metrics_report_the_server_state,
+);
+
 async fn a_client_that_answers_pings_stays_and_a_dead_one_is_dropped() {
     let server = TestServer::start_with(|c| {
         c.limits.ping_interval = Duration::from_millis(100);
@@ -34,7 +41,6 @@ async fn a_client_that_answers_pings_stays_and_a_dead_one_is_dropped() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_cannot_keep_up_is_dropped_without_hurting_others() {
     let server = TestServer::start_with(|c| {
         c.limits.outgoing_queue = 16;
@@ -77,7 +83,6 @@ async fn a_client_that_cannot_keep_up_is_dropped_without_hurting_others() {
     slow.expect_close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_every_connection_with_1001() {
     let server = TestServer::start().await;
     let mut ann = server.named("Ann").await;
@@ -91,7 +96,6 @@ async fn shutdown_closes_every_connection_with_1001() {
     stopping.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_report_the_server_state() {
     let server = TestServer::start().await;
     let (status, body) = server.get("/healthz").await;

@@ -39,6 +39,11 @@ impl Keys {
         format!("{}history:{channel}", self.prefix)
     }
 
+    /// Id of the newest message trimmed from a channel's history.
+    pub fn trimmed(&self, channel: &str) -> String {
+        format!("{}trimmed:{channel}", self.prefix)
+    }
+
     /// Hash user → display name.
     pub fn names(&self) -> String {
         format!("{}names", self.prefix)

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     subscribed: Mutex<HashMap<String, Option<MessageId>>>,
     /// Local connections per user (the node counts once in Redis).
     local_users: Mutex<HashMap<String, usize>>,
+    /// Names of users connected here, re-asserted after a Redis restart.
+    local_names: Mutex<HashMap<String, String>>,
     /// (channel, user) pairs this node holds presence for, re-asserted after a Redis restart.
     local_presence: Mutex<std::collections::HashSet<(String, String)>>,
     pubsub_up: AtomicBool,
@@ -101,6 +103,7 @@ impl RedisEngine {
             subscribed: Mutex::default(),
             local_users: Mutex::default(),
             local_presence: Mutex::default(),
+            local_names: Mutex::default(),
             pubsub_up: AtomicBool::new(false),
             commands_up: AtomicBool::new(true),
             settings,
@@ -310,6 +313,7 @@ impl Engine for RedisEngine {
         let id: String = scripts::PUBLISH
             .key(self.shared.keys.history(&new.channel))
             .key(self.shared.keys.channel(&new.channel))
+            .key(self.shared.keys.trimmed(&new.channel))
             .arg(settings.history_size.max(1))
             .arg(settings.history_max_age.as_millis() as u64)
             .arg(&new.user_id)
@@ -368,10 +372,12 @@ impl Engine for RedisEngine {
         let gap = match gap_after {
             None => false,
             Some(after) => {
-                truncated
-                    || max_deleted(&mut conn, &key)
-                        .await?
-                        .is_some_and(|d| d > after)
+                let trimmed: Option<String> = conn
+                    .get(self.shared.keys.trimmed(channel))
+                    .await
+                    .map_err(unavailable)?;
+                let trimmed = trimmed.and_then(|id| id.parse::<MessageId>().ok());
+                truncated || trimmed.is_some_and(|t| t > after)
             }
         };
         Ok(History {
@@ -395,6 +401,10 @@ impl Engine for RedisEngine {
             .await
             .map_err(unavailable)?;
         if done == 1 {
+            self.shared
+                .local_names
+                .lock()
+                .insert(user_id.to_owned(), name.to_owned());
             Ok(())
         } else {
             Err(EngineError::NameTaken(name.to_owned()))
@@ -402,10 +412,31 @@ impl Engine for RedisEngine {
     }
 
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
-        self.conn()
+        let mut conn = self.conn();
+        let name: Option<String> = conn
             .hget(self.shared.keys.names(), user_id)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if name.is_none() {
+            // Redis came back without its data: the name of a user connected here is known.
+            let cached = self.shared.local_names.lock().get(user_id).cloned();
+            if let Some(cached) = cached {
+                let _: bool = conn
+                    .hset_nx(self.shared.keys.names(), user_id, &cached)
+                    .await
+                    .map_err(unavailable)?;
+                return Ok(Some(cached));
+            }
+        }
+        if let Some(name) = &name
+            && self.shared.local_users.lock().contains_key(user_id)
+        {
+            self.shared
+                .local_names
+                .lock()
+                .insert(user_id.to_owned(), name.clone());
+        }
+        Ok(name)
     }
 
     async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
@@ -512,6 +543,7 @@ impl Engine for RedisEngine {
                 }
                 Some(_) => {
                     local.remove(user_id);
+                    self.shared.local_names.lock().remove(user_id);
                     true
                 }
                 None => false,
@@ -551,41 +583,23 @@ impl Engine for RedisEngine {
     }
 
     async fn ready(&self) -> bool {
-        self.shared.pubsub_up.load(Ordering::Acquire)
-            && self.shared.commands_up.load(Ordering::Acquire)
+        if !self.shared.pubsub_up.load(Ordering::Acquire) {
+            return false;
+        }
+        let ping = async {
+            let pong: redis::RedisResult<String> =
+                redis::cmd("PING").query_async(&mut self.conn()).await;
+            pong.is_ok()
+        };
+        let ok = tokio::time::timeout(Duration::from_millis(800), ping)
+            .await
+            .unwrap_or(false);
+        self.shared.commands_up.store(ok, Ordering::Release);
+        ok
     }
 }
 
-/// The id of the newest entry ever trimmed from a stream (Redis 7+), if any.
-async fn max_deleted(
-    conn: &mut ConnectionManager,
-    key: &str,
-) -> Result<Option<MessageId>, EngineError> {
-    let info: redis::Value = match redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(key)
-        .query_async(conn)
-        .await
-    {
-        Ok(info) => info,
-        // No such stream: nothing was ever kept.
-        Err(error)
-            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
-        {
-            return Ok(None);
-        }
-        Err(error) => return Err(unavailable(error)),
-    };
-    let map: HashMap<String, redis::Value> = redis::from_redis_value(info).unwrap_or_default();
-    let deleted = map
-        .get("max-deleted-entry-id")
-        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
-        .and_then(|id| id.parse::<MessageId>().ok())
-        .filter(|id| *id != MessageId::default());
-    Ok(deleted)
-}
-
-/// Writes this node's presence and online users again (after Redis came back, possibly without
+/// Writes this node's names, presence and online users again (after Redis came back, possibly without
 /// its data). Idempotent: the per-node sets make a second write a no-op.
 pub(crate) async fn reassert(shared: &Shared) -> redis::RedisResult<()> {
     let mut conn = shared.conn.clone();
@@ -598,6 +612,24 @@ pub(crate) async fn reassert(shared: &Shared) -> redis::RedisResult<()> {
             .arg(format!("{channel}\n{user}"))
             .arg(&user)
             .invoke_async(&mut conn)
+            .await?;
+    }
+    let names: Vec<(String, String)> = shared
+        .local_names
+        .lock()
+        .iter()
+        .map(|(u, n)| (u.clone(), n.clone()))
+        .collect();
+    for (user, name) in names {
+        // Only where missing: a name set meanwhile on another node wins.
+        redis::pipe()
+            .hset_nx(keys.names(), &user, &name)
+            .ignore()
+            .hset_nx(keys.name_owners(), name.to_lowercase(), &user)
+            .ignore()
+            .hset_nx(keys.name_keys(), &user, name.to_lowercase())
+            .ignore()
+            .query_async::<()>(&mut conn)
             .await?;
     }
     let users: Vec<String> = shared.local_users.lock().keys().cloned().collect();

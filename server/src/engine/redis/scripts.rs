@@ -4,19 +4,32 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Appends a message to the channel's stream (capped by length and age) and publishes it, in
-/// one step: the stream id is the message id, and history and live delivery never disagree.
+/// Appends a message to the channel's stream (capped exactly by length, and by age) and
+/// publishes it, in one step: the stream id is the message id, and history and live delivery
+/// never disagree. Records the newest id ever trimmed, so a `since` replay can report a gap.
 ///
-/// KEYS: stream, pub/sub channel. ARGV: max length, max age ms, user id, name, text, channel.
+/// KEYS: stream, pub/sub channel, trimmed-through key.
+/// ARGV: max length, max age ms, user id, name, text, channel.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'u', ARGV[3], 'n', ARGV[4], 'm', ARGV[5])
+local maxlen = tonumber(ARGV[1])
 local age = tonumber(ARGV[2])
+local excess = redis.call('XLEN', KEYS[1]) - maxlen + 1
+if excess > 0 then
+  local victims = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  if #victims > 0 then redis.call('SET', KEYS[3], victims[#victims][1]) end
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'u', ARGV[3], 'n', ARGV[4], 'm', ARGV[5])
 if age > 0 then
-  local ms = tonumber(string.match(id, '^(%d+)'))
-  redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(ms - age))
+  local minid = tostring(tonumber(string.match(id, '^(%d+)')) - age)
+  local newest_old = redis.call('XREVRANGE', KEYS[1], '(' .. minid, '-', 'COUNT', 1)
+  if #newest_old > 0 then
+    redis.call('SET', KEYS[3], newest_old[1][1])
+    redis.call('XTRIM', KEYS[1], 'MINID', minid)
+  end
   redis.call('PEXPIRE', KEYS[1], age)
+  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], age) end
 end
 redis.call('PUBLISH', KEYS[2], cjson.encode({t = 'm', id = id, c = ARGV[6], u = ARGV[3], n = ARGV[4], m = ARGV[5]}))
 return id
