@@ -24,6 +24,7 @@ redis_only!(
     two_nodes_share_every_kind_of_message,
     different_prefixes_are_isolated,
     channel_subscriptions_are_reference_counted,
+    users_of_a_dead_node_leave_presence,
 );
 
 const ADMIN: &str = "cluster-admin";
@@ -797,4 +798,51 @@ async fn a_redis_restart_loses_no_acknowledged_message() {
     );
 
     drop(redis);
+}
+
+/// A node that died (no liveness key, stale heartbeat) still holds presence in Redis: a live
+/// node reaps it within a heartbeat, `who` drops its users and members see `user_left`.
+async fn users_of_a_dead_node_leave_presence() {
+    let url = redis_url().unwrap();
+    let prefix = TestEngine::current().prefix().unwrap().to_owned();
+    let node = TestServer::start_with(fast).await;
+    let mut ann = node.named("Ann").await;
+    ann.join("lobby").await;
+    ann.recv_type("user_joined").await;
+
+    // What a node that crashed leaves behind: its share of presence and online users.
+    let dead = "dead-node";
+    let mut redis = redis_connection(&url).await;
+    let _: () = ::redis::pipe()
+        .sadd(format!("{prefix}node-presence:{dead}"), "lobby\nghost")
+        .hincr(format!("{prefix}presence:lobby"), "ghost", 1)
+        .hset(format!("{prefix}names"), "ghost", "Ghost")
+        .sadd(format!("{prefix}node-users:{dead}"), "ghost")
+        .hincr(format!("{prefix}online"), "ghost", 1)
+        .zadd(format!("{prefix}nodes"), dead, 1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut users = who(&mut ann, "lobby").await;
+    users.sort();
+    assert!(users.iter().any(|(id, _)| id == "ghost"), "{users:?}");
+
+    // Within a heartbeat (5 s) the live node reaps it.
+    let left = ann.recv_type_within("user_left", SLOW).await;
+    assert_eq!(left["payload"]["user_id"], "ghost");
+    assert_eq!(left["payload"]["username"], "Ghost");
+    let users = who(&mut ann, "lobby").await;
+    assert!(users.iter().all(|(id, _)| id != "ghost"), "{users:?}");
+    ann.send_request("direct", json!({"to": "ghost", "message": "hello?"}))
+        .await;
+    assert_eq!(ann.recv_type_or_error().await["code"], "not_found");
+    let nodes: Vec<String> = ::redis::cmd("ZRANGE")
+        .arg(format!("{prefix}nodes"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!nodes.contains(&dead.to_owned()), "{nodes:?}");
+    tokio::task::block_in_place(|| delete_keys(&url, &prefix));
 }

@@ -376,6 +376,25 @@ impl Client {
         }
     }
 
+    /// The next frame whose `type` is `kind`, waiting up to `wait` in all.
+    pub async fn recv_type_within(&mut self, kind: &str, wait: Duration) -> Value {
+        tokio::time::timeout(wait, async {
+            loop {
+                let next = self.ws.next().await;
+                if let Some(Ok(Message::Text(text))) = next {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    if value["type"] == kind {
+                        return value;
+                    }
+                } else if !matches!(next, Some(Ok(_))) {
+                    panic!("connection ended while waiting for {kind}");
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {kind} within {wait:?}"))
+    }
+
     /// The next reply or error, skipping typed events (presence and the like).
     pub async fn recv_type_or_error(&mut self) -> Value {
         loop {
