@@ -68,6 +68,64 @@ pub(crate) struct Shared {
     settings: RedisSettings,
 }
 
+impl Shared {
+    /// Adds (or removes) this node's `member` in `node_set`, moving the node count of `field`
+    /// in `counts` by one when it changed. Returns whether the count crossed zero (first node
+    /// in, last node out).
+    async fn count(
+        &self,
+        add: bool,
+        node_set: String,
+        counts: String,
+        member: &str,
+        field: &str,
+    ) -> redis::RedisResult<bool> {
+        let script = if add {
+            &scripts::COUNT_ADD
+        } else {
+            &scripts::COUNT_REMOVE
+        };
+        let crossed: i64 = script
+            .key(node_set)
+            .key(counts)
+            .arg(member)
+            .arg(field)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(crossed == 1)
+    }
+
+    /// [`Shared::count`] of a user's presence in a channel.
+    async fn count_presence(
+        &self,
+        add: bool,
+        channel: &str,
+        user: &str,
+    ) -> redis::RedisResult<bool> {
+        let member = format!("{channel}\n{user}");
+        self.count(
+            add,
+            self.keys.node_presence(&self.node),
+            self.keys.presence(channel),
+            &member,
+            user,
+        )
+        .await
+    }
+
+    /// [`Shared::count`] of a user being online.
+    async fn count_online(&self, add: bool, user: &str) -> redis::RedisResult<bool> {
+        self.count(
+            add,
+            self.keys.node_users(&self.node),
+            self.keys.online(),
+            user,
+            user,
+        )
+        .await
+    }
+}
+
 /// The Redis engine of one node. Dropping it stops its background tasks.
 pub struct RedisEngine {
     shared: Arc<Shared>,
@@ -444,16 +502,10 @@ impl Engine for RedisEngine {
             .local_presence
             .lock()
             .insert((channel.to_owned(), user_id.to_owned()));
-        let keys = &self.shared.keys;
-        let first: i64 = scripts::COUNT_ADD
-            .key(keys.node_presence(&self.shared.node))
-            .key(keys.presence(channel))
-            .arg(format!("{channel}\n{user_id}"))
-            .arg(user_id)
-            .invoke_async(&mut self.conn())
+        self.shared
+            .count_presence(true, channel, user_id)
             .await
-            .map_err(unavailable)?;
-        Ok(first == 1)
+            .map_err(unavailable)
     }
 
     async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
@@ -461,16 +513,10 @@ impl Engine for RedisEngine {
             .local_presence
             .lock()
             .remove(&(channel.to_owned(), user_id.to_owned()));
-        let keys = &self.shared.keys;
-        let last: i64 = scripts::COUNT_REMOVE
-            .key(keys.node_presence(&self.shared.node))
-            .key(keys.presence(channel))
-            .arg(format!("{channel}\n{user_id}"))
-            .arg(user_id)
-            .invoke_async(&mut self.conn())
+        self.shared
+            .count_presence(false, channel, user_id)
             .await
-            .map_err(unavailable)?;
-        Ok(last == 1)
+            .map_err(unavailable)
     }
 
     async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError> {
@@ -520,13 +566,8 @@ impl Engine for RedisEngine {
             *count == 1
         };
         if first_here {
-            let keys = &self.shared.keys;
-            let _: i64 = scripts::COUNT_ADD
-                .key(keys.node_users(&self.shared.node))
-                .key(keys.online())
-                .arg(user_id)
-                .arg(user_id)
-                .invoke_async(&mut self.conn())
+            self.shared
+                .count_online(true, user_id)
                 .await
                 .map_err(unavailable)?;
         }
@@ -550,13 +591,8 @@ impl Engine for RedisEngine {
             }
         };
         if last_here {
-            let keys = &self.shared.keys;
-            let _: i64 = scripts::COUNT_REMOVE
-                .key(keys.node_users(&self.shared.node))
-                .key(keys.online())
-                .arg(user_id)
-                .arg(user_id)
-                .invoke_async(&mut self.conn())
+            self.shared
+                .count_online(false, user_id)
                 .await
                 .map_err(unavailable)?;
         }
@@ -606,13 +642,7 @@ pub(crate) async fn reassert(shared: &Shared) -> redis::RedisResult<()> {
     let keys = &shared.keys;
     let presence: Vec<(String, String)> = shared.local_presence.lock().iter().cloned().collect();
     for (channel, user) in presence {
-        let _: i64 = scripts::COUNT_ADD
-            .key(keys.node_presence(&shared.node))
-            .key(keys.presence(&channel))
-            .arg(format!("{channel}\n{user}"))
-            .arg(&user)
-            .invoke_async(&mut conn)
-            .await?;
+        shared.count_presence(true, &channel, &user).await?;
     }
     let names: Vec<(String, String)> = shared
         .local_names
@@ -634,13 +664,7 @@ pub(crate) async fn reassert(shared: &Shared) -> redis::RedisResult<()> {
     }
     let users: Vec<String> = shared.local_users.lock().keys().cloned().collect();
     for user in users {
-        let _: i64 = scripts::COUNT_ADD
-            .key(keys.node_users(&shared.node))
-            .key(keys.online())
-            .arg(&user)
-            .arg(&user)
-            .invoke_async(&mut conn)
-            .await?;
+        shared.count_online(true, &user).await?;
     }
     beat(shared).await
 }
