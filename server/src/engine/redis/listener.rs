@@ -35,7 +35,7 @@ pub(super) async fn run(
                     let _ = tx.send(());
                 } else {
                     tracing::info!("Redis pub/sub reconnected; replaying what was missed");
-                    if let Err(error) = super::reassert(&shared).await {
+                    if let Err(error) = super::nodes::reassert(&shared).await {
                         tracing::warn!(%error, "could not re-register presence after reconnecting");
                     }
                     replay(&shared).await;
