@@ -63,9 +63,10 @@ impl Node {
                     Err(error) => {
                         entry.remove(conn);
                         if entry.is_empty() {
+                            let _ = self.engine.unsubscribe(channel).await;
+                            state.subscribed = false;
                             state.retired = true;
                             self.hub.retire(channel, &entry);
-                            let _ = self.engine.unsubscribe(channel).await;
                         }
                         return Err(error);
                     }
@@ -100,14 +101,16 @@ impl Node {
             }
         }
         if entry.is_empty() && !state.retired {
-            state.retired = true;
-            self.hub.retire(channel, &entry);
+            // Unsubscribe while the entry is still the hub's: a joiner waits on its lock and
+            // then subscribes afresh, never racing this unsubscribe.
             if state.subscribed {
                 state.subscribed = false;
                 if let Err(error) = self.engine.unsubscribe(channel).await {
                     tracing::warn!(%error, channel, "could not unsubscribe");
                 }
             }
+            state.retired = true;
+            self.hub.retire(channel, &entry);
         }
         true
     }

@@ -12,6 +12,7 @@ per_engine!(
     since_replay_meets_live_traffic_without_duplicates_or_gaps,
     history_pages_back_with_before_and_limit,
     since_older_than_what_is_kept_reports_a_gap,
+    extreme_ids_read_nothing_instead_of_failing,
 );
 
 /// Sends `count` messages `prefix-N` to `channel` and reads each ack and own copy. Returns ids.
@@ -221,4 +222,27 @@ async fn since_older_than_what_is_kept_reports_a_gap() {
         ["g-3", "g-4", "g-5"]
     );
     assert_eq!(history["payload"]["gap"], true);
+}
+
+/// Ids at the ends of the range are valid requests that select nothing: an empty page, never
+/// an engine error.
+async fn extreme_ids_read_nothing_instead_of_failing() {
+    let server = TestServer::start_with(fast).await;
+    let mut ann = server.named("Ann").await;
+    ann.join("lobby").await;
+    send_many(&mut ann, "lobby", "x", 2).await;
+    ann.send_request("history", json!({"channel": "lobby", "before": "0"}))
+        .await;
+    let page = ann.recv_type("history").await;
+    assert_eq!(texts(&page["payload"]["messages"]), Vec::<String>::new());
+    let mut bob = server.named("Bob").await;
+    bob.send_request(
+        "join",
+        json!({"channel": "lobby", "since": "18446744073709551615-18446744073709551615"}),
+    )
+    .await;
+    bob.expect(json!({"message": "You have joined lobby"}))
+        .await;
+    let page = bob.recv_type("history").await;
+    assert_eq!(texts(&page["payload"]["messages"]), Vec::<String>::new());
 }

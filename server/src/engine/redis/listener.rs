@@ -17,6 +17,9 @@ use super::wire::{Incoming, Wire};
 use super::{Entry, Shared, entry_message};
 use crate::engine::Delivery;
 
+/// How often the pub/sub connection is pinged.
+const LIVENESS: Duration = Duration::from_secs(5);
+
 /// Most messages replayed per channel after an outage.
 const REPLAY_LIMIT: usize = 10_000;
 
@@ -28,7 +31,13 @@ pub(super) async fn run(
     let mut connected = Some(connected);
     let mut delay = Duration::from_millis(100);
     loop {
-        match open(&shared).await {
+        let opening = tokio::time::timeout(super::PUBSUB_TIMEOUT * 2, open(&shared)).await;
+        match opening.unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "timed out opening pub/sub",
+            )))
+        }) {
             Ok(mut stream) => {
                 delay = Duration::from_millis(100);
                 if let Some(tx) = connected.take() {
@@ -41,12 +50,20 @@ pub(super) async fn run(
                     replay(&shared).await;
                 }
                 shared.pubsub_up.store(true, Ordering::Release);
+                let mut liveness = tokio::time::interval(LIVENESS);
+                liveness.tick().await;
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => return,
                         message = stream.next() => match message {
                             Some(message) => handle(&shared, message.get_channel_name(), message.get_payload_bytes()),
                             None => break,
+                        },
+                        _ = liveness.tick() => {
+                            // A half-open connection reads nothing for ever: ping it.
+                            if !alive(&shared).await {
+                                break;
+                            }
                         }
                     }
                 }
@@ -61,6 +78,23 @@ pub(super) async fn run(
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Whether the pub/sub connection answers a ping in time (false also when a command timed out
+/// and dropped the sink).
+async fn alive(shared: &Shared) -> bool {
+    let mut slot = shared.pubsub.lock().await;
+    let Some(sink) = slot.as_mut() else {
+        return false;
+    };
+    let ping = sink.ping::<redis::Value>();
+    match tokio::time::timeout(super::PUBSUB_TIMEOUT, ping).await {
+        Ok(Ok(_)) => true,
+        _ => {
+            *slot = None;
+            false
+        }
     }
 }
 

@@ -31,6 +31,9 @@ use super::{Delivery, DeliverySink, Engine, EngineError, History, HistoryQuery, 
 use entries::{Entry, entry_message, parse_id};
 use wire::Wire;
 
+/// Longest wait for a pub/sub command before the connection counts as broken.
+const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Settings of the Redis engine.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -168,9 +171,17 @@ impl Engine for RedisEngine {
             let sink = pubsub
                 .as_mut()
                 .ok_or_else(|| EngineError::Unavailable("Redis pub/sub is reconnecting".into()))?;
-            sink.subscribe(self.shared.keys.channel(channel))
-                .await
-                .map_err(unavailable)
+            let subscribing = sink.subscribe(self.shared.keys.channel(channel));
+            match tokio::time::timeout(PUBSUB_TIMEOUT, subscribing).await {
+                Ok(result) => result.map_err(unavailable),
+                Err(_) => {
+                    // A connection that does not answer: drop it, the listener reconnects.
+                    *pubsub = None;
+                    Err(EngineError::Unavailable(
+                        "Redis pub/sub does not answer".into(),
+                    ))
+                }
+            }
         }
         .await;
         if let Err(error) = result {
@@ -178,11 +189,17 @@ impl Engine for RedisEngine {
             return Err(error);
         }
         // The replay point after an outage: the stream's tail now.
-        let tail: Vec<Entry> = self
+        let tail: Vec<Entry> = match self
             .conn()
             .xrevrange_count(self.shared.keys.history(channel), "+", "-", 1)
             .await
-            .map_err(unavailable)?;
+        {
+            Ok(tail) => tail,
+            Err(error) => {
+                let _ = self.unsubscribe(channel).await;
+                return Err(unavailable(error));
+            }
+        };
         if let Some(tail) = tail
             .into_iter()
             .next()
@@ -201,9 +218,17 @@ impl Engine for RedisEngine {
         self.shared.subscribed.lock().remove(channel);
         let mut pubsub = self.shared.pubsub.lock().await;
         if let Some(sink) = pubsub.as_mut() {
-            sink.unsubscribe(self.shared.keys.channel(channel))
-                .await
-                .map_err(unavailable)?;
+            let unsubscribing = sink.unsubscribe(self.shared.keys.channel(channel));
+            match tokio::time::timeout(PUBSUB_TIMEOUT, unsubscribing).await {
+                Ok(result) => result.map_err(unavailable)?,
+                Err(_) => {
+                    // Reconnecting subscribes only what is still wanted, which is the fix.
+                    *pubsub = None;
+                    return Err(EngineError::Unavailable(
+                        "Redis pub/sub does not answer".into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -235,6 +260,16 @@ impl Engine for RedisEngine {
     }
 
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<History, EngineError> {
+        // Bounds Redis cannot express (and that hold nothing anyway).
+        match query {
+            HistoryQuery::Before { before, .. } if before <= MessageId::new(0, 0) => {
+                return Ok(History::default());
+            }
+            HistoryQuery::Since { after, .. } if after == MessageId::new(u64::MAX, u64::MAX) => {
+                return Ok(History::default());
+            }
+            _ => {}
+        }
         let key = self.shared.keys.history(channel);
         let mut conn = self.conn();
         let (newest_first, gap_after): (Vec<Entry>, Option<MessageId>) = match query {
@@ -344,10 +379,19 @@ impl Engine for RedisEngine {
             .local_presence
             .lock()
             .insert((channel.to_owned(), user_id.to_owned()));
-        self.shared
-            .count_presence(true, channel, user_id)
-            .await
-            .map_err(unavailable)
+        match self.shared.count_presence(true, channel, user_id).await {
+            Ok(first) => Ok(first),
+            Err(error) => {
+                // The script may still have run (a timeout): undo, best effort, so that no
+                // ghost stays in `who`, and do not re-assert it later.
+                self.shared
+                    .local_presence
+                    .lock()
+                    .remove(&(channel.to_owned(), user_id.to_owned()));
+                let _ = self.shared.count_presence(false, channel, user_id).await;
+                Err(unavailable(error))
+            }
+        }
     }
 
     async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {

@@ -83,11 +83,20 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let ok = beat(&shared).await;
-        shared.commands_up.store(ok.is_ok(), Ordering::Release);
-        if let Err(error) = ok {
-            tracing::warn!(%error, "Redis heartbeat failed");
-            continue;
+        let beaten = beat(&shared).await;
+        shared.commands_up.store(beaten.is_ok(), Ordering::Release);
+        match beaten {
+            Err(error) => {
+                tracing::warn!(%error, "Redis heartbeat failed");
+                continue;
+            }
+            Ok(true) => {
+                // Not registered: first beat, or reaped by another node while unreachable.
+                if let Err(error) = reassert(&shared).await {
+                    tracing::warn!(%error, "could not re-register this node");
+                }
+            }
+            Ok(false) => {}
         }
         if let Err(error) = reap_dead_nodes(&shared).await {
             tracing::warn!(%error, "could not reap dead nodes");
@@ -95,10 +104,12 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-async fn beat(shared: &Shared) -> redis::RedisResult<()> {
+/// Renews liveness. Returns true when this node was not registered (first beat, or another
+/// node reaped it while it could not beat): its state must then be written again.
+async fn beat(shared: &Shared) -> redis::RedisResult<bool> {
     let mut conn = shared.conn.clone();
     let now = now_ms();
-    redis::pipe()
+    let (added,): (i64,) = redis::pipe()
         .cmd("SET")
         .arg(shared.keys.alive(&shared.node))
         .arg(1)
@@ -106,9 +117,9 @@ async fn beat(shared: &Shared) -> redis::RedisResult<()> {
         .arg(NODE_TTL.as_millis() as u64)
         .ignore()
         .zadd(shared.keys.nodes(), &shared.node, now)
-        .ignore()
-        .query_async::<()>(&mut conn)
-        .await
+        .query_async(&mut conn)
+        .await?;
+    Ok(added == 1)
 }
 
 async fn reap_dead_nodes(shared: &Shared) -> redis::RedisResult<()> {
@@ -125,6 +136,7 @@ async fn reap_dead_nodes(shared: &Shared) -> redis::RedisResult<()> {
             .key(shared.keys.node_presence(&node))
             .key(shared.keys.node_users(&node))
             .key(shared.keys.nodes())
+            .key(shared.keys.alive(&node))
             .arg(shared.keys.prefix())
             .arg(&node)
             .invoke_async(&mut conn)
@@ -145,6 +157,8 @@ async fn reap_dead_nodes(shared: &Shared) -> redis::RedisResult<()> {
 /// Writes this node's names, presence and online users again (after Redis came back, possibly without
 /// its data). Idempotent: the per-node sets make a second write a no-op.
 pub(crate) async fn reassert(shared: &Shared) -> redis::RedisResult<()> {
+    // Alive first, so that no other node reaps what is written next.
+    beat(shared).await?;
     let mut conn = shared.conn.clone();
     let keys = &shared.keys;
     let presence: Vec<(String, String)> = shared.local_presence.lock().iter().cloned().collect();
@@ -173,5 +187,5 @@ pub(crate) async fn reassert(shared: &Shared) -> redis::RedisResult<()> {
     for user in users {
         shared.count_online(true, &user).await?;
     }
-    beat(shared).await
+    Ok(())
 }

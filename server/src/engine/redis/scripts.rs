@@ -23,13 +23,14 @@ end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'u', ARGV[3], 'n', ARGV[4], 'm', ARGV[5])
 if age > 0 then
   local minid = tostring(tonumber(string.match(id, '^(%d+)')) - age)
-  local newest_old = redis.call('XREVRANGE', KEYS[1], '(' .. minid, '-', 'COUNT', 1)
+  local newest_old = redis.call('XREVRANGE', KEYS[1], '(' .. minid .. '-0', '-', 'COUNT', 1)
   if #newest_old > 0 then
     redis.call('SET', KEYS[3], newest_old[1][1])
     redis.call('XTRIM', KEYS[1], 'MINID', minid)
   end
   redis.call('PEXPIRE', KEYS[1], age)
-  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], age) end
+  -- Outlive the stream, so that a late resume still learns about the gap.
+  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], age * 4) end
 end
 redis.call('PUBLISH', KEYS[2], cjson.encode({t = 'm', id = id, c = ARGV[6], u = ARGV[3], n = ARGV[4], m = ARGV[5]}))
 return id
@@ -91,10 +92,12 @@ return 1
 /// Forgets everything a dead node held: its presence entries (returning the `channel\nuser`
 /// pairs that no node holds any more, for `user_left`) and its online users.
 ///
-/// KEYS: node presence set, node users set, nodes zset. ARGV: key prefix, node id.
+/// KEYS: node presence set, node users set, nodes zset, the node's liveness key.
+/// ARGV: key prefix, node id.
 pub static REAP_NODE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+if redis.call('EXISTS', KEYS[4]) == 1 then return {} end
 local gone = {}
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local sep = string.find(member, '\n', 1, true)
