@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 // Each test runs twice: `memory::name` and `redis::name`.
 per_engine!(
@@ -37,15 +37,6 @@ async fn send_many(client: &mut Client, channel: &str, prefix: &str, count: usiz
         ids.push(own["payload"]["id"].as_str().unwrap().to_owned());
     }
     ids
-}
-
-fn texts(messages: &Value) -> Vec<String> {
-    messages
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["message"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn fast(config: &mut server::config::Config) {

@@ -52,15 +52,6 @@ async fn who(client: &mut Client, channel: &str) -> Vec<(String, String)> {
     users
 }
 
-fn texts(messages: &Value) -> Vec<String> {
-    messages
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["message"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn two_nodes_share_every_kind_of_message() {
     let a = TestServer::start_with(|c| {
         fast(c);

@@ -250,3 +250,13 @@ pub async fn http_get(url: String) -> (u16, String) {
     .await
     .unwrap()
 }
+
+/// The texts of a `history` payload's messages, in order.
+pub fn texts(messages: &serde_json::Value) -> Vec<String> {
+    messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap().to_owned())
+        .collect()
+}
