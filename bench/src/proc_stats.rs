@@ -1,0 +1,109 @@
+//! Server process figures from Linux `/proc`: CPU time (`/proc/PID/stat`) and peak resident
+//! memory (`VmHWM` in `/proc/PID/status`).
+
+use std::time::Duration;
+
+/// CPU time a process has used so far, user plus system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSample {
+    /// utime + stime, in clock ticks.
+    pub ticks: u64,
+}
+
+/// Parses `utime + stime` (fields 14 and 15) from the text of `/proc/PID/stat`.
+///
+/// The command name (field 2) is in parentheses and may itself contain spaces or parentheses, so
+/// fields are counted from the last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // After the comm: field 3 (state) is index 0, so utime (14) is index 11, stime (15) index 12.
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Parses `VmHWM` (peak resident set size) from the text of `/proc/PID/status`, in KiB.
+pub fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Reads the CPU time of process `pid`.
+pub fn cpu_sample(pid: u32) -> Option<CpuSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_ticks(&stat).map(|ticks| CpuSample { ticks })
+}
+
+/// Reads the peak resident memory of process `pid`, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    parse_vm_hwm_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`), 100 when it cannot be asked.
+pub fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(100)
+}
+
+/// CPU used between two samples as a percentage of one core over `wall`.
+pub fn cpu_percent(
+    before: CpuSample,
+    after: CpuSample,
+    ticks_per_second: u64,
+    wall: Duration,
+) -> f64 {
+    let wall = wall.as_secs_f64();
+    if wall <= 0.0 || ticks_per_second == 0 {
+        return 0.0;
+    }
+    let cpu_seconds = after.ticks.saturating_sub(before.ticks) as f64 / ticks_per_second as f64;
+    100.0 * cpu_seconds / wall
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "4242 (chat server) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 50 0 0 20 0 \
+                    9 0 100 123456 789 18446744073709551615";
+        assert_eq!(parse_stat_ticks(stat), Some(300));
+        assert_eq!(parse_stat_ticks("1 (x) S 1"), None);
+    }
+
+    #[test]
+    fn vm_hwm_is_read_in_kib() {
+        let status =
+            "Name:\tchat-server\nVmPeak:\t  99999 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
+        assert_eq!(parse_vm_hwm_kib(status), Some(51200));
+        assert_eq!(parse_vm_hwm_kib("Name: x\n"), None);
+    }
+
+    #[test]
+    fn cpu_percent_is_relative_to_one_core() {
+        let before = CpuSample { ticks: 100 };
+        let after = CpuSample { ticks: 300 };
+        let pct = cpu_percent(before, after, 100, Duration::from_secs(4));
+        assert!((pct - 50.0).abs() < 1e-9);
+        assert_eq!(cpu_percent(before, after, 100, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn own_process_can_be_sampled() {
+        let pid = std::process::id();
+        assert!(cpu_sample(pid).is_some());
+        assert!(peak_rss_kib(pid).unwrap() > 0);
+        assert!(clock_ticks_per_second() > 0);
+    }
+}
