@@ -13,6 +13,11 @@ use tracing::Instrument;
 
 use crate::identity::AuthError;
 
+/// Initial read buffer of a connection.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes buffered before tungstenite writes (every batch is flushed anyway).
+const WRITE_BUFFER: usize = 8 * 1024;
+
 /// `GET /?auth_token=...` (and `/ws`): upgrades to the chat WebSocket.
 ///
 /// As with the seed, a bad or missing token still upgrades: the client reads the error on the
@@ -44,7 +49,11 @@ pub async fn upgrade(
     };
     let limits = &app.node.limits;
     let tracker = app.tasks.clone();
-    ws.max_message_size(limits.max_frame_bytes)
+    // Chat frames are small: tungstenite's 128 KiB default buffers would cost ~256 KiB of
+    // memory per connection. Larger frames still work (the buffers grow), up to the limit.
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
