@@ -72,18 +72,7 @@ async fn presence_lists_users_once_and_announces_changes() {
         .await;
     let who = ann.recv_type("presence").await;
     assert_eq!(who["ref"], 7);
-    let mut users: Vec<(String, String)> = who["payload"]["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            (
-                u["user_id"].as_str().unwrap().to_owned(),
-                u["username"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    users.sort();
+    let users = presence_users(&who["payload"]["users"]);
     let mut expected = vec![
         (ann.user_id.clone(), "Ann".to_owned()),
         (login.user_id.clone(), "Bob".to_owned()),

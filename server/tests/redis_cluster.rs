@@ -37,19 +37,7 @@ async fn who(client: &mut Client, channel: &str) -> Vec<(String, String)> {
         .await;
     let list = client.recv_type("presence").await;
     assert_eq!(list["ref"], "who");
-    let mut users: Vec<(String, String)> = list["payload"]["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            (
-                u["user_id"].as_str().unwrap().to_owned(),
-                u["username"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    users.sort();
-    users
+    presence_users(&list["payload"]["users"])
 }
 
 async fn two_nodes_share_every_kind_of_message() {

@@ -125,14 +125,7 @@ impl Engine for MemoryEngine {
         self.with_channel(&new.channel.clone(), |state| {
             let id = Self::next_id(state.last_id, now_ms());
             state.last_id = id;
-            let message = Arc::new(ChatMessage {
-                username: new.username,
-                message: new.message,
-                channel: new.channel,
-                id,
-                user_id: new.user_id,
-                ts: id.ms,
-            });
+            let message = Arc::new(new.stored(id));
             if self.history_size > 0 {
                 if state.history.len() == self.history_size {
                     state.trimmed_through = state.history.pop_front().map(|m| m.id);

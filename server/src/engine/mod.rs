@@ -69,6 +69,21 @@ pub struct NewMessage {
     pub message: String,
 }
 
+impl NewMessage {
+    /// The message as stored and delivered, once the engine gave it an id (its time is the
+    /// id's millisecond part).
+    pub fn stored(self, id: MessageId) -> ChatMessage {
+        ChatMessage {
+            username: self.username,
+            message: self.message,
+            channel: self.channel,
+            id,
+            user_id: self.user_id,
+            ts: id.ms,
+        }
+    }
+}
+
 /// Which kept messages to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryQuery {

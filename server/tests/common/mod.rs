@@ -251,6 +251,23 @@ pub async fn http_get(url: String) -> (u16, String) {
     .unwrap()
 }
 
+/// The `(user_id, username)` pairs of a `presence` payload's users, sorted (`""` for no name).
+pub fn presence_users(users: &serde_json::Value) -> Vec<(String, String)> {
+    let mut users: Vec<(String, String)> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["user_id"].as_str().unwrap().to_owned(),
+                u["username"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    users.sort();
+    users
+}
+
 /// The texts of a `history` payload's messages, in order.
 pub fn texts(messages: &serde_json::Value) -> Vec<String> {
     messages

@@ -249,14 +249,7 @@ impl Engine for RedisEngine {
             .await
             .map_err(unavailable)?;
         let id = parse_id(&id)?;
-        Ok(Arc::new(ChatMessage {
-            username: new.username,
-            message: new.message,
-            channel: new.channel,
-            id,
-            user_id: new.user_id,
-            ts: id.ms,
-        }))
+        Ok(Arc::new(new.stored(id)))
     }
 
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<History, EngineError> {
