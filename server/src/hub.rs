@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
-use protocol::{Event, MessageId};
+use protocol::MessageId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -301,38 +301,88 @@ impl Hub {
     }
 }
 
-fn serialise(event: &Event) -> Utf8Bytes {
-    Utf8Bytes::from(event.to_json(None))
+/// An event frame serialised straight from the shared payload: the same JSON as
+/// `Event::to_json` (`{"type":...,"payload":...}`) without cloning the payload into an
+/// [`Event`] first.
+fn serialise<T: serde::Serialize>(kind: &'static str, payload: &T) -> Utf8Bytes {
+    #[derive(serde::Serialize)]
+    struct Frame<'a, T> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        payload: &'a T,
+    }
+    let json = serde_json::to_string(&Frame { kind, payload })
+        .unwrap_or_else(|e| unreachable!("event serialisation: {e}"));
+    Utf8Bytes::from(json)
 }
 
 impl DeliverySink for Hub {
     fn deliver(&self, delivery: Delivery) {
         match delivery {
             Delivery::Message(message) => {
-                let frame = serialise(&Event::ChatMessageReceived((*message).clone()));
+                let frame = serialise("chat_message_received", &*message);
                 self.fan_out_channel(&message.channel, Some(message.id), frame);
             }
             Delivery::UserJoined(change) => {
-                let frame = serialise(&Event::UserJoined((*change).clone()));
+                let frame = serialise("user_joined", &*change);
                 self.fan_out_channel(&change.channel, None, frame);
             }
             Delivery::UserLeft(change) => {
-                let frame = serialise(&Event::UserLeft((*change).clone()));
+                let frame = serialise("user_left", &*change);
                 self.fan_out_channel(&change.channel, None, frame);
             }
             Delivery::Direct { to, message } => {
-                let frame = serialise(&Event::DirectMessageReceived((*message).clone()));
+                let frame = serialise("direct_message_received", &*message);
                 let users = self.users.read();
                 for handle in users.get(&to).into_iter().flatten() {
                     handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
                 }
             }
             Delivery::Broadcast(message) => {
-                let frame = serialise(&Event::Broadcast((*message).clone()));
+                let frame = serialise("broadcast", &*message);
                 for handle in self.conns.read().values() {
                     handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{BroadcastMessage, ChatMessage, Event, PresenceChange};
+
+    #[test]
+    fn borrowed_frames_match_the_protocol_events() {
+        let message = ChatMessage {
+            username: "N".into(),
+            message: "M".into(),
+            channel: "C".into(),
+            id: MessageId::new(1, 2),
+            user_id: "u".into(),
+            ts: 1,
+        };
+        assert_eq!(
+            serialise("chat_message_received", &message).as_str(),
+            Event::ChatMessageReceived(message).to_json(None)
+        );
+        let change = PresenceChange {
+            channel: "C".into(),
+            user_id: "u".into(),
+            username: None,
+        };
+        assert_eq!(
+            serialise("user_left", &change).as_str(),
+            Event::UserLeft(change).to_json(None)
+        );
+        let broadcast = BroadcastMessage {
+            message: "hi".into(),
+            ts: 5,
+        };
+        assert_eq!(
+            serialise("broadcast", &broadcast).as_str(),
+            Event::Broadcast(broadcast).to_json(None)
+        );
     }
 }
