@@ -1,6 +1,7 @@
 //! Command-line interface: arguments and their translation into a [`ScenarioConfig`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -17,21 +18,24 @@ pub struct Cli {
     #[arg(value_enum, conflicts_with = "scenario_flag")]
     pub scenario: Option<ScenarioKind>,
 
-    /// Scenario to run: seed (N clients over C channels, all sending) or fanout (one channel, S
-    /// senders). Default: seed.
+    /// Scenario to run: seed (N clients over C channels, all sending), fanout (one channel, S
+    /// senders), ramp (seed at rising rates), idle (connected, silent clients: server memory per
+    /// connection) or reconnect-storm (all drop and reconnect at once, then seed). Default: seed.
     #[arg(long = "scenario", value_enum, id = "scenario_flag")]
     pub scenario_flag: Option<ScenarioKind>,
 
-    /// WebSocket URL of the server (the token is appended as ?auth_token=).
+    /// WebSocket URL of the server (the token is appended as ?auth_token=). Several (repeated or
+    /// comma-separated) spread the clients over the nodes of a cluster in turn.
     #[arg(
         long,
         env = "CHAT_BENCH_WS_URL",
-        default_value = "ws://127.0.0.1:8080/"
+        default_value = "ws://127.0.0.1:8080/",
+        value_delimiter = ','
     )]
-    pub ws_url: String,
+    pub ws_url: Vec<String>,
 
-    /// Base URL for guest logins (GET {url}/login-as-guest). Default: the host and port of
-    /// --ws-url over http.
+    /// Base URL for guest logins (GET {url}/login-as-guest). Default: the host and port of the
+    /// first --ws-url over http.
     #[arg(long, env = "CHAT_BENCH_LOGIN_URL", conflicts_with = "tokens_file")]
     pub login_url: Option<String>,
 
@@ -40,9 +44,20 @@ pub struct Cli {
     #[arg(long, env = "CHAT_BENCH_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 
-    /// Number of clients. Default: 1500 (seed), 1000 (fanout).
+    /// Guests to log in (their tokens are shared by the clients in turn). Default: one per
+    /// client; 100 for idle.
+    #[arg(long)]
+    pub logins: Option<usize>,
+
+    /// Number of clients. Default: 1500 (seed, ramp, reconnect-storm), 1000 (fanout), 10000
+    /// (idle).
     #[arg(long, short = 'n')]
     pub clients: Option<usize>,
+
+    /// Connect from this many loopback source addresses (127.0.0.1, .2, ...): one address has
+    /// only ~28,000 ports towards one server port. Default: enough for --clients.
+    #[arg(long)]
+    pub source_addresses: Option<usize>,
 
     /// Number of channels (seed).
     #[arg(long, short = 'c', default_value_t = 100)]
@@ -56,9 +71,22 @@ pub struct Cli {
     #[arg(long, short = 'r', default_value_t = 1.0)]
     pub rate: f64,
 
-    /// Length of the sending phase, seconds.
-    #[arg(long, short = 'd', default_value_t = 20.0)]
-    pub duration: f64,
+    /// Length of the sending phase (idle: of the hold; ramp: of each step), seconds. Default:
+    /// 20 (seed, fanout), 10 (ramp, reconnect-storm), 30 (idle).
+    #[arg(long, short = 'd')]
+    pub duration: Option<f64>,
+
+    /// ramp: multiply the rate by this from one step to the next.
+    #[arg(long, default_value_t = 1.5)]
+    pub ramp_factor: f64,
+
+    /// ramp: most steps to run.
+    #[arg(long, default_value_t = 10)]
+    pub ramp_steps: usize,
+
+    /// ramp: a step holds while its p99 latency stays within this many milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub p99_bound_ms: f64,
 
     /// Time to wait for outstanding deliveries after sending, seconds.
     #[arg(long, default_value_t = 5.0)]
@@ -100,18 +128,20 @@ impl Cli {
 
     /// The run these arguments describe (tokens files are read here).
     pub fn to_config(&self) -> Result<ScenarioConfig, String> {
-        let mut config = ScenarioConfig::defaults(self.kind(), &self.ws_url)?;
+        let first_url = self.ws_url.first().ok_or("no --ws-url given")?;
+        let mut config = ScenarioConfig::defaults(self.kind(), first_url)?;
+        config.ws_urls.clone_from(&self.ws_url);
         if let Some(url) = &self.login_url {
             config.auth = Auth::LoginUrl(url.trim_end_matches('/').to_owned());
         }
         if let Some(path) = &self.tokens_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("--tokens-file {}: {e}", path.display()))?;
-            let tokens: Vec<String> = text
+            let tokens: Vec<_> = text
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
-                .map(str::to_owned)
+                .map(Arc::from)
                 .collect();
             if tokens.is_empty() {
                 return Err(format!("--tokens-file {}: no tokens", path.display()));
@@ -121,12 +151,24 @@ impl Cli {
         if let Some(clients) = self.clients {
             config.clients = clients;
         }
+        if self.logins.is_some() {
+            config.logins = self.logins;
+        }
+        // ~28,000 ephemeral ports per source address; stay well below.
+        config.source_addresses = self
+            .source_addresses
+            .unwrap_or(config.clients.div_ceil(25_000).max(1));
         match config.kind {
-            ScenarioKind::Seed => config.channels = self.channels,
             ScenarioKind::Fanout => config.senders = self.senders,
+            _ => config.channels = self.channels,
         }
         config.rate = self.rate;
-        config.duration = seconds("duration", self.duration)?;
+        if let Some(duration) = self.duration {
+            config.duration = seconds("duration", duration)?;
+        }
+        config.ramp_factor = self.ramp_factor;
+        config.ramp_steps = self.ramp_steps;
+        config.p99_bound = seconds("p99-bound-ms", self.p99_bound_ms / 1000.0)?;
         config.drain = seconds("drain", self.drain)?;
         config.setup_timeout = seconds("setup-timeout", self.setup_timeout)?;
         config.connect_concurrency = self.connect_concurrency;
@@ -162,6 +204,16 @@ mod tests {
         assert_eq!(fanout.channel_count(), 1);
         let flag = parse(&["--scenario", "fanout"]).unwrap();
         assert_eq!(flag.kind, ScenarioKind::Fanout);
+        let idle = parse(&["idle", "-n", "60000"]).unwrap();
+        assert_eq!((idle.sender_count(), idle.login_count()), (0, 100));
+        assert_eq!(idle.source_addresses, 3);
+        assert_eq!(idle.duration, Duration::from_secs(30));
+        let storm = parse(&["reconnect-storm"]).unwrap();
+        assert_eq!(storm.kind, ScenarioKind::ReconnectStorm);
+        assert_eq!((storm.sender_count(), storm.login_count()), (1500, 1500));
+        let ramp = parse(&["ramp", "--p99-bound-ms", "2.5", "--ramp-factor", "2"]).unwrap();
+        assert_eq!(ramp.p99_bound, Duration::from_micros(2500));
+        assert_eq!((ramp.ramp_factor, ramp.duration.as_secs()), (2.0, 10));
     }
 
     #[test]
@@ -178,9 +230,33 @@ mod tests {
         let path = dir.path().join("tokens");
         std::fs::write(&path, "a\n\n b \n").unwrap();
         let config = parse(&["--tokens-file", path.to_str().unwrap(), "-n", "3"]).unwrap();
-        assert!(matches!(&config.auth, Auth::Tokens(t) if t == &["a", "b"]));
-        let plans = config.plans("x");
+        let Auth::Tokens(tokens) = &config.auth else {
+            panic!("tokens expected")
+        };
+        assert_eq!(tokens.iter().map(|t| &**t).collect::<Vec<_>>(), ["a", "b"]);
+        let plans = config.plans("x", tokens);
         assert_eq!(plans.len(), 3);
+        assert_eq!(&*plans[2].token, "a");
+    }
+
+    #[test]
+    fn clients_are_spread_over_nodes_and_source_addresses() {
+        let config = parse(&[
+            "--ws-url",
+            "ws://127.0.0.1:1/,ws://127.0.0.1:2/",
+            "-n",
+            "4",
+            "--source-addresses",
+            "2",
+        ])
+        .unwrap();
+        let tokens = [Arc::from("t")];
+        let plans = config.plans("x", &tokens);
+        let urls: Vec<_> = plans.iter().map(|p| p.ws_url.as_str()).collect();
+        assert_eq!(urls[..2], ["ws://127.0.0.1:1/", "ws://127.0.0.1:2/"]);
+        assert_eq!(plans[1].source, Some([127, 0, 0, 2].into()));
+        assert_eq!(plans[2].source, Some([127, 0, 0, 1].into()));
+        assert!(parse(&["--ws-url", "ws://127.0.0.1:1/,ws://10.0.0.1:2/"]).is_err());
     }
 
     #[test]
@@ -188,5 +264,8 @@ mod tests {
         assert!(parse(&["--rate", "0"]).is_err());
         assert!(parse(&["--duration", "-1"]).is_err());
         assert!(parse(&["fanout", "-n", "2", "--senders", "3"]).is_err());
+        assert!(parse(&["ramp", "--ramp-factor", "1"]).is_err());
+        assert!(parse(&["idle", "--source-addresses", "300"]).is_err());
+        assert!(parse(&["--logins", "0"]).is_err());
     }
 }

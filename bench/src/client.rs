@@ -2,31 +2,24 @@
 //! benchmark messages (if it is a sender) while recording every delivery it receives.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{ClientFrame, ClientRequest, Event, ServerFrame, parse_server_frame};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::stats::{ErrorCounts, MsgKey, ReceiverLog, SenderLog, count_error, encode_text};
-use crate::target::ws_url_with_token;
+use crate::target::{host_port, ws_url_with_token};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// How a client gets its access token.
-#[derive(Debug, Clone)]
-pub enum Credentials {
-    /// A token given up front (e.g. from `--tokens-file`).
-    Token(String),
-    /// Log in as a new guest at this base URL (`GET {url}/login-as-guest`).
-    Login(String),
-}
 
 /// What one client does.
 #[derive(Debug, Clone)]
@@ -41,8 +34,12 @@ pub struct ClientPlan {
     pub sender: bool,
     /// Delay of its first send after the barrier (spreads senders over one period).
     pub first_send_offset: Duration,
-    /// How it authenticates.
-    pub credentials: Credentials,
+    /// Its access token.
+    pub token: Arc<str>,
+    /// WebSocket URL of the node it connects to, without the token.
+    pub ws_url: String,
+    /// Local address it connects from (`None`: the system's choice).
+    pub source: Option<IpAddr>,
 }
 
 /// Where the run is (broadcast to every client).
@@ -50,6 +47,8 @@ pub struct ClientPlan {
 pub enum Phase {
     /// Clients are connecting and joining.
     Setup,
+    /// Every client drops its connection (no close frame) and reconnects at once.
+    Storm,
     /// The barrier passed at `start`: senders send until `start + duration`.
     Send {
         /// When sending began.
@@ -76,10 +75,17 @@ pub struct LiveCounters {
     pub errors: AtomicU64,
 }
 
+/// A client's report at a barrier: joined (with its channel) or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    /// The channel it joined, `None` when it failed.
+    pub channel: Option<usize>,
+    /// For a reconnect after a storm: how long from dropping the connection to joined again.
+    pub reconnect: Option<Duration>,
+}
+
 /// Settings and handles shared by every client of a run.
 pub struct ClientShared {
-    /// WebSocket URL without the token.
-    pub ws_url: String,
     /// Time between two messages of one sender.
     pub period: Duration,
     /// Length of the sending phase.
@@ -88,10 +94,12 @@ pub struct ClientShared {
     pub connect_limit: Semaphore,
     /// Clients not joined by then give up.
     pub setup_deadline: Instant,
+    /// Wait for [`Phase::Storm`] after joining, then drop and reconnect.
+    pub storm: bool,
+    /// How long a reconnect after the storm may take.
+    pub reconnect_timeout: Duration,
     /// Live counters.
     pub live: LiveCounters,
-    /// HTTP agent for logins.
-    pub agent: ureq::Agent,
 }
 
 /// Everything one client observed, handed to the accounting at the end.
@@ -109,12 +117,12 @@ pub struct ClientOutcome {
     pub last_receipt: Option<Instant>,
 }
 
-/// Runs one client to the end: setup, report readiness on `ready` (`Some(channel)` or `None`),
-/// then send and receive until [`Phase::Stop`] or the connection ends.
+/// Runs one client to the end: setup, report readiness on `ready`, (in a storm: drop, reconnect
+/// and report again,) then send and receive until [`Phase::Stop`] or the connection ends.
 pub async fn run_client(
     plan: ClientPlan,
     shared: Arc<ClientShared>,
-    ready: mpsc::UnboundedSender<Option<usize>>,
+    ready: mpsc::UnboundedSender<Ready>,
     mut phase: watch::Receiver<Phase>,
 ) -> ClientOutcome {
     let mut outcome = ClientOutcome {
@@ -124,15 +132,49 @@ pub async fn run_client(
         errors: ErrorCounts::new(),
         last_receipt: None,
     };
-    let setup = tokio::time::timeout_at(shared.setup_deadline, setup(&plan, &shared)).await;
-    let ws = match setup {
+    let first_setup = tokio::time::timeout_at(shared.setup_deadline, async {
+        let _permit = shared
+            .connect_limit
+            .acquire()
+            .await
+            .map_err(|_| "cancelled".to_owned())?;
+        setup(&plan).await
+    })
+    .await;
+    let mut ws = match first_setup {
         Ok(Ok(ws)) => ws,
         Ok(Err(kind)) => return fail(outcome, &shared, &ready, kind),
         Err(_) => return fail(outcome, &shared, &ready, "setup_timeout".into()),
     };
+    let report = Ready {
+        channel: Some(plan.channel_index),
+        reconnect: None,
+    };
+    if shared.storm {
+        let _ = ready.send(report);
+        if let Err(kind) = wait_for_storm(&mut ws, &mut phase).await {
+            if kind != "stopped" {
+                return fail(outcome, &shared, &ready, kind);
+            }
+            return outcome;
+        }
+        // Abrupt: the server sees the TCP connection end without a close frame.
+        drop(ws);
+        let dropped = Instant::now();
+        ws = match tokio::time::timeout(shared.reconnect_timeout, setup(&plan)).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(kind)) => return fail(outcome, &shared, &ready, format!("reconnect:{kind}")),
+            Err(_) => return fail(outcome, &shared, &ready, "reconnect_timeout".into()),
+        };
+        let _ = ready.send(Ready {
+            reconnect: Some(dropped.elapsed()),
+            ..report
+        });
+    } else {
+        let _ = ready.send(report);
+    }
     outcome.ready = true;
     shared.live.ready.fetch_add(1, Ordering::Relaxed);
-    let _ = ready.send(Some(plan.channel_index));
     run_phase(ws, &plan, &shared, &mut phase, &mut outcome).await;
     outcome
 }
@@ -140,36 +182,100 @@ pub async fn run_client(
 fn fail(
     mut outcome: ClientOutcome,
     shared: &ClientShared,
-    ready: &mpsc::UnboundedSender<Option<usize>>,
+    ready: &mpsc::UnboundedSender<Ready>,
     kind: String,
 ) -> ClientOutcome {
     count_error(&mut outcome.errors, kind, 1);
     shared.live.errors.fetch_add(1, Ordering::Relaxed);
-    let _ = ready.send(None);
+    let _ = ready.send(Ready {
+        channel: None,
+        reconnect: None,
+    });
     outcome
 }
 
-/// Logs in, connects, sets the name and joins. Errors are error kinds.
-async fn setup(plan: &ClientPlan, shared: &ClientShared) -> Result<Ws, String> {
-    let _permit = shared
-        .connect_limit
-        .acquire()
-        .await
-        .map_err(|_| "cancelled".to_owned())?;
-    let token = match &plan.credentials {
-        Credentials::Token(token) => token.clone(),
-        Credentials::Login(base) => {
-            let agent = shared.agent.clone();
-            let url = format!("{}/login-as-guest", base.trim_end_matches('/'));
-            tokio::task::spawn_blocking(move || login(&agent, &url))
-                .await
-                .map_err(|_| "login_failed".to_owned())??
+/// Reads (and drops) frames until the storm begins; `Err("stopped")` when the run stops first.
+async fn wait_for_storm(ws: &mut Ws, phase: &mut watch::Receiver<Phase>) -> Result<(), String> {
+    loop {
+        tokio::select! {
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    return Err("stopped".into());
+                }
+                match *phase.borrow_and_update() {
+                    Phase::Storm => return Ok(()),
+                    Phase::Stop => return Err("stopped".into()),
+                    _ => {}
+                }
+            }
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Close(_))) | None => return Err("closed_by_server".into()),
+                Some(Err(_)) => return Err("ws_error".into()),
+                Some(Ok(_)) => {}
+            }
         }
+    }
+}
+
+/// Small buffers: chat frames are small, and tungstenite's 128 KiB defaults would cost the
+/// generator ~256 KiB per connection (gigabytes in the `idle` scenario).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+}
+
+/// Opens the WebSocket (from `plan.source` when set) and reads nothing yet.
+async fn connect(plan: &ClientPlan) -> Result<Ws, String> {
+    let url = ws_url_with_token(&plan.ws_url, &plan.token);
+    let Some(source) = plan.source else {
+        return tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(|e| ws_error_kind(&e));
     };
-    let url = ws_url_with_token(&shared.ws_url, &token);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let target = host_port(&plan.ws_url)?;
+    let addr = tokio::net::lookup_host(&target)
         .await
-        .map_err(|_| "connect_failed".to_owned())?;
+        .ok()
+        .and_then(|mut addrs| addrs.find(|a| a.is_ipv4() == source.is_ipv4()))
+        .ok_or_else(|| "connect_failed:resolve".to_owned())?;
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("connect_failed:{:?}", e.kind()))?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .map_err(|e| format!("connect_failed:bind:{:?}", e.kind()))?;
+    let stream = socket
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect_failed:{:?}", e.kind()))?;
+    let _ = stream.set_nodelay(true);
+    tokio_tungstenite::client_async_with_config(
+        url,
+        MaybeTlsStream::Plain(stream),
+        Some(ws_config()),
+    )
+    .await
+    .map(|(ws, _)| ws)
+    .map_err(|e| ws_error_kind(&e))
+}
+
+/// An error kind for a failed connect or handshake.
+fn ws_error_kind(error: &WsError) -> String {
+    match error {
+        WsError::Io(e) => format!("connect_failed:{:?}", e.kind()),
+        WsError::Http(response) => format!("connect_failed:http_{}", response.status().as_u16()),
+        _ => "connect_failed:handshake".into(),
+    }
+}
+
+/// Connects, sets the name and joins. Errors are error kinds.
+async fn setup(plan: &ClientPlan) -> Result<Ws, String> {
+    let mut ws = connect(plan).await?;
     expect_reply(&mut ws, "Successfully connected!").await?;
     let username = format!("bench-{}", plan.index);
     send(&mut ws, ClientRequest::SetName { username }).await?;
@@ -189,19 +295,6 @@ async fn setup(plan: &ClientPlan, shared: &ClientShared) -> Result<Ws, String> {
         return Err("protocol".into());
     }
     Ok(ws)
-}
-
-/// `GET url` and the `auth_token` of its JSON body.
-fn login(agent: &ureq::Agent, url: &str) -> Result<String, String> {
-    let mut response = agent.get(url).call().map_err(|_| "login_failed")?;
-    let body: serde_json::Value = response
-        .body_mut()
-        .read_json()
-        .map_err(|_| "login_failed")?;
-    body["auth_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| "login_failed".to_owned())
 }
 
 async fn send(ws: &mut Ws, request: ClientRequest) -> Result<(), String> {
@@ -274,7 +367,7 @@ async fn run_phase(
                 }
                 let current = phase.borrow_and_update().clone();
                 match current {
-                    Phase::Setup => {}
+                    Phase::Setup | Phase::Storm => {}
                     Phase::Send { start, members } => {
                         per_message = members.get(plan.channel_index).copied().unwrap_or(0);
                         deadline = start + shared.duration;

@@ -18,7 +18,9 @@
 
 pub mod cli;
 pub mod client;
+pub mod login;
 pub mod proc_stats;
+pub mod ramp;
 pub mod report;
 pub mod scenario;
 pub mod stats;

@@ -23,24 +23,37 @@ pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// Parses `VmHWM` (peak resident set size) from the text of `/proc/PID/status`, in KiB.
-pub fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
+/// Parses a KiB figure such as `VmHWM` (peak resident set size) or `VmRSS` (current) from the
+/// text of `/proc/PID/status`.
+pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    parse_status_kib(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        field,
+    )
+}
+
+/// Reads the peak resident memory of process `pid`, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// Reads the current resident memory of process `pid`, in KiB.
+pub fn current_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
 }
 
 /// Reads the CPU time of process `pid`.
 pub fn cpu_sample(pid: u32) -> Option<CpuSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat_ticks(&stat).map(|ticks| CpuSample { ticks })
-}
-
-/// Reads the peak resident memory of process `pid`, in KiB.
-pub fn peak_rss_kib(pid: u32) -> Option<u64> {
-    parse_vm_hwm_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), 100 when it cannot be asked.
@@ -86,8 +99,9 @@ mod tests {
     fn vm_hwm_is_read_in_kib() {
         let status =
             "Name:\tchat-server\nVmPeak:\t  99999 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
-        assert_eq!(parse_vm_hwm_kib(status), Some(51200));
-        assert_eq!(parse_vm_hwm_kib("Name: x\n"), None);
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(51200));
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(40000));
+        assert_eq!(parse_status_kib("Name: x\n", "VmHWM"), None);
     }
 
     #[test]
@@ -104,6 +118,7 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_sample(pid).is_some());
         assert!(peak_rss_kib(pid).unwrap() > 0);
+        assert!(current_rss_kib(pid).unwrap() > 0);
         assert!(clock_ticks_per_second() > 0);
     }
 }

@@ -110,6 +110,78 @@ pub struct BenchResult {
     pub errors: ErrorCounts,
     /// Server process figures.
     pub server: Option<ServerStats>,
+    /// `idle`: memory per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleReport>,
+    /// `reconnect-storm`: how the reconnects went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormReport>,
+    /// `ramp`: every step, and the highest rate held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<RampReport>,
+}
+
+/// What the `idle` scenario measured: the server's resident memory before any client connected
+/// and with every connection open (after the hold, so pings and their buffers are included).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IdleReport {
+    /// Connections open at the end of the hold.
+    pub connections: u64,
+    /// Connections that ended during the hold.
+    pub dropped: u64,
+    /// Loopback source addresses used.
+    pub source_addresses: usize,
+    /// Server `VmRSS` before the first connection, KiB.
+    pub rss_before_kib: Option<u64>,
+    /// Server `VmRSS` with every connection open, KiB.
+    pub rss_connected_kib: Option<u64>,
+    /// (connected − before) / connections, KiB.
+    pub kib_per_connection: Option<f64>,
+}
+
+/// What the `reconnect-storm` scenario measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StormReport {
+    /// Clients that dropped their connection.
+    pub dropped: u64,
+    /// Clients connected and joined again.
+    pub reconnected: u64,
+    /// From the storm to the last client joined again, s.
+    pub storm_secs: f64,
+    /// Per client, from dropping to joined again (connect + name + join), µs.
+    pub reconnect_us: LatencySummary,
+}
+
+/// One step of the `ramp` scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RampStep {
+    /// Messages per second per client.
+    pub rate_per_client: f64,
+    /// Messages per second offered in total.
+    pub messages_per_second: f64,
+    /// Deliveries received per second.
+    pub deliveries_per_second: f64,
+    /// 99th percentile latency, µs.
+    pub p99_us: u64,
+    /// Deliveries lost.
+    pub lost: u64,
+    /// Errors of any kind (refused messages included).
+    pub errors: u64,
+    /// Server CPU, % of one core.
+    pub server_cpu_percent: Option<f64>,
+    /// Whether the step held: p99 within the bound, nothing lost, no errors.
+    pub held: bool,
+}
+
+/// What the `ramp` scenario measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RampReport {
+    /// The p99 bound a step must stay within, µs.
+    pub p99_bound_us: u64,
+    /// Every step run, in order (the last one failed unless the steps ran out).
+    pub steps: Vec<RampStep>,
+    /// The highest total message rate held, msg/s (`None` when the first step failed).
+    pub highest_held_messages_per_second: Option<f64>,
 }
 
 fn ms(us: u64) -> String {
@@ -123,8 +195,8 @@ impl BenchResult {
         let d = &self.deliveries;
         let l = &self.latency_us;
         let mut rows: Vec<(&str, String)> = vec![
-            ("scenario", format!("{:?}", c.kind).to_lowercase()),
-            ("target", c.ws_url.clone()),
+            ("scenario", c.kind.name().to_owned()),
+            ("target", c.ws_urls.join(", ")),
             (
                 "clients ready",
                 format!("{} / {}", self.clients_ready, c.clients),
@@ -161,6 +233,7 @@ impl BenchResult {
                     .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
             ));
         }
+        self.scenario_rows(&mut rows);
         if self.errors.is_empty() {
             rows.push(("errors", "none".into()));
         }
@@ -173,6 +246,67 @@ impl BenchResult {
             let _ = writeln!(out, "{key:<width$}  {value}");
         }
         out
+    }
+
+    /// Rows of the scenario-specific reports.
+    fn scenario_rows(&self, rows: &mut Vec<(&str, String)>) {
+        let kib =
+            |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        if let Some(idle) = &self.idle {
+            rows.push(("idle connections", idle.connections.to_string()));
+            rows.push(("dropped while idle", idle.dropped.to_string()));
+            rows.push(("source addresses", idle.source_addresses.to_string()));
+            rows.push(("server rss before", kib(idle.rss_before_kib)));
+            rows.push(("server rss connected", kib(idle.rss_connected_kib)));
+            rows.push((
+                "server rss/connection",
+                idle.kib_per_connection
+                    .map_or("n/a".into(), |k| format!("{k:.2} KiB")),
+            ));
+        }
+        if let Some(storm) = &self.storm {
+            let r = &storm.reconnect_us;
+            rows.push(("storm dropped", storm.dropped.to_string()));
+            rows.push(("storm reconnected", storm.reconnected.to_string()));
+            rows.push(("storm duration", format!("{:.3} s", storm.storm_secs)));
+            rows.push(("reconnect p50", ms(r.p50)));
+            rows.push(("reconnect p99", ms(r.p99)));
+            rows.push(("reconnect max", ms(r.max)));
+        }
+        if let Some(ramp) = &self.ramp {
+            rows.push(("p99 bound", ms(ramp.p99_bound_us)));
+            for step in &ramp.steps {
+                rows.push((
+                    "ramp step",
+                    format!(
+                        "{:>8.0} msg/s  {:>10.0} deliveries/s  p99 {:>10}  lost {}  errors {}  cpu {}  {}",
+                        step.messages_per_second,
+                        step.deliveries_per_second,
+                        ms(step.p99_us),
+                        step.lost,
+                        step.errors,
+                        step.server_cpu_percent
+                            .map_or("n/a".into(), |p| format!("{p:.1} %")),
+                        if step.held { "held" } else { "FAILED" }
+                    ),
+                ));
+            }
+            rows.push((
+                "highest rate held",
+                ramp.highest_held_messages_per_second
+                    .map_or("none".into(), |r| format!("{r:.0} msg/s")),
+            ));
+        }
+    }
+
+    /// Whether nothing went wrong: no loss, refusal, duplicate or error, and p99 within `bound_us`.
+    pub fn clean_within(&self, bound_us: u64) -> bool {
+        let d = &self.deliveries;
+        d.lost == 0
+            && d.messages_rejected == 0
+            && d.duplicated == 0
+            && self.errors.is_empty()
+            && self.latency_us.p99 <= bound_us
     }
 
     /// The result as pretty JSON.
@@ -213,7 +347,24 @@ mod tests {
                 cpu_percent: Some(12.5),
                 peak_rss_kib: Some(2048),
             }),
+            idle: None,
+            storm: None,
+            ramp: Some(RampReport {
+                p99_bound_us: 5000,
+                steps: vec![RampStep {
+                    rate_per_client: 1.0,
+                    messages_per_second: 1500.0,
+                    deliveries_per_second: 22500.0,
+                    p99_us: 6000,
+                    lost: 0,
+                    errors: 0,
+                    server_cpu_percent: None,
+                    held: false,
+                }],
+                highest_held_messages_per_second: None,
+            }),
         };
+        assert!(!result.clean_within(u64::MAX), "7 lost is not clean");
         assert!(result.latency_us.p50 >= 4990 && result.latency_us.p50 <= 5010);
         let table = result.table();
         for needle in [
@@ -222,6 +373,7 @@ mod tests {
             "server:rate_limited: 3",
             "12.5 %",
             "2.0 MiB",
+            "FAILED",
         ] {
             assert!(table.contains(needle), "{needle} missing from\n{table}");
         }
@@ -231,5 +383,7 @@ mod tests {
         assert_eq!(json["errors"]["server:rate_limited"], 3);
         assert_eq!(json["config"]["kind"], "seed");
         assert_eq!(json["server"]["peak_rss_kib"], 2048);
+        assert_eq!(json["ramp"]["steps"][0]["held"], false);
+        assert!(json.get("idle").is_none());
     }
 }

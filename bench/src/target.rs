@@ -28,6 +28,38 @@ pub fn url_host(url: &str) -> Result<&str, String> {
     Ok(host)
 }
 
+/// `host:port` of a URL, for connecting a socket (the scheme's default port when none is given;
+/// IPv6 literals keep their brackets).
+pub fn host_port(url: &str) -> Result<String, String> {
+    let host = url_host(url)?;
+    let secure = url.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("wss:"))
+        || url
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https:"));
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let after_host = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, tail)| tail);
+    let port = match after_host.rsplit_once(':') {
+        Some((_, port)) if !port.is_empty() => port
+            .parse::<u16>()
+            .map_err(|_| format!("{url}: bad port {port}"))?,
+        _ if secure => 443,
+        _ => 80,
+    };
+    if host.contains(':') {
+        Ok(format!("[{host}]:{port}"))
+    } else {
+        Ok(format!("{host}:{port}"))
+    }
+}
+
 /// Whether `host` is a loopback name or address.
 pub fn is_loopback_host(host: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
@@ -71,6 +103,16 @@ pub fn ws_url_with_token(ws_url: &str, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_and_port_of_urls() {
+        assert_eq!(host_port("ws://127.0.0.1:8090/").unwrap(), "127.0.0.1:8090");
+        assert_eq!(host_port("ws://localhost/ws").unwrap(), "localhost:80");
+        assert_eq!(host_port("wss://localhost").unwrap(), "localhost:443");
+        assert_eq!(host_port("ws://[::1]:9000/").unwrap(), "[::1]:9000");
+        assert_eq!(host_port("ws://[::1]/").unwrap(), "[::1]:80");
+        assert!(host_port("ws://127.0.0.1:x/").is_err());
+    }
 
     #[test]
     fn loopback_targets_are_accepted() {
