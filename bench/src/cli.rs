@@ -101,8 +101,9 @@ pub struct Cli {
     pub setup_timeout: f64,
 
     /// Server process id: report its CPU use during sending and its peak RSS (Linux /proc).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Repeat (or comma-separate) for every node of a cluster, and for Redis to see its share.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 
     /// Write the full result as JSON to this file (`-` for stdout; the table then goes to
     /// stderr).
@@ -172,7 +173,7 @@ impl Cli {
         config.drain = seconds("drain", self.drain)?;
         config.setup_timeout = seconds("setup-timeout", self.setup_timeout)?;
         config.connect_concurrency = self.connect_concurrency;
-        config.server_pid = self.server_pid;
+        config.server_pids.clone_from(&self.server_pid);
         config.progress = !self.no_progress;
         config.validate()?;
         Ok(config)

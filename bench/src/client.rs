@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::stats::{ErrorCounts, MsgKey, ReceiverLog, SenderLog, count_error, encode_text};
+use crate::stats::{
+    ErrorCounts, MsgKey, ReceiverLog, SenderLog, count_error, encode_text, scan_delivery,
+};
 use crate::target::{host_port, ws_url_with_token};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -340,6 +342,16 @@ fn unix_nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// Records one received benchmark message.
+fn record(outcome: &mut ClientOutcome, live: &LiveCounters, key: MsgKey, sent_at: u128) {
+    let latency_us = unix_nanos().saturating_sub(sent_at) / 1000;
+    let latency_us = u64::try_from(latency_us).unwrap_or(u64::MAX);
+    if outcome.receiver.record(key, latency_us) {
+        live.received.fetch_add(1, Ordering::Relaxed);
+    }
+    outcome.last_receipt = Some(Instant::now());
+}
+
 /// The barrier wait, the sending phase and the drain: until `Stop` or the connection ends.
 async fn run_phase(
     mut ws: Ws,
@@ -405,6 +417,9 @@ async fn run_phase(
                 pending.push_back(key);
             }
             frame = ws.next() => match frame {
+                Some(Ok(Message::Text(text))) if let Some((key, sent_at)) = scan_delivery(text.as_str(), &plan.channel) => {
+                    record(outcome, live, key, sent_at);
+                }
                 Some(Ok(Message::Text(text))) => match parse_server_frame(text.as_str()) {
                     Ok(ServerFrame::Event { event: Event::ChatMessageReceived(m), .. }) => {
                         if m.channel != plan.channel {
@@ -413,12 +428,7 @@ async fn run_phase(
                         let Some((key, sent_at)) = crate::stats::decode_text(&m.message) else {
                             continue;
                         };
-                        let latency_us = unix_nanos().saturating_sub(sent_at) / 1000;
-                        let latency_us = u64::try_from(latency_us).unwrap_or(u64::MAX);
-                        if outcome.receiver.record(key, latency_us) {
-                            live.received.fetch_add(1, Ordering::Relaxed);
-                        }
-                        outcome.last_receipt = Some(Instant::now());
+                        record(outcome, live, key, sent_at);
                     }
                     Ok(ServerFrame::Reply { message, .. }) => {
                         let acked = message

@@ -50,6 +50,14 @@ pub fn current_rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
 }
 
+/// The sum of `read` over `pids`; `None` when there are none or any cannot be read.
+pub fn total(pids: &[u32], read: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| read(pid)).sum()
+}
+
 /// Reads the CPU time of process `pid`.
 pub fn cpu_sample(pid: u32) -> Option<CpuSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -67,7 +67,7 @@ fn step_of(result: &BenchResult, bound_us: u64) -> RampStep {
         p99_us: result.latency_us.p99,
         lost: result.deliveries.lost,
         errors: result.errors.values().sum(),
-        server_cpu_percent: result.server.as_ref().and_then(|s| s.cpu_percent),
+        server_cpu_percent: result.server.iter().map(|s| s.cpu_percent).sum(),
         held: result.clean_within(bound_us) && result.clients_ready == result.config.clients as u64,
     }
 }

@@ -108,8 +108,8 @@ pub struct BenchResult {
     pub deliveries: Deliveries,
     /// Errors by kind.
     pub errors: ErrorCounts,
-    /// Server process figures.
-    pub server: Option<ServerStats>,
+    /// Server process figures, one per `--server-pid`.
+    pub server: Vec<ServerStats>,
     /// `idle`: memory per connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<IdleReport>,
@@ -167,7 +167,7 @@ pub struct RampStep {
     pub lost: u64,
     /// Errors of any kind (refused messages included).
     pub errors: u64,
-    /// Server CPU, % of one core.
+    /// CPU of every `--server-pid` process together, % of one core.
     pub server_cpu_percent: Option<f64>,
     /// Whether the step held: p99 within the bound, nothing lost, no errors.
     pub held: bool,
@@ -219,18 +219,26 @@ impl BenchResult {
             ("latency p99.9", ms(l.p999)),
             ("latency max", ms(l.max)),
         ];
-        if let Some(server) = &self.server {
+        for server in &self.server {
             rows.push((
                 "server cpu",
-                server
-                    .cpu_percent
-                    .map_or("n/a".into(), |p| format!("{p:.1} % of one core")),
+                format!(
+                    "{} (pid {})",
+                    server
+                        .cpu_percent
+                        .map_or("n/a".into(), |p| format!("{p:.1} % of one core")),
+                    server.pid
+                ),
             ));
             rows.push((
                 "server peak rss",
-                server
-                    .peak_rss_kib
-                    .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                format!(
+                    "{} (pid {})",
+                    server
+                        .peak_rss_kib
+                        .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                    server.pid
+                ),
             ));
         }
         self.scenario_rows(&mut rows);
@@ -342,11 +350,11 @@ mod tests {
                 ..Default::default()
             },
             errors,
-            server: Some(ServerStats {
+            server: vec![ServerStats {
                 pid: 1,
                 cpu_percent: Some(12.5),
                 peak_rss_kib: Some(2048),
-            }),
+            }],
             idle: None,
             storm: None,
             ramp: Some(RampReport {
@@ -382,7 +390,7 @@ mod tests {
         assert_eq!(json["deliveries"]["duplicated"], 2);
         assert_eq!(json["errors"]["server:rate_limited"], 3);
         assert_eq!(json["config"]["kind"], "seed");
-        assert_eq!(json["server"]["peak_rss_kib"], 2048);
+        assert_eq!(json["server"][0]["peak_rss_kib"], 2048);
         assert_eq!(json["ramp"]["steps"][0]["held"], false);
         assert!(json.get("idle").is_none());
     }

@@ -104,8 +104,8 @@ pub struct ScenarioConfig {
     /// How long setup (all logins, connects and joins) may take.
     #[serde(serialize_with = "as_secs")]
     pub setup_timeout: Duration,
-    /// Server process to sample CPU and memory of.
-    pub server_pid: Option<u32>,
+    /// Server processes to sample CPU and memory of (nodes, Redis).
+    pub server_pids: Vec<u32>,
     /// `ramp`: rate multiplier from one step to the next.
     pub ramp_factor: f64,
     /// `ramp`: most steps to run.
@@ -149,7 +149,7 @@ impl ScenarioConfig {
             drain: Duration::from_secs(5),
             connect_concurrency: 100,
             setup_timeout: Duration::from_secs(120),
-            server_pid: None,
+            server_pids: Vec::new(),
             ramp_factor: 1.5,
             ramp_steps: 10,
             p99_bound: Duration::from_millis(5),
@@ -280,7 +280,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
     );
     let plans = config.plans(&run_id, &tokens);
     progress.set_message("connecting");
-    let rss_before = config.server_pid.and_then(proc_stats::current_rss_kib);
+    let rss_before = proc_stats::total(&config.server_pids, proc_stats::current_rss_kib);
 
     let shared = Arc::new(ClientShared {
         period: Duration::from_secs_f64(1.0 / config.rate),
@@ -329,7 +329,11 @@ pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
     };
     let members = Arc::new(members);
 
-    let cpu_before = config.server_pid.and_then(proc_stats::cpu_sample);
+    let cpu_before: Vec<_> = config
+        .server_pids
+        .iter()
+        .map(|&p| proc_stats::cpu_sample(p))
+        .collect();
     let start = Instant::now();
     let _ = phase_tx.send(Phase::Send {
         start,
@@ -348,11 +352,15 @@ pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
         show(&progress, live);
     }
     let send_wall = start.elapsed();
-    let cpu_after = config.server_pid.and_then(proc_stats::cpu_sample);
+    let cpu_after: Vec<_> = config
+        .server_pids
+        .iter()
+        .map(|&p| proc_stats::cpu_sample(p))
+        .collect();
     let idle = (config.kind == ScenarioKind::Idle).then(|| {
         let dropped = live.errors.load(Ordering::Relaxed) - errors_before_hold;
         let connections = ready_count.saturating_sub(dropped);
-        let rss_connected = config.server_pid.and_then(proc_stats::current_rss_kib);
+        let rss_connected = proc_stats::total(&config.server_pids, proc_stats::current_rss_kib);
         IdleReport {
             connections,
             dropped,
@@ -399,19 +407,22 @@ pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
 
     let deliveries = accounting.summary();
     let delivery_wall = last_receipt.map_or(send_wall, |t| t.saturating_duration_since(start));
-    let server = config.server_pid.map(|pid| ServerStats {
-        pid,
-        cpu_percent: match (cpu_before, cpu_after) {
-            (Some(b), Some(a)) => Some(proc_stats::cpu_percent(
-                b,
-                a,
-                proc_stats::clock_ticks_per_second(),
-                send_wall,
-            )),
-            _ => None,
-        },
-        peak_rss_kib: proc_stats::peak_rss_kib(pid),
-    });
+    let ticks_per_second = proc_stats::clock_ticks_per_second();
+    let server = config
+        .server_pids
+        .iter()
+        .zip(cpu_before.iter().zip(&cpu_after))
+        .map(|(&pid, (before, after))| ServerStats {
+            pid,
+            cpu_percent: match (before, after) {
+                (Some(b), Some(a)) => {
+                    Some(proc_stats::cpu_percent(*b, *a, ticks_per_second, send_wall))
+                }
+                _ => None,
+            },
+            peak_rss_kib: proc_stats::peak_rss_kib(pid),
+        })
+        .collect();
     Ok(BenchResult {
         config: config.clone(),
         clients_ready: ready_count,

@@ -39,6 +39,29 @@ pub fn decode_text(text: &str) -> Option<(MsgKey, u128)> {
     Some((MsgKey { sender, seq }, nanos))
 }
 
+/// Reads a benchmark delivery straight from a frame's text, without a full JSON parse, so the
+/// generator keeps up with hundreds of thousands of deliveries a second: the frame must be a
+/// `chat_message_received` event of `channel` whose text [`encode_text`] wrote. `None` for
+/// anything else (the caller then parses the frame in full).
+pub fn scan_delivery(frame: &str, channel: &str) -> Option<(MsgKey, u128)> {
+    let payload = frame.strip_prefix(r#"{"type":"chat_message_received","payload":{"#)?;
+    if string_field(payload, "channel")? != channel {
+        return None;
+    }
+    decode_text(string_field(payload, "message")?)
+}
+
+/// The value of the first `"name":"..."` in `json`, when it has no escapes (benchmark texts and
+/// channel names never do; a value with one is refused, not misread).
+fn string_field<'a>(json: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("\"{name}\":\"");
+    let start = json.find(&key)? + key.len();
+    let value = &json[start..];
+    let end = value.find('"')?;
+    let value = &value[..end];
+    (!value.contains('\\')).then_some(value)
+}
+
 /// A new, empty latency histogram (µs, 3 significant digits).
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
@@ -238,6 +261,30 @@ mod tests {
             log.record(k, 100);
         }
         log
+    }
+
+    #[test]
+    fn deliveries_are_scanned_without_a_full_parse() {
+        let key = MsgKey { sender: 7, seq: 3 };
+        let event = protocol::Event::ChatMessageReceived(protocol::ChatMessage {
+            username: "bench-7".into(),
+            message: encode_text(key, 42),
+            channel: "bench-x-1".into(),
+            id: protocol::MessageId::new(1, 0),
+            user_id: "u".into(),
+            ts: 1,
+        });
+        let frame = event.to_json(None);
+        assert_eq!(scan_delivery(&frame, "bench-x-1"), Some((key, 42)));
+        assert_eq!(scan_delivery(&frame, "bench-x-2"), None, "another channel");
+        assert_eq!(
+            scan_delivery(&frame.replace("b|7", "b\\|7"), "bench-x-1"),
+            None
+        );
+        assert_eq!(
+            scan_delivery(r#"{"type":"reply","payload":{}}"#, "bench-x-1"),
+            None
+        );
     }
 
     #[test]

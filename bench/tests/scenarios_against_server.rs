@@ -51,7 +51,7 @@ async fn tiny_seed_run_delivers_everything_exactly_once() {
     config.drain = Duration::from_secs(5);
     config.connect_concurrency = 10;
     config.setup_timeout = Duration::from_secs(60);
-    config.server_pid = Some(std::process::id());
+    config.server_pids = vec![std::process::id()];
 
     let result = run(&config).await.expect("run completes");
     eprintln!("{}", result.table());
@@ -75,7 +75,7 @@ async fn tiny_seed_run_delivers_everything_exactly_once() {
     assert_eq!(result.latency_us.count, d.received);
     assert!(result.latency_us.max > 0);
     assert!(result.deliveries_per_second > 0.0);
-    let server = result.server.as_ref().unwrap();
+    let server = &result.server[0];
     assert!(server.cpu_percent.is_some() && server.peak_rss_kib.is_some());
 
     let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
@@ -130,7 +130,7 @@ async fn tiny_idle_run_reports_memory_per_connection() {
     config.source_addresses = 3;
     config.duration = Duration::from_millis(500);
     config.drain = Duration::ZERO;
-    config.server_pid = Some(std::process::id());
+    config.server_pids = vec![std::process::id()];
     let result = run(&config).await.expect("run completes");
     eprintln!("{}", result.table());
     assert_eq!(result.clients_ready, 40);

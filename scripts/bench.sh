@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs one chat-bench scenario against release builds of chat-server, started here, the way
+# every number in docs/BENCHMARKS.md was produced.
+#
+#   scripts/bench.sh ENGINE SCENARIO [chat-bench arguments...]
+#
+# ENGINE:   memory  one node, in-process engine
+#           redis   one node on the Redis engine (REDIS_URL, default redis://127.0.0.1:6379)
+#           redis2  two nodes on the Redis engine; clients alternate between them
+# SCENARIO: seed | fanout | ramp | idle | reconnect-storm (see `chat-bench --help`)
+#
+# Servers listen on 127.0.0.1:8090 (and 8091), with a fresh key, guest file and Redis prefix per
+# run; fanout and ramp raise the per-connection rate limits (they measure the server, not its
+# flood protection). --server-pid is passed for every node and for Redis (its share of the
+# work is part of the cost). The JSON result goes to bench-results/ENGINE-SCENARIO-TIME.json.
+set -euo pipefail
+
+engine=${1:?usage: scripts/bench.sh memory|redis|redis2 SCENARIO [args...]}
+scenario=${2:?usage: scripts/bench.sh ENGINE seed|fanout|ramp|idle|reconnect-storm [args...]}
+shift 2
+root=$(cd "$(dirname "$0")/.." && pwd)
+redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
+
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p server -p chat-bench
+bin=$root/target/release
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+# Every connection is a file descriptor, on both sides.
+ulimit -n "$(ulimit -Hn)"
+
+flags=(--key-file "$work/key.pem" --guest-file "$work/guests.jsonl" --shutdown-grace 1s)
+case $scenario in
+    fanout | ramp)
+        flags+=(--messages-per-second 100000 --message-burst 100000
+            --frames-per-second 100000 --frame-burst 100000) ;;
+esac
+case $engine in
+    memory) nodes=1 ;;
+    redis) nodes=1; flags+=(--redis-url "$redis_url" --redis-prefix "bench-$$-$RANDOM") ;;
+    redis2) nodes=2; flags+=(--redis-url "$redis_url" --redis-prefix "bench-$$-$RANDOM") ;;
+    *) echo "unknown engine $engine (memory, redis, redis2)" >&2; exit 2 ;;
+esac
+
+urls=()
+server_pids=()
+for ((i = 0; i < nodes; i++)); do
+    port=$((8090 + i))
+    "$bin/chat-server" --listen "127.0.0.1:$port" "${flags[@]}" >"$work/node$i.log" 2>&1 &
+    pids+=($!)
+    server_pids+=($!)
+    urls+=("ws://127.0.0.1:$port/")
+    # The first node writes the key file the second one reads: wait until it answers.
+    for _ in $(seq 100); do
+        curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || {
+        cat "$work/node$i.log" >&2
+        exit 1
+    }
+done
+if [[ $engine == redis* ]]; then
+    redis_port=${redis_url##*:}
+    redis_port=${redis_port%%/*}
+    redis_pid=$(pgrep -f "redis-server.*:$redis_port" | head -1 || true)
+    [[ -n $redis_pid ]] && server_pids+=("$redis_pid")
+fi
+
+mkdir -p "$root/bench-results"
+out=$root/bench-results/$engine-$scenario-$(date -u +%Y%m%dT%H%M%S).json
+IFS=,
+echo "+ chat-bench $scenario --ws-url ${urls[*]} --server-pid ${server_pids[*]} $*" >&2
+"$bin/chat-bench" "$scenario" --ws-url "${urls[*]}" --server-pid "${server_pids[*]}" \
+    --json "$out" "$@"
+unset IFS
+echo "result: $out" >&2
