@@ -34,7 +34,10 @@ trap cleanup EXIT
 # Every connection is a file descriptor, on both sides.
 ulimit -n "$(ulimit -Hn)"
 
-flags=(--key-file "$work/key.pem" --guest-file "$work/guests.jsonl" --shutdown-grace 1s)
+# One issuer for the whole cluster (as behind a load balancer): tokens from either node are
+# valid on both.
+flags=(--key-file "$work/key.pem" --guest-file "$work/guests.jsonl" --shutdown-grace 1s
+    --public-url http://127.0.0.1:8090)
 case $scenario in
     fanout | ramp)
         flags+=(--messages-per-second 100000 --message-burst 100000

@@ -13,8 +13,10 @@ use tracing::Instrument;
 
 use crate::identity::AuthError;
 
-/// Initial read buffer of a connection.
-const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of a connection: chat frames are small, and tungstenite zero-fills the free part
+/// of this buffer before every read attempt (fanout: 1 KiB gave ~8 % more deliveries/s than
+/// 4 KiB, see docs/BENCHMARKS.md). Larger frames still work: the buffer grows to the frame.
+const READ_BUFFER: usize = 1024;
 /// Bytes buffered before tungstenite writes (every batch is flushed anyway).
 const WRITE_BUFFER: usize = 8 * 1024;
 
