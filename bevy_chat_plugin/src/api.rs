@@ -25,7 +25,7 @@ pub struct ChatOutbox {
 pub struct Chat<'w> {
     outbox: ResMut<'w, ChatOutbox>,
     auth: Res<'w, ChatAuth>,
-    state: Option<Res<'w, State<ChatConnectionState>>>,
+    state: Option<Res<'w, ChatConnectionState>>,
 }
 
 impl Chat<'_> {
@@ -101,7 +101,7 @@ impl Chat<'_> {
     pub fn is_connected(&self) -> bool {
         self.state
             .as_ref()
-            .is_some_and(|s| *s.get() == ChatConnectionState::Connected)
+            .is_some_and(|s| **s == ChatConnectionState::Connected)
     }
 
     /// The player's user id, once logged in.

@@ -1,11 +1,16 @@
-//! The connection lifecycle as a Bevy [`States`], and run conditions on it.
+//! The connection lifecycle as a resource, and run conditions on it.
 
 use bevy::prelude::*;
 
-/// Where the chat connection is. Changes are applied in the `StateTransition` schedule right
-/// after [`ChatSet::Receive`](crate::ChatSet::Receive), so `OnEnter(ChatConnectionState::Connected)`
-/// and friends work as usual.
-#[derive(States, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// Where the chat connection is: a resource, updated in [`ChatSet::Receive`](crate::ChatSet::Receive)
+/// (only when it really changes, so `resource_changed::<ChatConnectionState>` and
+/// [`chat_just_connected`] see each transition once). The [`Connected`](crate::Connected) and
+/// [`Disconnected`](crate::Disconnected) messages carry the details of each transition.
+///
+/// It is deliberately not a Bevy `States`: with the multi-threaded executor, the state machinery
+/// (the `StateTransition` schedule and its exclusive systems) cost ~120 µs per frame on its own,
+/// more than all of the plugin's chat work (`cargo bench -p bevy_chat_plugin --bench frame_time`).
+#[derive(Resource, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ChatConnectionState {
     /// Not connected and not trying (before connecting, or after [`Chat::disconnect`](crate::Chat::disconnect)).
     #[default]
@@ -21,16 +26,16 @@ pub enum ChatConnectionState {
 }
 
 /// Run condition: the chat is connected.
-pub fn chat_connected(state: Option<Res<State<ChatConnectionState>>>) -> bool {
-    state.is_some_and(|s| *s.get() == ChatConnectionState::Connected)
+pub fn chat_connected(state: Option<Res<ChatConnectionState>>) -> bool {
+    state.is_some_and(|s| *s == ChatConnectionState::Connected)
 }
 
 /// Run condition: the chat is not connected (any other state).
-pub fn chat_disconnected(state: Option<Res<State<ChatConnectionState>>>) -> bool {
+pub fn chat_disconnected(state: Option<Res<ChatConnectionState>>) -> bool {
     !chat_connected(state)
 }
 
 /// Run condition: the chat just connected (or reconnected) this frame.
-pub fn chat_just_connected(state: Option<Res<State<ChatConnectionState>>>) -> bool {
-    state.is_some_and(|s| s.is_changed() && *s.get() == ChatConnectionState::Connected)
+pub fn chat_just_connected(state: Option<Res<ChatConnectionState>>) -> bool {
+    state.is_some_and(|s| s.is_changed() && *s == ChatConnectionState::Connected)
 }

@@ -39,12 +39,12 @@ pub(crate) fn receive(
     mut out: ChatWriters,
     mut log: ResMut<ChatLog>,
     mut auth: ResMut<ChatAuth>,
-    mut next_state: ResMut<NextState<ChatConnectionState>>,
+    mut state: ResMut<ChatConnectionState>,
 ) {
     while let Ok(event) = net.0.events.try_recv() {
         match event {
-            NetEvent::State(state) => {
-                next_state.set(state);
+            NetEvent::State(new_state) => {
+                state.set_if_neq(new_state);
             }
             NetEvent::LoggedIn { user_id } => auth.user_id = Some(user_id),
             NetEvent::Connected(connected) => {

@@ -17,7 +17,7 @@ use crate::{Chat, ChatAuth};
 pub(super) struct Shown<'w> {
     log: Res<'w, ChatLog>,
     auth: Res<'w, ChatAuth>,
-    connection: Res<'w, State<ChatConnectionState>>,
+    connection: Res<'w, ChatConnectionState>,
 }
 
 /// Draws the panel and records whether it holds the keyboard.
@@ -59,7 +59,7 @@ pub(super) fn draw(
             for (_, font) in ui.style_mut().text_styles.iter_mut() {
                 font.size = font.size.max(style.text_size * 0.85);
             }
-            status_line(ui, &state, *connection.get(), &auth);
+            status_line(ui, &state, *connection, &auth);
             ui.separator();
             tabs(ui, &mut state, &log);
             ui.separator();

@@ -255,7 +255,7 @@ impl Plugin for Recorder {
 #[allow(clippy::too_many_arguments)]
 fn record(
     mut rec: ResMut<Recorded>,
-    state: Res<State<ChatConnectionState>>,
+    state: Res<ChatConnectionState>,
     mut messages: MessageReader<ChatMessageReceived>,
     mut directs: MessageReader<DirectMessageReceived>,
     mut broadcasts: MessageReader<BroadcastReceived>,
@@ -278,7 +278,7 @@ fn record(
     rec.connected.extend(connected.read().cloned());
     rec.disconnected.extend(disconnected.read().cloned());
     if state.is_changed() {
-        rec.states.push(*state.get());
+        rec.states.push(*state);
     }
 }
 
@@ -289,7 +289,7 @@ pub fn rec(world: &World) -> &Recorded {
 
 /// The current connection state.
 pub fn state(world: &World) -> ChatConnectionState {
-    *world.resource::<State<ChatConnectionState>>().get()
+    *world.resource::<ChatConnectionState>()
 }
 
 /// The user id the plugin reports (`ChatAuth`).
