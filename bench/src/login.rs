@@ -48,9 +48,17 @@ pub async fn login_guests(
     }
     match first_error {
         None => Ok(tokens),
-        Some(e) => Err(format!(
-            "{failures} of {count} guest logins failed ({url}): {e}"
-        )),
+        Some(e) => {
+            let hint = if e.contains("429") {
+                " (the server limits logins per address: raise chat-server's \
+                 --logins-per-minute and --login-burst for benchmarks)"
+            } else {
+                ""
+            };
+            Err(format!(
+                "{failures} of {count} guest logins failed ({url}): {e}{hint}"
+            ))
+        }
     }
 }
 

@@ -24,6 +24,11 @@ async fn start_server_with(
     std::fs::copy(fixture, &config.identity.key_file).unwrap();
     config.identity.guest_file = dir.join("guests.jsonl");
     config.shutdown_grace = Duration::from_secs(2);
+    // Every generated client comes from 127.0.0.x, and idle clients share logins.
+    config.limits.logins_per_minute = 100_000;
+    config.limits.login_burst = 10_000;
+    config.limits.max_connections_per_ip = 0;
+    config.limits.max_connections_per_user = 0;
     config.limits.messages_per_second = messages_per_second;
     config.limits.message_burst = messages_per_second;
     config.limits.frames_per_second = 10_000;

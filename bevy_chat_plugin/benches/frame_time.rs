@@ -129,6 +129,7 @@ fn start_server(rate: f64) -> (Runtime, String, tempfile::TempDir) {
     config.identity.guest_file = dir.path().join("guests.jsonl");
     let allowance = (rate.ceil() as u32).saturating_mul(2).max(50);
     let limits = &mut config.limits;
+    limits.login_burst = 100;
     limits.messages_per_second = allowance;
     limits.message_burst = allowance;
     limits.frames_per_second = allowance.max(limits.frames_per_second);

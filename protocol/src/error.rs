@@ -35,6 +35,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The connection has joined as many channels as the server allows.
     TooManyChannels,
+    /// This user or address already has as many connections open as the server allows.
+    TooManyConnections,
     /// Not allowed.
     Forbidden,
     /// The target (a user, a message) does not exist or is not reachable.
@@ -66,6 +68,7 @@ impl ErrorCode {
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyChannels => "too_many_channels",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unavailable => "unavailable",
@@ -75,7 +78,7 @@ impl ErrorCode {
     }
 
     /// Every code a server sends, for documentation and metrics.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::AuthRequired,
         ErrorCode::InvalidToken,
         ErrorCode::BadJson,
@@ -90,6 +93,7 @@ impl ErrorCode {
         ErrorCode::NameTaken,
         ErrorCode::RateLimited,
         ErrorCode::TooManyChannels,
+        ErrorCode::TooManyConnections,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::Unavailable,

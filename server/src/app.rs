@@ -15,7 +15,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::guard::Guard;
 use crate::identity::Identity;
+use crate::metrics::Limit;
 use crate::node::Node;
 
 /// State shared by every handler.
@@ -25,6 +27,8 @@ pub struct AppState {
     pub node: Arc<Node>,
     /// Token checks and login.
     pub identity: Arc<Identity>,
+    /// Connection and login limits, origin checks.
+    pub guard: Arc<Guard>,
     /// The configuration the server started with.
     pub config: Arc<Config>,
     /// Cancelled when the server shuts down: connections close with 1001.
@@ -35,7 +39,13 @@ pub struct AppState {
 
 /// The full router.
 pub fn router(state: AppState) -> Router {
-    let identity = state.identity.router();
+    let identity = state
+        .identity
+        .router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_logins,
+        ));
     Router::new()
         .route("/", get(crate::ws::upgrade))
         .route("/ws", get(crate::ws::upgrade))
@@ -50,6 +60,33 @@ pub fn router(state: AppState) -> Router {
             Duration::from_secs(10),
         ))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Guest logins and refreshes per client address: past the bucket, HTTP 429 with `Retry-After`
+/// (the JWKS is not limited: other services fetch it).
+async fn limit_logins(
+    State(app): State<AppState>,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    if path == "/login-as-guest" || path == "/refresh-access-token" {
+        let peer = connect.map(|c| c.0.0);
+        if let Some(ip) = app.guard.client_ip(request.headers(), peer)
+            && let Err(wait) = app.guard.check_login(ip)
+        {
+            app.node.metrics.limit(Limit::LoginRate);
+            tracing::info!(%ip, "login rate limit");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, wait.to_string())],
+                "Error: Too many login requests, try again later",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// `GET /healthz`: 200 when this node can serve, 503 while the engine is unreachable or the

@@ -30,6 +30,10 @@ pub struct Config {
     #[command(flatten)]
     pub limits: Limits,
 
+    /// Browser origins and client addresses.
+    #[command(flatten)]
+    pub access: Access,
+
     /// Bearer token that guards the admin HTTP API (`/admin/...`); the API is off when unset.
     #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -190,6 +194,49 @@ pub struct Limits {
     /// A connection silent (no frame, no pong) for this long is dropped.
     #[arg(long, env = "CHAT_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
+
+    /// WebSocket connections open at once from one client address (`too_many_connections`, then
+    /// close 1008); 0 for no limit. Behind a proxy, see `--real-ip-header`.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: u32,
+
+    /// WebSocket connections open at once for one user on this node (`too_many_connections`,
+    /// then close 1008); 0 for no limit.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 8)]
+    pub max_connections_per_user: u32,
+
+    /// Guest logins and token refreshes per minute from one client address, sustained (HTTP 429
+    /// with `Retry-After` past it).
+    #[arg(long, env = "CHAT_LOGINS_PER_MINUTE", default_value_t = 30)]
+    pub logins_per_minute: u32,
+
+    /// Guest logins and token refreshes one client address may make in a burst.
+    #[arg(long, env = "CHAT_LOGIN_BURST", default_value_t = 10)]
+    pub login_burst: u32,
+
+    /// Time a client has to send a complete HTTP request head (slow clients are cut off).
+    #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+}
+
+/// Who may connect: browser origins and the address a request comes from.
+#[derive(Debug, Clone, Args)]
+pub struct Access {
+    /// Browser origins allowed to open a WebSocket (comma-separated or repeated, `*` for any);
+    /// empty: any. Requests without an `Origin` header (games, tools) are not browsers and are
+    /// let through; a browser from another origin gets HTTP 403.
+    #[arg(
+        long = "allowed-origin",
+        env = "CHAT_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Header carrying the client address set by a trusted reverse proxy (e.g.
+    /// `X-Forwarded-For`, whose last entry is used, or `X-Real-IP`). Only set this behind a
+    /// proxy that writes it: clients could otherwise choose their own address.
+    #[arg(long, env = "CHAT_REAL_IP_HEADER")]
+    pub real_ip_header: Option<String>,
 }
 
 impl Config {

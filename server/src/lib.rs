@@ -19,18 +19,19 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod guard;
 pub mod hub;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+mod serve;
 mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -114,8 +115,10 @@ impl Server {
             limits: config.limits.clone(),
             unique_names: config.engine.unique_names,
         });
+        let guard = Arc::new(crate::guard::Guard::new(&config.limits, &config.access));
         let state = AppState {
             node,
+            guard,
             identity,
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
@@ -140,20 +143,20 @@ impl Server {
         let token = state.shutdown.clone();
         let router = app::router(state.clone());
         tracing::info!(%addr, "bevy chat server listening");
-        // Chat frames are small and latency-bound: never let Nagle hold them back.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
+        let serving = serve::serve(
+            listener,
+            router,
+            state.config.limits.header_read_timeout,
+            state.node.metrics.clone(),
+            token.clone(),
+        );
+        tokio::select! {
+            () = serving => {}
+            () = shutdown => {
+                tracing::info!("shutting down: closing connections");
+                token.cancel();
             }
-        });
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing connections");
-            token.cancel();
-        });
-        let result = serve
-            .await
-            .map_err(|source| ServerError::Listen { addr, source });
+        }
         state.shutdown.cancel();
         state.tasks.close();
         if tokio::time::timeout(state.config.shutdown_grace, state.tasks.wait())
@@ -162,6 +165,6 @@ impl Server {
         {
             tracing::warn!("connections still open after the grace period; exiting anyway");
         }
-        result
+        Ok(())
     }
 }

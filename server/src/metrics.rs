@@ -21,6 +21,62 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Label of limit counters: which limit was hit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// The limit (see [`Limit`]).
+    pub limit: &'static str,
+}
+
+/// Every limit the server enforces, as counted in `chat_limit_hits_total{limit=...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `--messages-per-second`/`--message-burst` (`rate_limited`).
+    MessageRate,
+    /// `--max-message-chars` (`too_long`).
+    MessageSize,
+    /// `--frames-per-second`/`--frame-burst` (close 1008, flooding).
+    FrameRate,
+    /// `--max-frame-bytes` (close 1009).
+    FrameSize,
+    /// `--max-channels` (`too_many_channels`).
+    ChannelsPerConnection,
+    /// `--max-connections-per-ip` (`too_many_connections`).
+    ConnectionsPerIp,
+    /// `--max-connections-per-user` (`too_many_connections`).
+    ConnectionsPerUser,
+    /// `--logins-per-minute`/`--login-burst` (HTTP 429).
+    LoginRate,
+    /// `--allowed-origin` (HTTP 403).
+    Origin,
+    /// `--header-read-timeout` (connection closed).
+    HeaderTimeout,
+    /// `--outgoing-queue` (close 1008, slow consumer).
+    OutgoingQueue,
+    /// `--idle-timeout` (close 1008).
+    IdleTimeout,
+}
+
+impl Limit {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MessageRate => "message_rate",
+            Limit::MessageSize => "message_size",
+            Limit::FrameRate => "frame_rate",
+            Limit::FrameSize => "frame_size",
+            Limit::ChannelsPerConnection => "channels_per_connection",
+            Limit::ConnectionsPerIp => "connections_per_ip",
+            Limit::ConnectionsPerUser => "connections_per_user",
+            Limit::LoginRate => "login_rate",
+            Limit::Origin => "origin",
+            Limit::HeaderTimeout => "header_timeout",
+            Limit::OutgoingQueue => "outgoing_queue",
+            Limit::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
 /// The server's counters and gauges.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +96,8 @@ pub struct Metrics {
     pub closes: Family<ReasonLabel, Counter>,
     /// Connections dropped because their outgoing queue was full.
     pub queue_drops: Counter,
+    /// Requests and connections refused or cut off by a limit, by limit.
+    pub limit_hits: Family<LimitLabel, Counter>,
 }
 
 impl Metrics {
@@ -54,6 +112,12 @@ impl Metrics {
         let errors = Family::<CodeLabel, Counter>::default();
         let closes = Family::<ReasonLabel, Counter>::default();
         let queue_drops = Counter::default();
+        let limit_hits = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "limit_hits",
+            "Requests and connections refused or cut off by a limit, by limit",
+            limit_hits.clone(),
+        );
         registry.register(
             "connections",
             "WebSocket connections open now",
@@ -92,21 +156,46 @@ impl Metrics {
             errors,
             closes,
             queue_drops,
+            limit_hits,
         }
     }
 
-    /// Counts one error reply.
+    /// Counts one error reply (and the limit behind it, if any).
     pub fn error(&self, code: ErrorCode) {
         self.errors
             .get_or_create(&CodeLabel {
                 code: code.as_str(),
             })
             .inc();
+        let limit = match code {
+            ErrorCode::RateLimited => Limit::MessageRate,
+            ErrorCode::TooLong => Limit::MessageSize,
+            ErrorCode::TooManyChannels => Limit::ChannelsPerConnection,
+            _ => return,
+        };
+        self.limit(limit);
     }
 
-    /// Counts one server-side close.
+    /// Counts one server-side close (and the limit behind it, if any).
     pub fn close(&self, reason: &'static str) {
         self.closes.get_or_create(&ReasonLabel { reason }).inc();
+        let limit = match reason {
+            "flooding" => Limit::FrameRate,
+            "too_large" => Limit::FrameSize,
+            "slow_consumer" => Limit::OutgoingQueue,
+            "idle" => Limit::IdleTimeout,
+            _ => return,
+        };
+        self.limit(limit);
+    }
+
+    /// Counts one hit of `limit`.
+    pub fn limit(&self, limit: Limit) {
+        self.limit_hits
+            .get_or_create(&LimitLabel {
+                limit: limit.as_str(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

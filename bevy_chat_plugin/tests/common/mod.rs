@@ -78,6 +78,9 @@ impl TestServer {
         config.identity.guest_file = self.dir.path().join("guests.jsonl");
         config.admin_token = Some(ADMIN_TOKEN.into());
         config.shutdown_grace = Duration::from_secs(2);
+        // Every test app logs in from 127.0.0.1.
+        config.limits.logins_per_minute = 100_000;
+        config.limits.login_burst = 10_000;
         config
     }
 

@@ -3,15 +3,20 @@
 mod session;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::{ErrorCode, ErrorReply};
 
 use crate::app::AppState;
 use tracing::Instrument;
 
+use crate::guard::ConnectionSlot;
 use crate::identity::AuthError;
+use crate::metrics::Limit;
 
 /// Read buffer of a connection: chat frames are small, and tungstenite zero-fills the free part
 /// of this buffer before every read attempt (fanout: 1 KiB gave ~8 % more deliveries/s than
@@ -27,8 +32,18 @@ const WRITE_BUFFER: usize = 8 * 1024;
 pub async fn upgrade(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    if !app.guard.origin_allowed(&headers) {
+        app.node.metrics.limit(Limit::Origin);
+        return (
+            StatusCode::FORBIDDEN,
+            "bevy chat server: this origin may not connect (see --allowed-origin)\n",
+        )
+            .into_response();
+    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(_) => {
@@ -45,9 +60,15 @@ pub async fn upgrade(
             .map(|(_, value)| value.into_owned())
             .filter(|value| !value.is_empty())
     });
+    let ip = app.guard.client_ip(&headers, connect.map(|c| c.0.0));
     let verdict = match token {
-        None => Err(AuthError::Missing),
-        Some(token) => app.identity.verify(&token).await,
+        None => Err(Refusal::Auth(AuthError::Missing)),
+        Some(token) => match app.identity.verify(&token).await {
+            Err(error) => Err(Refusal::Auth(error)),
+            Ok(principal) => {
+                take_slots(&app, ip, &principal.user_id).map(|slots| (principal, slots))
+            }
+        },
     };
     let limits = &app.node.limits;
     let tracker = app.tasks.clone();
@@ -60,28 +81,74 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 match verdict {
-                    Ok(principal) => {
+                    Ok((principal, _slots)) => {
                         let span = tracing::info_span!("conn", user = %principal.user_id);
                         session::run(socket, app, principal).instrument(span).await
                     }
-                    Err(error) => refuse(socket, &app, error).await,
+                    Err(refusal) => refuse(socket, &app, refusal).await,
                 }
             })
         })
 }
 
-/// Sends the seed's auth error, then closes with 1008.
-async fn refuse(mut socket: WebSocket, app: &AppState, error: AuthError) {
-    let code = match &error {
-        AuthError::Missing => ErrorCode::AuthRequired,
-        AuthError::Invalid(detail) => {
-            tracing::info!(%detail, "refused a WebSocket token");
-            ErrorCode::InvalidToken
+/// Why a WebSocket is refused right after the upgrade.
+enum Refusal {
+    /// No token, or a bad one.
+    Auth(AuthError),
+    /// The address or the user has too many connections open.
+    TooMany(&'static str),
+}
+
+/// The connection slots a session holds while it runs (per address, per user).
+type Slots = (
+    Option<ConnectionSlot<std::net::IpAddr>>,
+    ConnectionSlot<String>,
+);
+
+/// Counts the connection against its address and its user, or refuses it.
+fn take_slots(app: &AppState, ip: Option<std::net::IpAddr>, user: &str) -> Result<Slots, Refusal> {
+    let guard = &app.guard;
+    let ip_slot = match ip {
+        None => None,
+        Some(ip) => match guard.per_ip.try_acquire(ip) {
+            Some(slot) => Some(slot),
+            None => {
+                app.node.metrics.limit(Limit::ConnectionsPerIp);
+                tracing::info!(%ip, "too many connections from one address");
+                return Err(Refusal::TooMany("Too many connections from your address"));
+            }
+        },
+    };
+    match guard.per_user.try_acquire(user.to_owned()) {
+        Some(user_slot) => Ok((ip_slot, user_slot)),
+        None => {
+            app.node.metrics.limit(Limit::ConnectionsPerUser);
+            tracing::info!(user, "too many connections for one user");
+            Err(Refusal::TooMany("Too many connections for this user"))
+        }
+    }
+}
+
+/// Sends the error (the seed's texts for auth errors), then closes with 1008.
+async fn refuse(mut socket: WebSocket, app: &AppState, refusal: Refusal) {
+    let (code, text) = match refusal {
+        Refusal::Auth(error) => {
+            let code = match &error {
+                AuthError::Missing => ErrorCode::AuthRequired,
+                AuthError::Invalid(detail) => {
+                    tracing::info!(%detail, "refused a WebSocket token");
+                    ErrorCode::InvalidToken
+                }
+            };
+            app.node.metrics.close("auth");
+            (code, error.to_string())
+        }
+        Refusal::TooMany(text) => {
+            app.node.metrics.close("too_many_connections");
+            (ErrorCode::TooManyConnections, text.to_owned())
         }
     };
     app.node.metrics.error(code);
-    app.node.metrics.close("auth");
-    let text = error.to_string();
     let reply = ErrorReply {
         error: text.as_str().into(),
         code,

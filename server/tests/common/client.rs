@@ -44,6 +44,14 @@ impl Client {
         }
     }
 
+    /// Wraps an already open WebSocket.
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self {
+            ws,
+            user_id: String::new(),
+        }
+    }
+
     /// Connects with a tiny TCP receive buffer, so that a client that stops reading backs up
     /// into the server quickly (slow-consumer tests).
     pub async fn connect_small_buffer(addr: SocketAddr, token: &str) -> Self {

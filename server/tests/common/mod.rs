@@ -60,6 +60,9 @@ pub fn test_config(dir: &Path) -> Config {
     std::fs::copy(fixture_key(), &config.identity.key_file).unwrap();
     config.identity.guest_file = dir.join("guests.jsonl");
     config.shutdown_grace = Duration::from_secs(2);
+    // Every test client logs in from 127.0.0.1; tests/guards.rs checks the login limit itself.
+    config.limits.logins_per_minute = 100_000;
+    config.limits.login_burst = 10_000;
     config
 }
 

@@ -1,0 +1,86 @@
+//! The accept loop: one task per TCP connection, served by hyper's HTTP/1 with upgrades.
+//!
+//! Written out (rather than `axum::serve`) for what a public server needs: a deadline for the
+//! request head (a client trickling header bytes cannot hold a connection), the peer address
+//! for per-address limits (`ConnectInfo`), `TCP_NODELAY`, and accept errors (e.g. out of file
+//! descriptors) that back off instead of spinning.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::add_extension::AddExtension;
+
+use crate::metrics::{Limit, Metrics};
+
+/// Back-off after an accept error that is not about one connection (e.g. `EMFILE`).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Accepts and serves connections until `stop` is cancelled; then asks every HTTP connection
+/// still open to finish (upgraded WebSockets are no longer HTTP: their sessions close them).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    metrics: std::sync::Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if is_per_connection(&error) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed; backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        // Chat frames are small and latency-bound: never let Nagle hold them back.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let service = AddExtension::new(router.clone(), ConnectInfo(peer));
+        let connection = http
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let stop = stop.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                if error.is_timeout() {
+                    metrics.limit(Limit::HeaderTimeout);
+                }
+                tracing::debug!(%error, %peer, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Accept errors that concern only the connection being accepted.
+fn is_per_connection(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
