@@ -24,14 +24,13 @@ impl MessageId {
         Self { ms, seq }
     }
 
-    /// The smallest id strictly greater than `self`.
+    /// The smallest id strictly greater than `self` (the largest id is its own successor: ids
+    /// come from clients too, and must never overflow).
     pub const fn successor(self) -> Self {
-        match self.seq.checked_add(1) {
-            Some(seq) => Self { ms: self.ms, seq },
-            None => Self {
-                ms: self.ms + 1,
-                seq: 0,
-            },
+        match (self.seq.checked_add(1), self.ms.checked_add(1)) {
+            (Some(seq), _) => Self { ms: self.ms, seq },
+            (None, Some(ms)) => Self { ms, seq: 0 },
+            (None, None) => self,
         }
     }
 }
