@@ -34,6 +34,11 @@ pub struct Config {
     #[command(flatten)]
     pub access: Access,
 
+    /// TOML file of channel access rules (who may join and send where); without it every
+    /// channel is open to everyone, as with the seed. See docs/SECURITY.md for the format.
+    #[arg(long, env = "CHAT_CHANNEL_RULES")]
+    pub channel_rules: Option<std::path::PathBuf>,
+
     /// Bearer token that guards the admin HTTP API (`/admin/...`); the API is off when unset.
     #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

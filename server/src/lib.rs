@@ -25,6 +25,7 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod policy;
 mod serve;
 mod ws;
 
@@ -44,6 +45,7 @@ use crate::identity::guests::GuestStore;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::policy::{ChannelPolicy, ChannelRules, OpenChannels};
 
 /// Why the server could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,16 @@ pub enum ServerError {
     /// Identity set-up failed (key file, guest file, issuer).
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
+    /// The channel rules file could not be read or parsed.
+    #[error("channel rules: {0}")]
+    ChannelRules(String),
+}
+
+/// A game's own checks, plugged into the server (see [`Server::bind_with`]).
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Decides who may join and send where; replaces `--channel-rules` when set.
+    pub channel_policy: Option<Arc<dyn ChannelPolicy>>,
 }
 
 /// A bound, not yet serving, chat server.
@@ -72,7 +84,19 @@ pub struct Server {
 
 impl Server {
     /// Binds the listener and prepares identity and engine.
-    pub async fn bind(mut config: Config) -> Result<Self, ServerError> {
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        Self::bind_with(config, Hooks::default()).await
+    }
+
+    /// [`bind`](Self::bind) with a game's own checks (`hooks`).
+    pub async fn bind_with(mut config: Config, hooks: Hooks) -> Result<Self, ServerError> {
+        let channels: Arc<dyn ChannelPolicy> = match (hooks.channel_policy, &config.channel_rules) {
+            (Some(policy), _) => policy,
+            (None, Some(path)) => {
+                Arc::new(ChannelRules::load(path).map_err(ServerError::ChannelRules)?)
+            }
+            (None, None) => Arc::new(OpenChannels),
+        };
         let listen = config.listen;
         let listen_error = |source| ServerError::Listen {
             addr: listen,
@@ -114,6 +138,7 @@ impl Server {
             metrics,
             limits: config.limits.clone(),
             unique_names: config.engine.unique_names,
+            channels,
         });
         let guard = Arc::new(crate::guard::Guard::new(&config.limits, &config.access));
         let state = AppState {

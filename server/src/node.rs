@@ -21,6 +21,8 @@ pub struct Node {
     pub limits: Limits,
     /// Names must be unique across users.
     pub unique_names: bool,
+    /// Who may join and send where.
+    pub channels: Arc<dyn crate::policy::ChannelPolicy>,
 }
 
 impl Node {

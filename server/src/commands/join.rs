@@ -7,6 +7,7 @@ use crate::engine::HistoryQuery;
 use crate::error::ChatError;
 use crate::limits::check_channel;
 use crate::node::Node;
+use crate::policy::Access;
 
 pub(super) async fn run(
     session: &mut Session,
@@ -17,6 +18,9 @@ pub(super) async fn run(
     reference: Option<&Ref>,
 ) -> Result<Replies, ChatError> {
     check_channel(channel, &node.limits)?;
+    if let Access::Deny(text) = node.channels.may_join(&session.principal, channel) {
+        return Err(ChatError::new(ErrorCode::Forbidden, text));
+    }
     if session.channels.contains_key(channel) {
         return Ok(vec![reply(
             format!("You have already joined {channel}"),

@@ -1,12 +1,13 @@
 //! `message`: text to every member of a joined channel, on every node, the sender included.
 
-use protocol::Ref;
+use protocol::{ErrorCode, Ref};
 
 use super::{Replies, Session, reply};
 use crate::engine::NewMessage;
 use crate::error::ChatError;
 use crate::limits::check_message;
 use crate::node::Node;
+use crate::policy::Access;
 
 pub(super) async fn run(
     session: &mut Session,
@@ -17,6 +18,9 @@ pub(super) async fn run(
 ) -> Result<Replies, ChatError> {
     let username = session.require_name(node).await?;
     session.require_joined(channel)?;
+    if let Access::Deny(text) = node.channels.may_send(&session.principal, channel) {
+        return Err(ChatError::new(ErrorCode::Forbidden, text));
+    }
     check_message(&message, &node.limits)?;
     session.charge_message()?;
     let ack = reply(format!("Message sent to {channel}: {message}"), reference);

@@ -37,6 +37,9 @@ pub struct Principal {
     pub user_id: Arc<str>,
     /// The token's `scope` (`guest` or `authenticated`).
     pub scope: Arc<str>,
+    /// The token's other claims (e.g. a team or role an external issuer adds), for channel
+    /// rules.
+    pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Why a WebSocket connection was refused.

@@ -251,6 +251,8 @@ pub fn header_kid(token: &str) -> Result<String, String> {
 struct AccessIn {
     sub: String,
     scope: String,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The claims read from a refresh token.
@@ -298,5 +300,6 @@ pub fn verify_access(token: &str, key: &DecodingKey, issuer: &str) -> Result<Pri
     Ok(Principal {
         user_id: claims.sub.into(),
         scope: claims.scope.into(),
+        claims: claims.other.into(),
     })
 }

@@ -111,7 +111,16 @@ impl TestServer {
 
     /// A server with exactly this configuration.
     pub async fn start_config(config: Config, dir: tempfile::TempDir) -> Self {
-        let server = server::Server::bind(config.clone())
+        Self::start_hooked(config, dir, server::Hooks::default()).await
+    }
+
+    /// A server with this configuration and a game's own checks.
+    pub async fn start_hooked(
+        config: Config,
+        dir: tempfile::TempDir,
+        hooks: server::Hooks,
+    ) -> Self {
+        let server = server::Server::bind_with(config.clone(), hooks)
             .await
             .expect("server binds");
         let addr = server.local_addr();
