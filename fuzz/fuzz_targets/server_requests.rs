@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
             limits: config.limits.clone(),
             unique_names: true,
             channels: Arc::new(server::policy::OpenChannels),
+            moderator: Arc::new(server::moderation::WordFilter::new(["darn", "笨蛋", "very bad"])),
         };
         let mut sessions: Vec<_> = ["user-a", "user-b"]
             .into_iter()

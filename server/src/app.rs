@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/broadcast", post(crate::admin::broadcast))
+        .route("/admin/{action}", post(crate::admin::moderate))
         .with_state(state)
         .merge(identity)
         .layer(RequestBodyLimitLayer::new(64 * 1024))

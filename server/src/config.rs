@@ -39,6 +39,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_CHANNEL_RULES")]
     pub channel_rules: Option<std::path::PathBuf>,
 
+    /// Word filter: a file with one word or phrase per line (`#` comments); matches in messages
+    /// are masked with `*`, names containing one are refused.
+    #[arg(long, env = "CHAT_WORD_FILTER")]
+    pub word_filter: Option<std::path::PathBuf>,
+
     /// Bearer token that guards the admin HTTP API (`/admin/...`); the API is off when unset.
     #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -242,6 +247,29 @@ pub struct Access {
     /// proxy that writes it: clients could otherwise choose their own address.
     #[arg(long, env = "CHAT_REAL_IP_HEADER")]
     pub real_ip_header: Option<String>,
+}
+
+impl Limits {
+    /// Checks the values that would make no sense (or overflow) at run time.
+    pub fn validate(&self) -> Result<(), String> {
+        let day = Duration::from_secs(86_400);
+        if self.ping_interval.is_zero() || self.ping_interval > day {
+            return Err("--ping-interval must be between 1ms and 1 day".into());
+        }
+        if self.idle_timeout.is_zero() || self.idle_timeout > day {
+            return Err("--idle-timeout must be between 1ms and 1 day".into());
+        }
+        if self.header_read_timeout.is_zero() || self.header_read_timeout > day {
+            return Err("--header-read-timeout must be between 1ms and 1 day".into());
+        }
+        if !(1..=10_000).contains(&self.max_history_page) {
+            return Err("--max-history-page must be between 1 and 10000".into());
+        }
+        if self.outgoing_queue == 0 || self.max_frame_bytes < 1024 {
+            return Err("--outgoing-queue must be at least 1 and --max-frame-bytes 1024".into());
+        }
+        Ok(())
+    }
 }
 
 impl Config {

@@ -11,12 +11,13 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
-use protocol::MessageId;
+use protocol::{ErrorCode, ErrorReply, MessageId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Delivery, DeliverySink};
 use crate::metrics::Metrics;
+use crate::moderation::{Sanction, muted_text};
 
 /// Identifies one WebSocket connection on this node.
 pub type ConnId = u64;
@@ -54,6 +55,20 @@ pub const SLOW_CONSUMER: CloseReason = CloseReason {
     code: 1008,
     text: "outgoing queue full: client too slow",
     label: "slow_consumer",
+};
+
+/// Closed by a moderator's kick.
+pub const KICKED: CloseReason = CloseReason {
+    code: 1008,
+    text: "kicked by a moderator",
+    label: "kicked",
+};
+
+/// Closed by a moderator's ban.
+pub const BANNED: CloseReason = CloseReason {
+    code: 1008,
+    text: "banned by a moderator",
+    label: "banned",
 };
 
 /// A cheap handle other tasks use to queue frames for a connection or to close it.
@@ -185,6 +200,8 @@ pub struct Hub {
     channels: RwLock<HashMap<Arc<str>, Arc<ChannelEntry>>>,
     users: RwLock<HashMap<Arc<str>, Vec<ConnHandle>>>,
     conns: RwLock<HashMap<ConnId, ConnHandle>>,
+    /// Muted users with connections here: until (Unix ms, `u64::MAX`: until lifted) and why.
+    muted: RwLock<HashMap<Arc<str>, (u64, String)>>,
     next_id: AtomicU64,
     queue_size: usize,
     metrics: Arc<Metrics>,
@@ -197,6 +214,7 @@ impl Hub {
             channels: RwLock::default(),
             users: RwLock::default(),
             conns: RwLock::default(),
+            muted: RwLock::default(),
             next_id: AtomicU64::new(1),
             queue_size: queue_size.max(1),
             metrics,
@@ -240,8 +258,65 @@ impl Hub {
         let left = list.len();
         if left == 0 {
             users.remove(&handle.user_id);
+            self.muted.write().remove(&handle.user_id);
         }
         left
+    }
+
+    /// Applies a user's recorded mute (read from the engine when a connection opens).
+    pub fn load_mute(&self, user_id: &Arc<str>, muted: Option<(u64, String)>) {
+        if let Some(mute) = muted {
+            self.muted.write().insert(user_id.clone(), mute);
+        }
+    }
+
+    /// Why `user_id` may not send now, if muted (an ended mute is forgotten).
+    pub fn mute_of(&self, user_id: &str, now_ms: u64) -> Option<String> {
+        let (until, reason) = self.muted.read().get(user_id).cloned()?;
+        if until > now_ms {
+            return Some(muted_text(&reason, until, now_ms));
+        }
+        self.muted.write().remove(user_id);
+        None
+    }
+
+    /// Applies a moderation action to the user's connections here.
+    fn sanction(&self, user: &Arc<str>, sanction: &Sanction) {
+        let (close, text, reason) = match sanction {
+            Sanction::Mute { until_ms, reason } => {
+                if self.users.read().contains_key(user) {
+                    self.muted
+                        .write()
+                        .insert(user.clone(), (*until_ms, reason.clone()));
+                }
+                return;
+            }
+            Sanction::Unmute => {
+                self.muted.write().remove(user);
+                return;
+            }
+            Sanction::Unban => return,
+            Sanction::Kick { reason } => (KICKED, "You were kicked", reason),
+            Sanction::Ban { reason, .. } => (BANNED, "You are banned", reason),
+        };
+        let text = if reason.is_empty() {
+            text.to_owned()
+        } else {
+            format!("{text}: {reason}")
+        };
+        let frame = Utf8Bytes::from(
+            ErrorReply {
+                error: text.into(),
+                code: ErrorCode::Forbidden,
+                reference: None,
+            }
+            .to_json(),
+        );
+        for handle in self.users.read().get(user).into_iter().flatten() {
+            // The session writes what is queued (this frame) before the close frame.
+            handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+            handle.close(close);
+        }
     }
 
     /// The channel's entry, created when missing.
@@ -344,6 +419,7 @@ impl DeliverySink for Hub {
                     handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
                 }
             }
+            Delivery::Sanction { user, sanction } => self.sanction(&user, &sanction),
         }
     }
 }

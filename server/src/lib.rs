@@ -24,6 +24,7 @@ pub mod hub;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod moderation;
 pub mod node;
 pub mod policy;
 mod serve;
@@ -44,6 +45,7 @@ use crate::hub::Hub;
 use crate::identity::guests::GuestStore;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::Metrics;
+use crate::moderation::{Moderator, WordFilter};
 use crate::node::Node;
 use crate::policy::{ChannelPolicy, ChannelRules, OpenChannels};
 
@@ -67,6 +69,9 @@ pub enum ServerError {
     /// The channel rules file could not be read or parsed.
     #[error("channel rules: {0}")]
     ChannelRules(String),
+    /// A setting is out of range, or a file it names cannot be read.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A game's own checks, plugged into the server (see [`Server::bind_with`]).
@@ -74,6 +79,8 @@ pub enum ServerError {
 pub struct Hooks {
     /// Decides who may join and send where; replaces `--channel-rules` when set.
     pub channel_policy: Option<Arc<dyn ChannelPolicy>>,
+    /// Reviews messages and names; replaces `--word-filter` when set.
+    pub moderator: Option<Arc<dyn Moderator>>,
 }
 
 /// A bound, not yet serving, chat server.
@@ -97,6 +104,12 @@ impl Server {
             }
             (None, None) => Arc::new(OpenChannels),
         };
+        let moderator: Arc<dyn Moderator> = match (hooks.moderator, &config.word_filter) {
+            (Some(moderator), _) => moderator,
+            (None, Some(path)) => Arc::new(WordFilter::load(path).map_err(ServerError::Config)?),
+            (None, None) => Arc::new(WordFilter::default()),
+        };
+        config.limits.validate().map_err(ServerError::Config)?;
         let listen = config.listen;
         let listen_error = |source| ServerError::Listen {
             addr: listen,
@@ -139,6 +152,7 @@ impl Server {
             limits: config.limits.clone(),
             unique_names: config.engine.unique_names,
             channels,
+            moderator,
         });
         let guard = Arc::new(crate::guard::Guard::new(&config.limits, &config.access));
         let state = AppState {

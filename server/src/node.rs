@@ -23,6 +23,8 @@ pub struct Node {
     pub unique_names: bool,
     /// Who may join and send where.
     pub channels: Arc<dyn crate::policy::ChannelPolicy>,
+    /// Reviews messages and names (word filter or a game's own).
+    pub moderator: Arc<dyn crate::moderation::Moderator>,
 }
 
 impl Node {

@@ -126,6 +126,7 @@ async fn a_game_can_plug_in_its_own_policy() {
     let config = test_config(dir.path());
     let hooks = server::Hooks {
         channel_policy: Some(Arc::new(MatchPlayers)),
+        ..Default::default()
     };
     let server = TestServer::start_hooked(config, dir, hooks).await;
     let mut player = client_with(&server, "p1", json!({ "match": "42" })).await;

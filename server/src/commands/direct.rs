@@ -6,6 +6,7 @@ use super::{Replies, Session, reply};
 use crate::engine::now_ms;
 use crate::error::ChatError;
 use crate::limits::check_message;
+use crate::moderation::Target;
 use crate::node::Node;
 
 pub(super) async fn run(
@@ -21,6 +22,7 @@ pub(super) async fn run(
     }
     check_message(&message, &node.limits)?;
     session.charge_message()?;
+    let message = super::screen(node, &session.principal, Target::Direct(to), message)?;
     let direct = DirectMessage {
         id: uuid::Uuid::now_v7().to_string(),
         from: session.principal.user_id.to_string(),

@@ -6,6 +6,7 @@ use super::{Replies, Session, reply};
 use crate::engine::NewMessage;
 use crate::error::ChatError;
 use crate::limits::check_message;
+use crate::moderation::Target;
 use crate::node::Node;
 use crate::policy::Access;
 
@@ -23,6 +24,7 @@ pub(super) async fn run(
     }
     check_message(&message, &node.limits)?;
     session.charge_message()?;
+    let message = super::screen(node, &session.principal, Target::Channel(channel), message)?;
     let ack = reply(format!("Message sent to {channel}: {message}"), reference);
     node.engine
         .publish(NewMessage {

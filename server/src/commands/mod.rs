@@ -19,6 +19,7 @@ use protocol::{ClientFrame, ClientRequest, ErrorCode, Event, MessageId, Ref, Rep
 use crate::error::ChatError;
 use crate::hub::ConnHandle;
 use crate::identity::Principal;
+use crate::moderation::{Review, Target};
 use crate::node::Node;
 
 /// A channel this connection has joined.
@@ -96,6 +97,34 @@ impl Session {
 
 /// Frames to send back to the requester, in order.
 pub type Replies = Vec<String>;
+
+/// What may be delivered of `text` from `who` to `target`: refused when the user is muted
+/// (messages only) or the moderator rejects it, else the text as the moderator leaves it.
+pub fn screen(
+    node: &Node,
+    who: &Principal,
+    target: Target<'_>,
+    text: String,
+) -> Result<String, ChatError> {
+    if target != Target::Name
+        && let Some(muted) = node.hub.mute_of(&who.user_id, crate::engine::now_ms())
+    {
+        return Err(ChatError::new(ErrorCode::Forbidden, muted));
+    }
+    match node.moderator.review(who, target, &text) {
+        Review::Pass => Ok(text),
+        Review::Replace(_) if target == Target::Name => Err(ChatError::new(
+            ErrorCode::BadName,
+            "Invalid username: not allowed",
+        )),
+        Review::Replace(replaced) => Ok(replaced),
+        Review::Reject(reason) if target == Target::Name => Err(ChatError::new(
+            ErrorCode::BadName,
+            format!("Invalid username: {reason}"),
+        )),
+        Review::Reject(reason) => Err(ChatError::new(ErrorCode::Forbidden, reason)),
+    }
+}
 
 /// A seed-style `{"message": ...}` reply.
 pub fn reply(text: impl Into<std::borrow::Cow<'static, str>>, reference: Option<&Ref>) -> String {

@@ -5,6 +5,7 @@ use protocol::Ref;
 use super::{Replies, Session, reply};
 use crate::error::ChatError;
 use crate::limits::check_name;
+use crate::moderation::Target;
 use crate::node::Node;
 
 pub(super) async fn run(
@@ -14,6 +15,7 @@ pub(super) async fn run(
     reference: Option<&Ref>,
 ) -> Result<Replies, ChatError> {
     check_name(username, &node.limits)?;
+    super::screen(node, &session.principal, Target::Name, username.to_owned())?;
     node.engine
         .set_name(&session.principal.user_id, username, node.unique_names)
         .await?;

@@ -7,6 +7,8 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceUser};
 
+use crate::moderation::{Sanction, Standing};
+
 use super::{
     Delivery, DeliverySink, Engine, EngineError, History, HistoryQuery, NewMessage, now_ms,
 };
@@ -18,6 +20,7 @@ pub struct MemoryEngine {
     channels: RwLock<HashMap<String, Arc<Mutex<ChannelState>>>>,
     names: Mutex<Names>,
     online: Mutex<HashMap<String, usize>>,
+    standings: Mutex<HashMap<String, Standing>>,
 }
 
 #[derive(Default)]
@@ -48,6 +51,7 @@ impl MemoryEngine {
             channels: RwLock::default(),
             names: Mutex::default(),
             online: Mutex::default(),
+            standings: Mutex::default(),
         }
     }
 
@@ -256,6 +260,41 @@ impl Engine for MemoryEngine {
     async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError> {
         self.sink.deliver(Delivery::Broadcast(Arc::new(message)));
         Ok(())
+    }
+
+    async fn moderate(&self, user_id: &str, sanction: Sanction) -> Result<(), EngineError> {
+        {
+            let mut standings = self.standings.lock();
+            let standing = standings.entry(user_id.to_owned()).or_default();
+            match &sanction {
+                Sanction::Mute { until_ms, reason } => {
+                    standing.muted = Some((*until_ms, reason.clone()));
+                }
+                Sanction::Unmute => standing.muted = None,
+                Sanction::Ban { until_ms, reason } => {
+                    standing.banned = Some((*until_ms, reason.clone()));
+                }
+                Sanction::Unban => standing.banned = None,
+                Sanction::Kick { .. } => {}
+            }
+            if *standing == Standing::default() {
+                standings.remove(user_id);
+            }
+        }
+        self.sink.deliver(Delivery::Sanction {
+            user: Arc::from(user_id),
+            sanction: Arc::new(sanction),
+        });
+        Ok(())
+    }
+
+    async fn standing(&self, user_id: &str) -> Result<Standing, EngineError> {
+        Ok(self
+            .standings
+            .lock()
+            .get(user_id)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn ready(&self) -> bool {

@@ -12,6 +12,8 @@ mod redis;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+
+use crate::moderation::{Sanction, Standing};
 use protocol::{
     BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange, PresenceUser,
 };
@@ -48,6 +50,13 @@ pub enum Delivery {
     },
     /// An operator broadcast for every local connection.
     Broadcast(Arc<BroadcastMessage>),
+    /// A moderation action on every local connection of `user`.
+    Sanction {
+        /// The user.
+        user: Arc<str>,
+        /// The action.
+        sanction: Arc<Sanction>,
+    },
 }
 
 /// Receives everything the engine delivers to this node.
@@ -169,6 +178,13 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Delivers an operator broadcast to every connection on every node.
     async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError>;
+
+    /// Records a moderation action (mutes and bans are kept until they end or are lifted)
+    /// and delivers it to every node, which applies it to the user's connections.
+    async fn moderate(&self, user_id: &str, sanction: Sanction) -> Result<(), EngineError>;
+
+    /// A user's mute and ban as recorded (expired ones may still be listed).
+    async fn standing(&self, user_id: &str) -> Result<Standing, EngineError>;
 
     /// Whether the backend is reachable (for `/healthz`).
     async fn ready(&self) -> bool;

@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use crate::app::AppState;
 use crate::commands::{self, Session};
 use crate::error::ChatError;
-use crate::hub::{CloseReason, KillSignal, Outgoing};
+use crate::hub::{CloseReason, KillSignal, Outgoing, SLOW_CONSUMER};
 use crate::identity::Principal;
 
 /// Queued frames written per flush, so one busy channel cannot starve reading.
@@ -49,6 +49,11 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
     let node = &app.node;
     let metrics = &node.metrics;
     let (handle, inbox) = node.hub.connect(principal.user_id.clone());
+    // Read after connecting: a mute given from now on reaches the hub directly.
+    match node.engine.standing(&principal.user_id).await {
+        Ok(standing) => node.hub.load_mute(&principal.user_id, standing.muted),
+        Err(error) => tracing::warn!(%error, "could not read the user's standing"),
+    }
     metrics.connections.inc();
     metrics.connections_total.inc();
     tracing::debug!(conn = handle.id, "connected");
@@ -136,7 +141,14 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
             code: reason.code,
             reason: reason.text.into(),
         }));
-        let _ = timeout(Duration::from_secs(1), sink.send(frame)).await;
+        let _ = timeout(Duration::from_secs(1), async {
+            // Say why first (e.g. a kick's reason), unless the client is too slow to read.
+            if reason != SLOW_CONSUMER {
+                let _ = write_queued(&mut sink, &mut rx, None, usize::MAX, &session, &app).await;
+            }
+            sink.send(frame).await
+        })
+        .await;
     }
     tracing::debug!(conn = handle.id, "disconnected");
 }
@@ -179,6 +191,8 @@ async fn interruptible(
     app: &AppState,
 ) -> Option<Option<CloseReason>> {
     tokio::select! {
+        // A write that can finish now does (e.g. the reason of a kick queued just before it).
+        biased;
         result = write => result.err().map(|()| None),
         reason = kill.killed() => Some(Some(reason)),
         () = app.shutdown.cancelled() => Some(Some(SHUTDOWN)),

@@ -34,6 +34,16 @@ impl Keys {
         format!("{}broadcast", self.prefix)
     }
 
+    /// A user's mute (JSON `[until_ms, reason]`, expiring with the mute).
+    pub fn mute(&self, user: &str) -> String {
+        format!("{}mute:{user}", self.prefix)
+    }
+
+    /// A user's ban (JSON `[until_ms, reason]`, expiring with the ban).
+    pub fn ban(&self, user: &str) -> String {
+        format!("{}ban:{user}", self.prefix)
+    }
+
     /// Stream of a channel's history.
     pub fn history(&self, channel: &str) -> String {
         format!("{}history:{channel}", self.prefix)

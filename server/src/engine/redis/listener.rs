@@ -185,5 +185,9 @@ fn handle(shared: &Shared, _channel: &str, payload: &[u8]) {
             message: Arc::new(message),
         }),
         Incoming::Broadcast(message) => shared.sink.deliver(Delivery::Broadcast(Arc::new(message))),
+        Incoming::Sanction { user, sanction } => shared.sink.deliver(Delivery::Sanction {
+            user: Arc::from(user),
+            sanction: Arc::new(sanction),
+        }),
     }
 }

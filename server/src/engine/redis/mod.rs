@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 pub use guests::RedisGuestStore;
 pub use keys::Keys;
 
-use super::{Delivery, DeliverySink, Engine, EngineError, History, HistoryQuery, NewMessage};
+use super::{
+    Delivery, DeliverySink, Engine, EngineError, History, HistoryQuery, NewMessage, now_ms,
+};
+use crate::moderation::{Sanction, Standing};
 use entries::{Entry, entry_message, parse_id};
 use wire::Wire;
 
@@ -267,19 +270,19 @@ impl Engine for RedisEngine {
         let mut conn = self.conn();
         let (newest_first, gap_after): (Vec<Entry>, Option<MessageId>) = match query {
             HistoryQuery::Last { limit } => (
-                conn.xrevrange_count(&key, "+", "-", limit + 1)
+                conn.xrevrange_count(&key, "+", "-", limit.saturating_add(1))
                     .await
                     .map_err(unavailable)?,
                 None,
             ),
             HistoryQuery::Before { before, limit } => (
-                conn.xrevrange_count(&key, format!("({before}"), "-", limit + 1)
+                conn.xrevrange_count(&key, format!("({before}"), "-", limit.saturating_add(1))
                     .await
                     .map_err(unavailable)?,
                 None,
             ),
             HistoryQuery::Since { after, limit } => (
-                conn.xrevrange_count(&key, "+", format!("({after}"), limit + 1)
+                conn.xrevrange_count(&key, "+", format!("({after}"), limit.saturating_add(1))
                     .await
                     .map_err(unavailable)?,
                 Some(after),
@@ -495,6 +498,52 @@ impl Engine for RedisEngine {
     async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError> {
         self.publish_raw(self.shared.keys.broadcast(), Wire::broadcast(&message))
             .await
+    }
+
+    async fn moderate(&self, user_id: &str, sanction: Sanction) -> Result<(), EngineError> {
+        let keys = &self.shared.keys;
+        let mut conn = self.conn();
+        let stored = match &sanction {
+            Sanction::Mute { until_ms, reason } => Some((keys.mute(user_id), *until_ms, reason)),
+            Sanction::Ban { until_ms, reason } => Some((keys.ban(user_id), *until_ms, reason)),
+            Sanction::Unmute | Sanction::Unban | Sanction::Kick { .. } => None,
+        };
+        if let Some((key, until_ms, reason)) = stored {
+            let value = serde_json::json!([until_ms, reason]).to_string();
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(value);
+            if until_ms != u64::MAX {
+                set.arg("PX").arg(until_ms.saturating_sub(now_ms()).max(1));
+            }
+            let _: () = set.query_async(&mut conn).await.map_err(unavailable)?;
+        }
+        let lifted = match sanction {
+            Sanction::Unmute => Some(keys.mute(user_id)),
+            Sanction::Unban => Some(keys.ban(user_id)),
+            _ => None,
+        };
+        if let Some(key) = lifted {
+            let _: i64 = conn.del(key).await.map_err(unavailable)?;
+        }
+        self.publish_raw(keys.broadcast(), Wire::sanction(user_id, &sanction))
+            .await
+    }
+
+    async fn standing(&self, user_id: &str) -> Result<Standing, EngineError> {
+        let keys = &self.shared.keys;
+        let (mute, ban): (Option<String>, Option<String>) = redis::pipe()
+            .get(keys.mute(user_id))
+            .get(keys.ban(user_id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let parse = |value: Option<String>| {
+            value.and_then(|v| serde_json::from_str::<(u64, String)>(&v).ok())
+        };
+        Ok(Standing {
+            muted: parse(mute),
+            banned: parse(ban),
+        })
     }
 
     async fn ready(&self) -> bool {

@@ -4,6 +4,8 @@
 use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange};
 use serde::{Deserialize, Serialize};
 
+use crate::moderation::Sanction;
+
 /// A pub/sub payload.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t")]
@@ -37,6 +39,9 @@ pub(super) enum Wire {
     /// An operator broadcast.
     #[serde(rename = "b")]
     Broadcast { b: BroadcastMessage },
+    /// A moderation action on every connection of `u`.
+    #[serde(rename = "x")]
+    Sanction { u: String, s: Sanction },
 }
 
 /// A decoded payload.
@@ -46,6 +51,7 @@ pub(super) enum Incoming {
     Left(PresenceChange),
     Direct { to: String, message: DirectMessage },
     Broadcast(BroadcastMessage),
+    Sanction { user: String, sanction: Sanction },
 }
 
 fn encode(wire: &Wire) -> String {
@@ -78,6 +84,13 @@ impl Wire {
 
     pub fn broadcast(message: &BroadcastMessage) -> String {
         encode(&Wire::Broadcast { b: message.clone() })
+    }
+
+    pub fn sanction(user: &str, sanction: &Sanction) -> String {
+        encode(&Wire::Sanction {
+            u: user.into(),
+            s: sanction.clone(),
+        })
     }
 
     /// Decodes a payload; `None` (logged) for one this version does not understand.
@@ -113,6 +126,10 @@ impl Wire {
             }),
             Wire::Direct { to, d } => Incoming::Direct { to, message: d },
             Wire::Broadcast { b } => Incoming::Broadcast(b),
+            Wire::Sanction { u, s } => Incoming::Sanction {
+                user: u,
+                sanction: s,
+            },
         })
     }
 }
