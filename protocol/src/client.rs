@@ -269,10 +269,12 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, RequestError> {
         code,
         message,
     };
+    // A `Cow` also reads a type written with escapes (`"mess\u0061ge"`), which `&str` cannot
+    // borrow.
     let kind = raw
         .kind
-        .and_then(|k| serde_json::from_str::<&str>(k.get()).ok());
-    let Some(kind) = kind else {
+        .and_then(|k| serde_json::from_str::<std::borrow::Cow<'_, str>>(k.get()).ok());
+    let Some(kind) = kind.as_deref() else {
         return Err(fail(ErrorCode::InvalidMessage, "Invalid message".into()));
     };
     fn payload<T: DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, String> {
@@ -343,6 +345,12 @@ mod tests {
 
     fn err(text: &str) -> RequestError {
         parse_client_frame(text).unwrap_err()
+    }
+
+    #[test]
+    fn an_escaped_type_is_read() {
+        let frame = parse_client_frame(r#"{"type":"p\u0069ng"}"#).unwrap();
+        assert_eq!(frame.request, ClientRequest::Ping);
     }
 
     #[test]
