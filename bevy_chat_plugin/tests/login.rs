@@ -125,3 +125,66 @@ fn an_invalid_token_is_an_auth_error_and_stops_until_a_new_token() {
         state(w) == ChatConnectionState::Connected && !rec(w).connected.is_empty()
     });
 }
+
+#[test]
+fn a_banned_player_is_told_keeps_its_login_and_comes_back_when_unbanned() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = guest_app(&server.url(), &dir.path().join("a.json"));
+    let user = wait_connected(&mut app);
+    server.moderate("ban", &user, "cheating");
+    update_until(&mut app, TIMEOUT, "the refusal on reconnect", |w| {
+        rec(w).errors.iter().any(|e| {
+            e.request == "connect"
+                && e.code == ChatErrorCode::Server(protocol::ErrorCode::Forbidden)
+        })
+    });
+    let refusal = rec(app.world())
+        .errors
+        .iter()
+        .find(|e| e.request == "connect")
+        .cloned();
+    assert_eq!(refusal.unwrap().message, "You are banned: cheating");
+    assert_ne!(state(app.world()), ChatConnectionState::Connected);
+    // It keeps trying with back-off, quietly, with the same login (no new guest).
+    server.moderate("unban", &user, "");
+    update_until(&mut app, TIMEOUT, "the reconnect after the unban", |w| {
+        state(w) == ChatConnectionState::Connected && rec(w).connected.len() == 2
+    });
+    assert_eq!(user_id(app.world()).as_deref(), Some(user.as_str()));
+    let connect_errors = rec(app.world())
+        .errors
+        .iter()
+        .filter(|e| e.request == "connect")
+        .count();
+    assert_eq!(connect_errors, 1, "{:?}", rec(app.world()).errors);
+}
+
+#[test]
+fn a_player_banned_before_starting_gets_one_clear_error() {
+    let server = TestServer::start();
+    let login = server.login_as_guest();
+    server.moderate("ban", &login.user_id, "");
+    let mut app = app_with(
+        ChatPlugin::new(server.url())
+            .with_login(ChatLogin::Token(login.auth_token))
+            .with_reconnect(fast_reconnect()),
+    );
+    update_until(&mut app, TIMEOUT, "the refusal", |w| {
+        !rec(w).errors.is_empty()
+    });
+    // A bounded number of frames over several reconnect delays: still one error, no connect.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(600) {
+        app.update();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let errors = &rec(app.world()).errors;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].code,
+        ChatErrorCode::Server(protocol::ErrorCode::Forbidden)
+    );
+    assert_eq!(errors[0].message, "You are banned");
+    assert!(rec(app.world()).connected.is_empty());
+}

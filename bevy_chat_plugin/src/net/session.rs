@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
-    ClientFrame, ClientRequest, Event, MessageId, Ref, ServerFrame, parse_server_frame,
+    ClientFrame, ClientRequest, ErrorCode, Event, MessageId, Ref, ServerFrame, parse_server_frame,
 };
 use tokio::time::{Instant, interval};
 use tokio_tungstenite::tungstenite::Message;
@@ -24,6 +24,9 @@ pub(super) enum SessionEnd {
     Stopped,
     /// The server refused the token.
     AuthRefused(String),
+    /// The server refused the connection for another reason (too many connections, a ban):
+    /// the token is fine, so keep it and try again later.
+    Refused(ErrorCode, String),
     /// The connection could not be opened.
     Failed(String),
     /// The connection was up and then ended.
@@ -79,7 +82,14 @@ pub(super) async fn run(worker: &mut Worker) -> SessionEnd {
     match tokio::time::timeout(timeout, socket.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => match parse_server_frame(&text) {
             Ok(ServerFrame::Reply { .. }) => {}
-            Ok(ServerFrame::Error { error, .. }) => return SessionEnd::AuthRefused(error),
+            Ok(ServerFrame::Error { error, code, .. }) => {
+                return match code {
+                    ErrorCode::AuthRequired | ErrorCode::InvalidToken => {
+                        SessionEnd::AuthRefused(error)
+                    }
+                    code => SessionEnd::Refused(code, error),
+                };
+            }
             _ => return SessionEnd::Failed(format!("unexpected welcome: {text}")),
         },
         Ok(Some(Ok(Message::Close(frame)))) => return SessionEnd::Failed(close_text(frame)),

@@ -46,6 +46,8 @@ pub(crate) struct Worker {
     pub(super) channels: BTreeMap<String, ChannelTrack>,
     ever_connected: bool,
     state: Option<ChatConnectionState>,
+    /// The last connect refusal reported since the last session (each is reported once).
+    last_refusal: Option<String>,
 }
 
 impl Worker {
@@ -72,6 +74,7 @@ impl Worker {
             channels: BTreeMap::new(),
             ever_connected: false,
             state: None,
+            last_refusal: None,
         }
     }
 
@@ -158,6 +161,8 @@ impl Worker {
             if matches!(end, SessionEnd::Dropped(_)) {
                 attempt = 0;
             }
+            // A refusal is reported as the server's error, not again as a connection error.
+            let refused = matches!(end, SessionEnd::Refused(..));
             let (reason, retry) = match end {
                 SessionEnd::Stopped => {
                     self.want_connected = false;
@@ -175,6 +180,16 @@ impl Worker {
                         .await;
                     (reason, !external)
                 }
+                SessionEnd::Refused(code, reason) => {
+                    // Reported once until it changes or a session succeeds; backing off (a ban
+                    // may end, a connection slot may free up).
+                    if self.last_refusal.as_ref() != Some(&reason) {
+                        self.last_refusal = Some(reason.clone());
+                        self.error("connect", None, ChatErrorCode::Server(code), reason.clone())
+                            .await;
+                    }
+                    (reason, true)
+                }
                 SessionEnd::Failed(reason) | SessionEnd::Dropped(reason) => (reason, true),
             };
             if was_up {
@@ -183,7 +198,7 @@ impl Worker {
                     will_reconnect: retry && self.want_connected,
                 }))
                 .await;
-            } else if retry && attempt == 0 {
+            } else if retry && attempt == 0 && !refused {
                 // Reported once per outage, not once per attempt.
                 self.error("connect", None, ChatErrorCode::Connection, reason)
                     .await;
@@ -199,6 +214,7 @@ impl Worker {
     /// Marks that a session was established (for `Connected::reconnect`). Returns whether it
     /// is a reconnect.
     pub(super) fn mark_connected(&mut self) -> bool {
+        self.last_refusal = None;
         std::mem::replace(&mut self.ever_connected, true)
     }
 

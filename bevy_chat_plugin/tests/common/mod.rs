@@ -160,6 +160,17 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// `POST /admin/{action}` for `user_id` (mute, unmute, kick, ban, unban).
+    pub fn moderate(&self, action: &str, user_id: &str, reason: &str) {
+        let response = ureq::post(format!("{}/admin/{action}", self.url()))
+            .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .send_json(serde_json::json!({ "user_id": user_id, "reason": reason }))
+            .expect("POST /admin/...");
+        assert_eq!(response.status().as_u16(), 200);
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(running) = self.running.take() {
