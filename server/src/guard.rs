@@ -15,6 +15,35 @@ use crate::config::{Access, Limits};
 
 /// Distinct addresses remembered by the login limiter before idle ones are dropped.
 const LOGIN_KEYS_KEPT: usize = 10_000;
+/// Least time between two clean-ups of the login limiter.
+const LOGIN_CLEANUP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The address limits count: IPv4 as is (also when written as IPv4-mapped IPv6), IPv6 by its
+/// /64 network (one host usually holds a whole /64 and could rotate through it).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+    }
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`
+/// or `[2001:db8::1]:443`.
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
 
 /// Counts open connections per key and refuses past a maximum.
 #[derive(Debug)]
@@ -78,6 +107,7 @@ pub struct Guard {
     /// WebSocket connections per user (on this node).
     pub per_user: Arc<ConnectionCounter<String>>,
     logins: DefaultKeyedRateLimiter<IpAddr>,
+    last_cleanup: Mutex<std::time::Instant>,
     access: Access,
 }
 
@@ -90,6 +120,7 @@ impl Guard {
             per_ip: ConnectionCounter::new(limits.max_connections_per_ip),
             per_user: ConnectionCounter::new(limits.max_connections_per_user),
             logins: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            last_cleanup: Mutex::new(std::time::Instant::now()),
             access: access.clone(),
         }
     }
@@ -97,9 +128,14 @@ impl Guard {
     /// Takes one login (or refresh) from `ip`'s bucket; `Err(seconds)` to wait when it is empty.
     pub fn check_login(&self, ip: IpAddr) -> Result<(), u64> {
         if self.logins.len() > LOGIN_KEYS_KEPT {
-            self.logins.retain_recent();
+            let mut last = self.last_cleanup.lock();
+            if last.elapsed() >= LOGIN_CLEANUP_EVERY {
+                *last = std::time::Instant::now();
+                self.logins.retain_recent();
+                self.logins.shrink_to_fit();
+            }
         }
-        self.logins.check_key(&ip).map_err(|not_until| {
+        self.logins.check_key(&limit_key(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
@@ -111,8 +147,13 @@ impl Guard {
     /// put there (the last entry of `X-Forwarded-For`, which the nearest proxy appends).
     pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
         let from_header = self.access.real_ip_header.as_deref().and_then(|name| {
-            let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
-            value.rsplit(',').next()?.trim().parse().ok()
+            let value = headers.get_all(name).iter().next_back()?;
+            let last = value.to_str().ok().and_then(|v| v.rsplit(',').next());
+            let ip = last.and_then(parse_forwarded);
+            if ip.is_none() {
+                tracing::debug!(header = name, ?value, "unreadable client address header");
+            }
+            ip
         });
         from_header.or(peer.map(|p| p.ip()))
     }
@@ -128,9 +169,10 @@ impl Guard {
             return true;
         };
         let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
-        allowed
-            .iter()
-            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        allowed.iter().any(|a| {
+            let a = a.trim();
+            a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin)
+        })
     }
 }
 
@@ -204,13 +246,40 @@ mod tests {
     }
 
     #[test]
+    fn addresses_are_read_as_proxies_write_them_and_keyed_per_network() {
+        for (text, ip) in [
+            ("198.51.100.7", "198.51.100.7"),
+            ("198.51.100.7:5678", "198.51.100.7"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+        ] {
+            assert_eq!(parse_forwarded(text), Some(ip.parse().unwrap()), "{text}");
+        }
+        assert_eq!(parse_forwarded("unknown"), None);
+        let key = |s: &str| limit_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::9"), key("2001:db8:1:2:ffff::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(key("192.0.2.1"), "192.0.2.1");
+    }
+
+    #[test]
     fn origins_are_checked_against_the_allow_list() {
         let mut headers = HeaderMap::new();
         assert!(guard(|_| {}).origin_allowed(&headers));
-        let g = guard(|c| c.access.allowed_origins = vec!["https://game.example".into()]);
+        let g = guard(|c| {
+            c.access.allowed_origins =
+                vec!["https://game.example".into(), " https://b.example".into()]
+        });
         assert!(g.origin_allowed(&headers), "no Origin: not a browser");
         headers.insert("origin", "https://GAME.example".parse().unwrap());
         assert!(g.origin_allowed(&headers));
+        headers.insert("origin", "https://b.example".parse().unwrap());
+        assert!(
+            g.origin_allowed(&headers),
+            "spaces around list entries do not matter"
+        );
         headers.insert("origin", "https://evil.example".parse().unwrap());
         assert!(!g.origin_allowed(&headers));
         headers.insert("origin", "null".parse().unwrap());

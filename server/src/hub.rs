@@ -202,6 +202,9 @@ pub struct Hub {
     conns: RwLock<HashMap<ConnId, ConnHandle>>,
     /// Muted users with connections here: until (Unix ms, `u64::MAX`: until lifted) and why.
     muted: RwLock<HashMap<Arc<str>, (u64, String)>>,
+    /// Counts mute and unmute deliveries, so that a mute read from the engine before one of
+    /// them arrived is not applied over it.
+    mute_epoch: AtomicU64,
     next_id: AtomicU64,
     queue_size: usize,
     metrics: Arc<Metrics>,
@@ -215,6 +218,7 @@ impl Hub {
             users: RwLock::default(),
             conns: RwLock::default(),
             muted: RwLock::default(),
+            mute_epoch: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             queue_size: queue_size.max(1),
             metrics,
@@ -263,11 +267,24 @@ impl Hub {
         left
     }
 
-    /// Applies a user's recorded mute (read from the engine when a connection opens).
-    pub fn load_mute(&self, user_id: &Arc<str>, muted: Option<(u64, String)>) {
-        if let Some(mute) = muted {
-            self.muted.write().insert(user_id.clone(), mute);
+    /// The current mute epoch: read it before asking the engine for a user's mute, and hand it
+    /// to [`load_mute`](Self::load_mute).
+    pub fn mute_epoch(&self) -> u64 {
+        self.mute_epoch.load(Ordering::Acquire)
+    }
+
+    /// Applies a user's recorded mute (read from the engine when a connection opens), unless a
+    /// mute or unmute arrived since `epoch` (then it is stale: read again). Returns whether it
+    /// was current.
+    pub fn load_mute(&self, user_id: &Arc<str>, muted: Option<(u64, String)>, epoch: u64) -> bool {
+        let mut map = self.muted.write();
+        if self.mute_epoch.load(Ordering::Acquire) != epoch {
+            return false;
         }
+        if let Some(mute) = muted {
+            map.insert(user_id.clone(), mute);
+        }
+        true
     }
 
     /// Why `user_id` may not send now, if muted (an ended mute is forgotten).
@@ -276,7 +293,11 @@ impl Hub {
         if until > now_ms {
             return Some(muted_text(&reason, until, now_ms));
         }
-        self.muted.write().remove(user_id);
+        let mut map = self.muted.write();
+        // Only the ended mute: a new one may have replaced it meanwhile.
+        if map.get(user_id).is_some_and(|(u, _)| *u == until) {
+            map.remove(user_id);
+        }
         None
     }
 
@@ -284,15 +305,17 @@ impl Hub {
     fn sanction(&self, user: &Arc<str>, sanction: &Sanction) {
         let (close, text, reason) = match sanction {
             Sanction::Mute { until_ms, reason } => {
+                let mut map = self.muted.write();
+                self.mute_epoch.fetch_add(1, Ordering::AcqRel);
                 if self.users.read().contains_key(user) {
-                    self.muted
-                        .write()
-                        .insert(user.clone(), (*until_ms, reason.clone()));
+                    map.insert(user.clone(), (*until_ms, reason.clone()));
                 }
                 return;
             }
             Sanction::Unmute => {
-                self.muted.write().remove(user);
+                let mut map = self.muted.write();
+                self.mute_epoch.fetch_add(1, Ordering::AcqRel);
+                map.remove(user);
                 return;
             }
             Sanction::Unban => return,
@@ -313,9 +336,10 @@ impl Hub {
             .to_json(),
         );
         for handle in self.users.read().get(user).into_iter().flatten() {
-            // The session writes what is queued (this frame) before the close frame.
-            handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+            // Close first, so that a full queue cannot turn this into a slow-consumer close;
+            // the session writes what is queued (this frame) before the close frame.
             handle.close(close);
+            handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
         }
     }
 

@@ -188,6 +188,7 @@ impl Server {
             state.config.limits.header_read_timeout,
             state.node.metrics.clone(),
             token.clone(),
+            state.tasks.clone(),
         );
         tokio::select! {
             () = serving => {}

@@ -46,12 +46,20 @@ pub struct Standing {
 }
 
 impl Standing {
-    /// The ban in force at `now_ms`, if any.
+    /// The reason of the ban in force at `now_ms`, if any.
     pub fn ban_at(&self, now_ms: u64) -> Option<&str> {
         self.banned
             .as_ref()
             .filter(|(until, _)| *until > now_ms)
             .map(|(_, reason)| reason.as_str())
+    }
+
+    /// What a banned user is told at `now_ms`, if banned then.
+    pub fn ban_text(&self, now_ms: u64) -> Option<String> {
+        self.ban_at(now_ms).map(|reason| match reason {
+            "" => "You are banned".to_owned(),
+            reason => format!("You are banned: {reason}"),
+        })
     }
 }
 

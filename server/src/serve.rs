@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::add_extension::AddExtension;
 
 use crate::metrics::{Limit, Metrics};
@@ -22,13 +23,15 @@ use crate::metrics::{Limit, Metrics};
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts and serves connections until `stop` is cancelled; then asks every HTTP connection
-/// still open to finish (upgraded WebSockets are no longer HTTP: their sessions close them).
+/// still open to finish its request (upgraded WebSockets are no longer HTTP: their sessions
+/// close them). Connection tasks run on `tasks`, which shutdown waits for.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
     metrics: std::sync::Arc<Metrics>,
     stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -57,7 +60,7 @@ pub(crate) async fn serve(
             .with_upgrades();
         let stop = stop.clone();
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -67,6 +70,8 @@ pub(crate) async fn serve(
                 }
             };
             if let Err(error) = result {
+                // Also counts keep-alive connections that stayed idle that long: hyper times
+                // out the wait for the next request head the same way.
                 if error.is_timeout() {
                     metrics.limit(Limit::HeaderTimeout);
                 }

@@ -84,10 +84,12 @@ pub(super) async fn run(worker: &mut Worker) -> SessionEnd {
             Ok(ServerFrame::Reply { .. }) => {}
             Ok(ServerFrame::Error { error, code, .. }) => {
                 return match code {
-                    ErrorCode::AuthRequired | ErrorCode::InvalidToken => {
-                        SessionEnd::AuthRefused(error)
+                    // The token is fine: the user or address may not connect right now.
+                    ErrorCode::TooManyConnections | ErrorCode::Forbidden => {
+                        SessionEnd::Refused(code, error)
                     }
-                    code => SessionEnd::Refused(code, error),
+                    // Auth errors, and servers that send no code (the seed's): log in again.
+                    _ => SessionEnd::AuthRefused(error),
                 };
             }
             _ => return SessionEnd::Failed(format!("unexpected welcome: {text}")),

@@ -109,12 +109,7 @@ enum Refusal {
 /// engine cannot be asked: chat is then down anyway, and a ban is checked again on reconnect.
 async fn ban_of(app: &AppState, user: &str) -> Option<String> {
     match app.node.engine.standing(user).await {
-        Ok(standing) => standing
-            .ban_at(crate::engine::now_ms())
-            .map(|reason| match reason {
-                "" => "You are banned".to_owned(),
-                reason => format!("You are banned: {reason}"),
-            }),
+        Ok(standing) => standing.ban_text(crate::engine::now_ms()),
         Err(error) => {
             tracing::warn!(%error, user, "could not check for a ban");
             None
@@ -133,7 +128,7 @@ fn take_slots(app: &AppState, ip: Option<std::net::IpAddr>, user: &str) -> Resul
     let guard = &app.guard;
     let ip_slot = match ip {
         None => None,
-        Some(ip) => match guard.per_ip.try_acquire(ip) {
+        Some(ip) => match guard.per_ip.try_acquire(crate::guard::limit_key(ip)) {
             Some(slot) => Some(slot),
             None => {
                 app.node.metrics.limit(Limit::ConnectionsPerIp);

@@ -15,8 +15,9 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use crate::app::AppState;
 use crate::commands::{self, Session};
 use crate::error::ChatError;
-use crate::hub::{CloseReason, KillSignal, Outgoing, SLOW_CONSUMER};
+use crate::hub::{BANNED, CloseReason, KillSignal, Outgoing, SLOW_CONSUMER};
 use crate::identity::Principal;
+use crate::node::Node;
 
 /// Queued frames written per flush, so one busy channel cannot starve reading.
 const WRITE_BATCH: usize = 64;
@@ -49,11 +50,9 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
     let node = &app.node;
     let metrics = &node.metrics;
     let (handle, inbox) = node.hub.connect(principal.user_id.clone());
-    // Read after connecting: a mute given from now on reaches the hub directly.
-    match node.engine.standing(&principal.user_id).await {
-        Ok(standing) => node.hub.load_mute(&principal.user_id, standing.muted),
-        Err(error) => tracing::warn!(%error, "could not read the user's standing"),
-    }
+    // Read after connecting: a mute or ban given from now on reaches the hub directly, and one
+    // given before is in the engine.
+    let banned = load_standing(node, &principal.user_id).await;
     metrics.connections.inc();
     metrics.connections_total.inc();
     tracing::debug!(conn = handle.id, "connected");
@@ -81,6 +80,12 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
         Ok(()) => None,
         Err(()) => Some(None),
     };
+    if let Some(text) = banned {
+        // Banned while this connection was opening (after the check on upgrade).
+        let error = ChatError::new(ErrorCode::Forbidden, text).to_json(None);
+        let _ = send_text(&mut sink, error, &app).await;
+        close = Some(Some(BANNED));
+    }
 
     while close.is_none() {
         tokio::select! {
@@ -141,14 +146,13 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
             code: reason.code,
             reason: reason.text.into(),
         }));
-        let _ = timeout(Duration::from_secs(1), async {
-            // Say why first (e.g. a kick's reason), unless the client is too slow to read.
-            if reason != SLOW_CONSUMER {
-                let _ = write_queued(&mut sink, &mut rx, None, usize::MAX, &session, &app).await;
-            }
-            sink.send(frame).await
-        })
-        .await;
+        // Say why first (e.g. a kick's reason), unless the client is too slow to read; the close
+        // frame gets its own time.
+        if reason != SLOW_CONSUMER {
+            let drain = write_queued(&mut sink, &mut rx, None, usize::MAX, &session, &app);
+            let _ = timeout(Duration::from_millis(500), drain).await;
+        }
+        let _ = timeout(Duration::from_secs(1), sink.send(frame)).await;
     }
     tracing::debug!(conn = handle.id, "disconnected");
 }
@@ -255,4 +259,24 @@ fn deliverable(item: Outgoing, session: &Session) -> Option<Utf8Bytes> {
             }
         }
     }
+}
+
+/// Loads the user's mute into the hub and returns the ban text, if banned now. Reads again when
+/// a mute or unmute arrived meanwhile (the read could be stale).
+async fn load_standing(node: &Node, user_id: &std::sync::Arc<str>) -> Option<String> {
+    for _ in 0..3 {
+        let epoch = node.hub.mute_epoch();
+        match node.engine.standing(user_id).await {
+            Ok(standing) => {
+                if node.hub.load_mute(user_id, standing.muted.clone(), epoch) {
+                    return standing.ban_text(crate::engine::now_ms());
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not read the user's standing");
+                return None;
+            }
+        }
+    }
+    None
 }
