@@ -1,6 +1,7 @@
 //! The admin HTTP API, guarded by a bearer token (`--admin-token`); off when no token is set.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,7 +9,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
-use crate::engine::now_ms;
+use crate::engine::{EngineError, now_ms};
 use crate::limits::check_message;
 use crate::moderation::Sanction;
 
@@ -68,21 +69,34 @@ pub async fn moderate(
     State(app): State<AppState>,
     Path(action): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<ModerationRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<ModerationRequest>, JsonRejection>,
 ) -> Response {
-    if let Err((status, text)) = authorize(&app, &headers) {
-        return error(status, text);
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let request = match admitted(&app, &headers, body) {
+        Ok(request) => request,
+        Err((status, text)) => return error(status, text),
     };
     let sanction = match sanction_of(&action, &request) {
         Ok(sanction) => sanction,
         Err((status, text)) => return error(status, text),
     };
     tracing::info!(action, user = request.user_id, "moderation");
-    match app.node.engine.moderate(&request.user_id, sanction).await {
+    done(app.node.engine.moderate(&request.user_id, sanction).await)
+}
+
+/// The request body, once the bearer token is right; else the status and text to answer.
+fn admitted<T>(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Result<Json<T>, JsonRejection>,
+) -> Result<T, (StatusCode, String)> {
+    authorize(app, headers).map_err(|(status, text)| (status, text.to_owned()))?;
+    body.map(|Json(request)| request)
+        .map_err(|rejection| (StatusCode::BAD_REQUEST, rejection.body_text()))
+}
+
+/// `{"ok": true}`, or 503 when the engine could not carry the action out.
+fn done(result: Result<(), EngineError>) -> Response {
+    match result {
         Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -132,14 +146,11 @@ fn sanction_of(
 pub async fn broadcast(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<BroadcastRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<BroadcastRequest>, JsonRejection>,
 ) -> Response {
-    if let Err((status, text)) = authorize(&app, &headers) {
-        return error(status, text);
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let request = match admitted(&app, &headers, body) {
+        Ok(request) => request,
+        Err((status, text)) => return error(status, text),
     };
     if let Err(problem) = check_message(&request.message, &app.node.limits) {
         return error(StatusCode::BAD_REQUEST, problem.message);
@@ -148,8 +159,5 @@ pub async fn broadcast(
         message: request.message,
         ts: now_ms(),
     };
-    match app.node.engine.broadcast(message).await {
-        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
+    done(app.node.engine.broadcast(message).await)
 }
