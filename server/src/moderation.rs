@@ -158,6 +158,10 @@ impl WordFilter {
 
     /// `text` with every listed entry masked, or `None` when nothing matched.
     pub fn mask(&self, text: &str) -> Option<String> {
+        if self.entries.is_empty() {
+            // The default (no --word-filter): nothing to allocate on every message.
+            return None;
+        }
         let original: Vec<char> = text.chars().collect();
         let folded: Vec<char> = original.iter().copied().map(fold).collect();
         let mut masked = vec![false; original.len()];
