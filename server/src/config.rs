@@ -124,6 +124,11 @@ pub struct EngineConfig {
     #[arg(long, env = "CHAT_HISTORY_SIZE", default_value_t = 1000)]
     pub history_size: usize,
 
+    /// Channels whose history the memory engine keeps; past it, the channel without members
+    /// that was quiet the longest is forgotten (so made-up channel names cannot grow memory).
+    #[arg(long, env = "CHAT_MEMORY_MAX_CHANNELS", default_value_t = 10_000)]
+    pub memory_max_channels: usize,
+
     /// Names are unique across users (claimed atomically); a taken name is refused with `name_taken`.
     #[arg(long, env = "CHAT_UNIQUE_NAMES")]
     pub unique_names: bool,

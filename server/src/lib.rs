@@ -121,9 +121,10 @@ impl Server {
         let hub = Arc::new(Hub::new(config.limits.outgoing_queue, metrics.clone()));
         let mut shared_guests: Option<Arc<dyn GuestStore>> = None;
         let engine: Arc<dyn Engine> = match config.engine.selected() {
-            EngineKind::Memory => {
-                Arc::new(MemoryEngine::new(hub.clone(), config.engine.history_size))
-            }
+            EngineKind::Memory => Arc::new(
+                MemoryEngine::new(hub.clone(), config.engine.history_size)
+                    .with_max_channels(config.engine.memory_max_channels),
+            ),
             EngineKind::Redis => {
                 let url = config.engine.redis_url.clone().ok_or(ServerError::Engine(
                     "the Redis engine needs --redis-url (or REDIS_URL)".into(),

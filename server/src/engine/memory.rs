@@ -21,6 +21,7 @@ pub struct MemoryEngine {
     names: Mutex<Names>,
     online: Mutex<HashMap<String, usize>>,
     standings: Mutex<HashMap<String, Standing>>,
+    max_channels: usize,
 }
 
 #[derive(Default)]
@@ -33,6 +34,8 @@ struct ChannelState {
     trimmed_through: Option<MessageId>,
     /// Present users and how many `presence_add` calls hold them.
     present: HashMap<String, usize>,
+    /// When the channel was last created or published to (Unix ms), for eviction.
+    last_active_ms: u64,
 }
 
 #[derive(Default)]
@@ -52,7 +55,14 @@ impl MemoryEngine {
             names: Mutex::default(),
             online: Mutex::default(),
             standings: Mutex::default(),
+            max_channels: usize::MAX,
         }
+    }
+
+    /// Keeps the history of at most `max` channels (at least 1).
+    pub fn with_max_channels(mut self, max: usize) -> Self {
+        self.max_channels = max.max(1);
+        self
     }
 
     /// Runs `f` on the channel's live state, creating it when missing.
@@ -61,12 +71,7 @@ impl MemoryEngine {
             let existing = self.channels.read().get(channel).cloned();
             let state = match existing {
                 Some(state) => state,
-                None => self
-                    .channels
-                    .write()
-                    .entry(channel.to_owned())
-                    .or_default()
-                    .clone(),
+                None => self.create(channel),
             };
             let mut state = state.lock();
             if !state.retired {
@@ -74,6 +79,44 @@ impl MemoryEngine {
             }
             // Forgotten while we waited for the lock: use the fresh entry.
         }
+    }
+
+    /// The channel's entry, created when missing; creating one past the cap forgets the
+    /// channel without members that was quiet the longest.
+    fn create(&self, channel: &str) -> Arc<Mutex<ChannelState>> {
+        let mut channels = self.channels.write();
+        if let Some(state) = channels.get(channel) {
+            return state.clone();
+        }
+        if channels.len() >= self.max_channels {
+            // Channels busy right now (locked) or with members are never candidates.
+            let oldest = channels
+                .iter()
+                .filter_map(|(name, state)| {
+                    let state = state.try_lock()?;
+                    state
+                        .present
+                        .is_empty()
+                        .then_some((state.last_active_ms, name))
+                })
+                .min()
+                .map(|(_, name)| name.clone());
+            if let Some(name) = oldest
+                && let Some(state) = channels.remove(&name)
+            {
+                state.lock().retired = true;
+                tracing::debug!(
+                    channel = name,
+                    "forgot a quiet channel's history (cap reached)"
+                );
+            }
+        }
+        let state = Arc::new(Mutex::new(ChannelState {
+            last_active_ms: now_ms(),
+            ..Default::default()
+        }));
+        channels.insert(channel.to_owned(), state.clone());
+        state
     }
 
     fn existing(&self, channel: &str) -> Option<Arc<Mutex<ChannelState>>> {
@@ -127,8 +170,10 @@ impl Engine for MemoryEngine {
 
     async fn publish(&self, new: NewMessage) -> Result<Arc<ChatMessage>, EngineError> {
         self.with_channel(&new.channel.clone(), |state| {
-            let id = Self::next_id(state.last_id, now_ms());
+            let now = now_ms();
+            let id = Self::next_id(state.last_id, now);
             state.last_id = id;
+            state.last_active_ms = now;
             let message = Arc::new(new.stored(id));
             if self.history_size > 0 {
                 if state.history.len() == self.history_size {
@@ -323,6 +368,46 @@ mod tests {
             username: "U".into(),
             message: text.into(),
         }
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_the_quietest_channel_without_members_is_forgotten() {
+        let engine = MemoryEngine::new(Arc::new(Collect::default()), 10).with_max_channels(3);
+        engine.presence_add("busy", "u").await.unwrap();
+        engine
+            .publish(message("busy", "old but occupied"))
+            .await
+            .unwrap();
+        // Within one millisecond the name breaks the tie: c0 and c1 go either way.
+        for n in 0..5 {
+            engine
+                .publish(message(&format!("c{n}"), "hi"))
+                .await
+                .unwrap();
+        }
+        let mut kept: Vec<_> = engine.channels.read().keys().cloned().collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            ["busy", "c3", "c4"],
+            "members' channels stay, quiet ones go"
+        );
+        let last = HistoryQuery::Last { limit: 10 };
+        assert!(
+            engine
+                .history("c0", last)
+                .await
+                .unwrap()
+                .messages
+                .is_empty()
+        );
+        assert_eq!(
+            engine.history("busy", last).await.unwrap().messages.len(),
+            1
+        );
+        // Publishing to a forgotten channel starts it again (ids keep rising with time).
+        engine.publish(message("c0", "again")).await.unwrap();
+        assert_eq!(engine.history("c0", last).await.unwrap().messages.len(), 1);
     }
 
     #[tokio::test]
