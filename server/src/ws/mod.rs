@@ -65,13 +65,9 @@ pub async fn upgrade(
         None => Err(Refusal::Auth(AuthError::Missing)),
         Some(token) => match app.identity.verify(&token).await {
             Err(error) => Err(Refusal::Auth(error)),
-            Ok(principal) => match take_slots(&app, ip, &principal.user_id) {
-                Err(refusal) => Err(refusal),
-                Ok(slots) => match ban_of(&app, &principal.user_id).await {
-                    Some(text) => Err(Refusal::Banned(text)),
-                    None => Ok((principal, slots)),
-                },
-            },
+            Ok(principal) => {
+                take_slots(&app, ip, &principal.user_id).map(|slots| (principal, slots))
+            }
         },
     };
     let limits = &app.node.limits;
@@ -101,20 +97,6 @@ enum Refusal {
     Auth(AuthError),
     /// The address or the user has too many connections open.
     TooMany(&'static str),
-    /// The user is banned.
-    Banned(String),
-}
-
-/// The text for a banned user, if `user` is banned now. Fails open (with a warning) when the
-/// engine cannot be asked: chat is then down anyway, and a ban is checked again on reconnect.
-async fn ban_of(app: &AppState, user: &str) -> Option<String> {
-    match app.node.engine.standing(user).await {
-        Ok(standing) => standing.ban_text(crate::engine::now_ms()),
-        Err(error) => {
-            tracing::warn!(%error, user, "could not check for a ban");
-            None
-        }
-    }
 }
 
 /// The connection slots a session holds while it runs (per address, per user).
@@ -165,16 +147,6 @@ async fn refuse(mut socket: WebSocket, app: &AppState, refusal: Refusal) {
             app.node.metrics.close("too_many_connections");
             (ErrorCode::TooManyConnections, text.to_owned())
         }
-        Refusal::Banned(text) => {
-            app.node.metrics.close("banned");
-            (ErrorCode::Forbidden, text)
-        }
-    };
-    // A close reason must fit in 123 bytes: the (operator-written) ban reason goes in the error.
-    let close_text = if code == ErrorCode::Forbidden {
-        crate::hub::BANNED.text.to_owned()
-    } else {
-        text.clone()
     };
     app.node.metrics.error(code);
     let reply = ErrorReply {
@@ -186,7 +158,7 @@ async fn refuse(mut socket: WebSocket, app: &AppState, refusal: Refusal) {
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
             code: 1008,
-            reason: close_text.into(),
+            reason: text.into(),
         })))
         .await;
 }

@@ -50,8 +50,8 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
     let node = &app.node;
     let metrics = &node.metrics;
     let (handle, inbox) = node.hub.connect(principal.user_id.clone());
-    // Read after connecting: a mute or ban given from now on reaches the hub directly, and one
-    // given before is in the engine.
+    // Read after joining the hub: a mute or ban given from now on reaches the hub directly, and
+    // one given before is in the engine. (The only ban check of a new connection.)
     let banned = load_standing(node, &principal.user_id).await;
     metrics.connections.inc();
     metrics.connections_total.inc();
@@ -76,16 +76,19 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
         message: "Successfully connected!".into(),
         reference: None,
     };
-    let mut close = match send_text(&mut sink, welcome.to_json(), &app).await {
-        Ok(()) => None,
-        Err(()) => Some(None),
+    let mut close = match banned {
+        // Refused in place of the welcome, as other connect refusals are.
+        Some(text) => {
+            let error = ChatError::new(ErrorCode::Forbidden, text);
+            metrics.error(error.code);
+            let _ = send_text(&mut sink, error.to_json(None), &app).await;
+            Some(Some(BANNED))
+        }
+        None => match send_text(&mut sink, welcome.to_json(), &app).await {
+            Ok(()) => None,
+            Err(()) => Some(None),
+        },
     };
-    if let Some(text) = banned {
-        // Banned while this connection was opening (after the check on upgrade).
-        let error = ChatError::new(ErrorCode::Forbidden, text).to_json(None);
-        let _ = send_text(&mut sink, error, &app).await;
-        close = Some(Some(BANNED));
-    }
 
     while close.is_none() {
         tokio::select! {
