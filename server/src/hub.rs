@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Delivery, DeliverySink};
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics};
 use crate::moderation::{Sanction, muted_text};
 
 /// Identifies one WebSocket connection on this node.
@@ -48,6 +48,8 @@ pub struct CloseReason {
     pub text: &'static str,
     /// Metrics label.
     pub label: &'static str,
+    /// The limit this close enforces, if any (counted in `chat_limit_hits_total`).
+    pub limit: Option<Limit>,
 }
 
 /// The outgoing queue was full: the client reads too slowly.
@@ -55,6 +57,7 @@ pub const SLOW_CONSUMER: CloseReason = CloseReason {
     code: 1008,
     text: "outgoing queue full: client too slow",
     label: "slow_consumer",
+    limit: Some(Limit::OutgoingQueue),
 };
 
 /// Closed by a moderator's kick.
@@ -62,6 +65,7 @@ pub const KICKED: CloseReason = CloseReason {
     code: 1008,
     text: "kicked by a moderator",
     label: "kicked",
+    limit: None,
 };
 
 /// Closed by a moderator's ban.
@@ -69,6 +73,7 @@ pub const BANNED: CloseReason = CloseReason {
     code: 1008,
     text: "banned by a moderator",
     label: "banned",
+    limit: None,
 };
 
 /// A cheap handle other tasks use to queue frames for a connection or to close it.

@@ -176,17 +176,10 @@ impl Metrics {
         self.limit(limit);
     }
 
-    /// Counts one server-side close (and the limit behind it, if any).
+    /// Counts one server-side close (the limit behind it, if any, is counted by the caller
+    /// with [`limit`](Self::limit): see `CloseReason::limit`).
     pub fn close(&self, reason: &'static str) {
         self.closes.get_or_create(&ReasonLabel { reason }).inc();
-        let limit = match reason {
-            "flooding" => Limit::FrameRate,
-            "too_large" => Limit::FrameSize,
-            "slow_consumer" => Limit::OutgoingQueue,
-            "idle" => Limit::IdleTimeout,
-            _ => return,
-        };
-        self.limit(limit);
     }
 
     /// Counts one hit of `limit`.

@@ -185,6 +185,11 @@ async fn oversized_frames_close_with_1009_and_others_keep_chatting() {
     let close = eve.expect_close().await;
     assert_eq!(close.map(|(code, _)| code), Some(1009));
     still_serving(&mut ann, &mut bob).await;
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"chat_limit_hits_total{limit="frame_size"} 1"#),
+        "{metrics}"
+    );
 }
 
 async fn sustained_flooding_closes_with_1008() {
@@ -212,4 +217,9 @@ async fn sustained_flooding_closes_with_1008() {
     }
     assert_eq!(close.map(|(code, _)| code), Some(1008));
     still_serving(&mut ann, &mut bob).await;
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"chat_limit_hits_total{limit="frame_rate"} 1"#),
+        "{metrics}"
+    );
 }

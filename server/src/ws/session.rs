@@ -17,6 +17,7 @@ use crate::commands::{self, Session};
 use crate::error::ChatError;
 use crate::hub::{BANNED, CloseReason, KillSignal, Outgoing, SLOW_CONSUMER};
 use crate::identity::Principal;
+use crate::metrics::Limit;
 use crate::node::Node;
 
 /// Queued frames written per flush, so one busy channel cannot starve reading.
@@ -26,21 +27,25 @@ const SHUTDOWN: CloseReason = CloseReason {
     code: 1001,
     text: "server shutting down",
     label: "shutdown",
+    limit: None,
 };
 const FLOODING: CloseReason = CloseReason {
     code: 1008,
     text: "too many frames: flooding",
     label: "flooding",
+    limit: Some(Limit::FrameRate),
 };
 const TOO_LARGE: CloseReason = CloseReason {
     code: 1009,
     text: "frame too large",
     label: "too_large",
+    limit: Some(Limit::FrameSize),
 };
 const IDLE: CloseReason = CloseReason {
     code: 1008,
     text: "no pong or frame received in time",
     label: "idle",
+    limit: Some(Limit::IdleTimeout),
 };
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -144,6 +149,9 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
     metrics.connections.dec();
     if let Some(Some(reason)) = close {
         metrics.close(reason.label);
+        if let Some(limit) = reason.limit {
+            metrics.limit(limit);
+        }
         tracing::info!(reason = reason.label, "closing connection");
         let frame = Message::Close(Some(CloseFrame {
             code: reason.code,
