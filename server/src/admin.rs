@@ -32,12 +32,18 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &'s
             "the admin API is off: start the server with --admin-token",
         ));
     };
+    // A missing or empty header is refused before any compare: "" must never match.
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or((
+            StatusCode::UNAUTHORIZED,
+            "missing admin token: send Authorization: Bearer <token>",
+        ))?;
+    if !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
         Err((StatusCode::UNAUTHORIZED, "invalid admin token"))

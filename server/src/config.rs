@@ -45,6 +45,7 @@ pub struct Config {
     pub word_filter: Option<std::path::PathBuf>,
 
     /// Bearer token that guards the admin HTTP API (`/admin/...`); the API is off when unset.
+    /// At least 16 bytes: an empty or short token is refused at start.
     #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -277,7 +278,33 @@ impl Limits {
     }
 }
 
+/// Shortest admin token accepted: an empty or guessable token would open ban, kick and
+/// broadcast to anyone.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+
 impl Config {
+    /// Checks every setting that would make no sense, or open a hole, at run time.
+    pub fn validate(&self) -> Result<(), String> {
+        self.limits.validate()?;
+        if let Some(token) = &self.admin_token {
+            if token.trim().is_empty() {
+                return Err(
+                    "--admin-token (CHAT_ADMIN_TOKEN) is set but empty: give a secret of \
+                     at least 16 bytes, or leave it unset to turn the admin API off"
+                        .into(),
+                );
+            }
+            if token.len() < MIN_ADMIN_TOKEN_BYTES {
+                return Err(format!(
+                    "--admin-token (CHAT_ADMIN_TOKEN) is {} bytes long: use a secret of at least \
+                     {MIN_ADMIN_TOKEN_BYTES} bytes (e.g. `openssl rand -hex 32`)",
+                    token.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The defaults with no flags and no environment: for tests and embedding.
     pub fn defaults() -> Self {
         // Parse from an empty command line, ignoring the environment so that an operator's
@@ -302,6 +329,19 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.limits.ping_interval, Duration::from_secs(20));
         assert!(c.admin_token.is_none());
+        assert!(c.validate().is_ok());
         <Config as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn an_empty_or_short_admin_token_is_refused() {
+        let mut c = Config::defaults();
+        for (token, says) in [("", "empty"), ("   ", "empty"), ("s3cret", "6 bytes")] {
+            c.admin_token = Some(token.into());
+            let error = c.validate().unwrap_err();
+            assert!(error.contains(says), "{token:?}: {error}");
+        }
+        c.admin_token = Some("0123456789abcdef".into());
+        assert!(c.validate().is_ok());
     }
 }

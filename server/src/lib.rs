@@ -109,7 +109,7 @@ impl Server {
             (None, Some(path)) => Arc::new(WordFilter::load(path).map_err(ServerError::Config)?),
             (None, None) => Arc::new(WordFilter::default()),
         };
-        config.limits.validate().map_err(ServerError::Config)?;
+        config.validate().map_err(ServerError::Config)?;
         let listen = config.listen;
         let listen_error = |source| ServerError::Listen {
             addr: listen,

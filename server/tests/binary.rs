@@ -95,6 +95,48 @@ async fn sigterm_closes_connections_with_1001_and_exits_cleanly() {
     assert!(exit.success(), "exit status {exit:?}");
 }
 
+/// The binary run with `args` and `envs` must refuse to start: its exit status and stderr.
+fn refused_start(args: &[&str], envs: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", "127.0.0.1:0", "--key-file"])
+        .arg(fixture_key())
+        .arg("--guest-file")
+        .arg(dir.path().join("guests.jsonl"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started with {args:?} {envs:?} instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status, logs)
+}
+
+#[test]
+fn an_empty_or_short_admin_token_refuses_to_start() {
+    let (status, logs) = refused_start(&[], &[("CHAT_ADMIN_TOKEN", "")]);
+    assert!(!status.success());
+    assert!(logs.contains("set but empty"), "{logs}");
+    let (status, logs) = refused_start(&["--admin-token", ""], &[]);
+    assert!(!status.success());
+    assert!(logs.contains("set but empty"), "{logs}");
+    let (status, logs) = refused_start(&["--admin-token", "change-me"], &[]);
+    assert!(!status.success());
+    assert!(logs.contains("at least 16 bytes"), "{logs}");
+}
+
 #[test]
 fn help_lists_every_flag_with_its_environment_variable() {
     let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))

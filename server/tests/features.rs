@@ -140,7 +140,7 @@ async fn direct_messages_reach_every_connection_of_the_user() {
 }
 
 async fn operators_broadcast_to_everyone_through_the_admin_api() {
-    let server = TestServer::start_with(|c| c.admin_token = Some("s3cret".into())).await;
+    let server = TestServer::start_with(|c| c.admin_token = Some(ADMIN_TOKEN.into())).await;
     let mut ann = server.guest().await;
     let mut bob = server.named("Bob").await;
     bob.join("somewhere").await;
@@ -149,18 +149,27 @@ async fn operators_broadcast_to_everyone_through_the_admin_api() {
         .post("/admin/broadcast", Some("wrong"), json!({"message": "hi"}))
         .await;
     assert_eq!(status, 401, "{body}");
-    let (status, _) = server
+    let (status, body) = server
         .post("/admin/broadcast", None, json!({"message": "hi"}))
         .await;
     assert_eq!(status, 401);
+    assert!(body.contains("missing admin token"), "{body}");
+    let (status, body) = server
+        .post("/admin/broadcast", Some(""), json!({"message": "hi"}))
+        .await;
+    assert_eq!(status, 401, "an empty bearer token is refused: {body}");
     let (status, _) = server
-        .post("/admin/broadcast", Some("s3cret"), json!({"message": ""}))
+        .post(
+            "/admin/broadcast",
+            Some(ADMIN_TOKEN),
+            json!({"message": ""}),
+        )
         .await;
     assert_eq!(status, 400);
     let (status, body) = server
         .post(
             "/admin/broadcast",
-            Some("s3cret"),
+            Some(ADMIN_TOKEN),
             json!({"message": "Server restarts in 5 minutes"}),
         )
         .await;

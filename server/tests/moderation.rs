@@ -11,8 +11,6 @@ use serde_json::{Value, json};
 use server::identity::Principal;
 use server::moderation::{Moderator, Review, Target};
 
-const ADMIN: &str = "mod-secret";
-
 per_engine!(
     listed_words_are_masked_for_everyone_and_names_refused,
     a_muted_user_cannot_send_until_unmuted_even_after_reconnecting,
@@ -30,7 +28,7 @@ async fn moderation_reaches_every_node_on_redis() {
 
 async fn admin(server: &TestServer, action: &str, body: Value) -> (u16, Value) {
     let (status, text) = server
-        .post(&format!("/admin/{action}"), Some(ADMIN), body)
+        .post(&format!("/admin/{action}"), Some(ADMIN_TOKEN), body)
         .await;
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
@@ -41,7 +39,7 @@ async fn moderated_server() -> TestServer {
     let words = list.path().join("words.txt");
     std::fs::write(&words, "# test list\ndarn\nvery bad\nдурак\n笨蛋\n").unwrap();
     TestServer::start_on(&TestEngine::current(), |c| {
-        c.admin_token = Some(ADMIN.into());
+        c.admin_token = Some(ADMIN_TOKEN.into());
         c.word_filter = Some(words);
         c.limits.messages_per_second = 100;
         c.limits.message_burst = 100;

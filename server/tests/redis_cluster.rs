@@ -19,7 +19,6 @@ redis_only!(
     users_of_a_dead_node_leave_presence,
 );
 
-const ADMIN: &str = "cluster-admin";
 const WELCOME: &str = r#"{"message":"Successfully connected!"}"#;
 
 fn presence(kind: &str, channel: &str, user_id: &str, username: &str) -> Value {
@@ -43,7 +42,7 @@ async fn who(client: &mut Client, channel: &str) -> Vec<(String, String)> {
 async fn two_nodes_share_every_kind_of_message() {
     let a = TestServer::start_with(|c| {
         fast(c);
-        c.admin_token = Some(ADMIN.into());
+        c.admin_token = Some(ADMIN_TOKEN.into());
         c.engine.unique_names = true;
     })
     .await;
@@ -188,7 +187,7 @@ async fn two_nodes_share_every_kind_of_message() {
     let (status, body) = a
         .post(
             "/admin/broadcast",
-            Some(ADMIN),
+            Some(ADMIN_TOKEN),
             json!({"message": "maintenance at noon"}),
         )
         .await;

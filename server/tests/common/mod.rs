@@ -28,6 +28,9 @@ use tokio::task::JoinHandle;
 /// How long any single expected event may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The admin token of tests that use the admin API (the server refuses one under 16 bytes).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// The RSA key committed for tests (generating one per server would slow every test down).
 pub fn fixture_key() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-key.pem")
