@@ -1,8 +1,10 @@
 //! The WebSocket endpoint: authenticate on upgrade, then run the connection's session.
 
+mod close;
 mod session;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 
 use axum::Extension;
@@ -130,7 +132,7 @@ fn take_slots(app: &AppState, ip: Option<std::net::IpAddr>, user: &str) -> Resul
 }
 
 /// Sends the error (the seed's texts for auth errors), then closes with 1008.
-async fn refuse(mut socket: WebSocket, app: &AppState, refusal: Refusal) {
+async fn refuse(socket: WebSocket, app: &AppState, refusal: Refusal) {
     let (code, text) = match refusal {
         Refusal::Auth(error) => {
             let code = match &error {
@@ -154,11 +156,12 @@ async fn refuse(mut socket: WebSocket, app: &AppState, refusal: Refusal) {
         code,
         reference: None,
     };
-    let _ = socket.send(Message::Text(reply.to_json().into())).await;
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: 1008,
-            reason: text.into(),
-        })))
-        .await;
+    let (mut sink, mut stream) = socket.split();
+    if sink
+        .send(Message::Text(reply.to_json().into()))
+        .await
+        .is_ok()
+    {
+        close::close_handshake(&mut sink, &mut stream, (1008, &text), close::Readable::Yes).await;
+    }
 }

@@ -5,12 +5,16 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::stream::StreamExt;
 use governor::{Quota, RateLimiter};
 use protocol::{ErrorCode, Reply, parse_client_frame};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+
+use super::close::{
+    ReadFailure, Readable, Sink, answer_client_close, close_handshake, read_failure,
+};
 
 use crate::app::AppState;
 use crate::commands::{self, Session};
@@ -35,20 +39,12 @@ const FLOODING: CloseReason = CloseReason {
     label: "flooding",
     limit: Some(Limit::FrameRate),
 };
-const TOO_LARGE: CloseReason = CloseReason {
-    code: 1009,
-    text: "frame too large",
-    label: "too_large",
-    limit: Some(Limit::FrameSize),
-};
 const IDLE: CloseReason = CloseReason {
     code: 1008,
     text: "no pong or frame received in time",
     label: "idle",
     limit: Some(Limit::IdleTimeout),
 };
-
-type Sink = SplitSink<WebSocket, Message>;
 
 /// Serves one authenticated connection until it ends.
 pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) {
@@ -76,6 +72,7 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
     let mut ping = interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
+    let mut readable = Readable::Yes;
 
     let welcome = Reply {
         message: "Successfully connected!".into(),
@@ -102,12 +99,19 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
             incoming = stream.next() => {
                 last_seen = Instant::now();
                 close = match incoming {
-                    None | Some(Ok(Message::Close(_))) => Some(None),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                    Some(Ok(frame @ (Message::Text(_) | Message::Binary(_)))) => {
+                    None => Some(None),
+                    Some(Ok(Message::Close(_))) => {
+                        answer_client_close(&mut sink).await;
+                        Some(None)
+                    }
+                    Some(Ok(frame)) => {
+                        // Every frame kind counts against the flood limit: pings and pongs
+                        // cost a read and (for pings) a write too.
                         metrics.frames_in.inc();
                         if flood.check().is_err() {
                             Some(Some(FLOODING))
+                        } else if matches!(frame, Message::Ping(_) | Message::Pong(_)) {
+                            None
                         } else {
                             // First deliver what was queued before this request takes effect
                             // (e.g. the own copy of a message sent just before a `leave`).
@@ -124,7 +128,13 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
                             }
                         }
                     }
-                    Some(Err(error)) => Some(read_error(error)),
+                    Some(Err(error)) => match read_failure(error) {
+                        ReadFailure::Violation(reason) => {
+                            readable = Readable::No;
+                            Some(Some(reason))
+                        }
+                        ReadFailure::Gone => Some(None),
+                    },
                 };
             }
             item = rx.recv() => {
@@ -153,17 +163,13 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
             metrics.limit(limit);
         }
         tracing::info!(reason = reason.label, "closing connection");
-        let frame = Message::Close(Some(CloseFrame {
-            code: reason.code,
-            reason: reason.text.into(),
-        }));
         // Say why first (e.g. a kick's reason), unless the client is too slow to read; the close
         // frame gets its own time.
         if reason != SLOW_CONSUMER {
             let drain = write_queued(&mut sink, &mut rx, None, usize::MAX, &session, &app);
             let _ = timeout(Duration::from_millis(500), drain).await;
         }
-        let _ = timeout(Duration::from_secs(1), sink.send(frame)).await;
+        close_handshake(&mut sink, &mut stream, (reason.code, reason.text), readable).await;
     }
     tracing::debug!(conn = handle.id, "disconnected");
 }
@@ -185,16 +191,6 @@ fn binary_error(app: &AppState) -> String {
     );
     app.node.metrics.error(error.code);
     error.to_json(None)
-}
-
-/// Maps a read error to the close it deserves.
-fn read_error(error: axum::Error) -> Option<CloseReason> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    let inner = error.into_inner();
-    match inner.downcast_ref::<WsError>() {
-        Some(WsError::Capacity(_)) => Some(TOO_LARGE),
-        _ => None,
-    }
 }
 
 /// Runs a write, unless the connection is told to close first: a client that stopped reading

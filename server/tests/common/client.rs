@@ -73,6 +73,48 @@ impl Client {
         }
     }
 
+    /// Connects by hand, writing `after_request` (raw frames) right behind the upgrade request
+    /// in one write, so that the server holds client data before it has answered at all.
+    pub async fn connect_pipelined(addr: SocketAddr, token: &str, after_request: &[u8]) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let mut bytes = format!(
+            "GET /?auth_token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes();
+        bytes.extend_from_slice(after_request);
+        tcp.write_all(&bytes).await.unwrap();
+        // The response head, then whatever of the WebSocket stream came with it.
+        let mut head = Vec::new();
+        let body_start = loop {
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+                .await
+                .expect("the upgrade response in time")
+                .unwrap();
+            assert!(n > 0, "closed before the upgrade response");
+            head.extend_from_slice(&chunk[..n]);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+        };
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let ws = WebSocketStream::from_partially_read(
+            MaybeTlsStream::Plain(tcp),
+            head[body_start..].to_vec(),
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        Self::from_stream(ws)
+    }
+
     /// Sends a text frame as is.
     pub async fn send_text(&mut self, text: &str) {
         self.ws
@@ -89,6 +131,45 @@ impl Client {
     /// Sends `{"type": kind, "payload": payload}`.
     pub async fn send_request(&mut self, kind: &str, payload: Value) {
         self.send(json!({ "type": kind, "payload": payload })).await;
+    }
+
+    /// Sends every message without reading in between (a client that floods), then flushes.
+    pub async fn send_all(&mut self, messages: impl IntoIterator<Item = Message>) {
+        for message in messages {
+            self.ws.feed(message).await.expect("send");
+        }
+        self.ws.flush().await.expect("flush");
+    }
+
+    /// Writes raw bytes to the TCP stream under the WebSocket (hand-made frames that break the
+    /// protocol).
+    pub async fn write_raw_bytes(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() else {
+            panic!("the harness only speaks plain TCP")
+        };
+        tcp.write_all(bytes).await.expect("write raw bytes");
+    }
+
+    /// After the server's close frame: sends this side's Close reply, then reads the TCP stream
+    /// to its end. `Ok` for a clean end (FIN after the closing handshake), the error otherwise
+    /// (a reset, which would have discarded whatever the server had not yet delivered).
+    pub async fn finish_close(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        // A reset shows here first when it came before this side wrote its reply.
+        self.ws.flush().await.map_err(std::io::Error::other)?;
+        let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() else {
+            panic!("the harness only speaks plain TCP")
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            let read = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+                .await
+                .expect("the server ends the stream in time")?;
+            if read == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Sends a raw WebSocket message.
