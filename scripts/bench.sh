@@ -38,7 +38,7 @@ ulimit -n "$(ulimit -Hn)"
 # valid on both.
 # Every generated client comes from 127.0.0.x: the per-address limits are off.
 flags=(--key-file "$work/key.pem" --guest-file "$work/guests.jsonl" --shutdown-grace 1s
-    --public-url http://127.0.0.1:8090 --max-connections-per-ip 0 --max-connections-per-user 0
+    --public-url http://127.0.0.1:8090 --max-connections-per-ip 0 --max-tcp-connections-per-ip 0 --max-connections-per-user 0
     --logins-per-minute 1000000 --login-burst 1000000)
 case $scenario in
     fanout | ramp)

@@ -56,7 +56,7 @@ start_redis() {
 start_redis
 
 flags=(--redis-url "redis://127.0.0.1:$redis_port" --redis-prefix soak: --key-file "$work/key.pem"
-    --public-url http://127.0.0.1:8190 --shutdown-grace 1s --max-connections-per-ip 0
+    --public-url http://127.0.0.1:8190 --shutdown-grace 1s --max-connections-per-ip 0 --max-tcp-connections-per-ip 0
     --max-connections-per-user 0 --logins-per-minute 1000000 --login-burst 1000000)
 node_pids=()
 for port in 8190 8191; do

@@ -28,6 +28,7 @@ async fn start_server_with(
     config.limits.logins_per_minute = 100_000;
     config.limits.login_burst = 10_000;
     config.limits.max_connections_per_ip = 0;
+    config.limits.max_tcp_connections_per_ip = 0;
     config.limits.max_connections_per_user = 0;
     config.limits.messages_per_second = messages_per_second;
     config.limits.message_burst = messages_per_second;

@@ -64,7 +64,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Guest logins and refreshes per client address: past the bucket, HTTP 429 with `Retry-After`
-/// (the JWKS is not limited: other services fetch it).
+/// (the JWKS is not limited: other services fetch it). Also counts their 503s in
+/// `chat_errors_total{code="unavailable"}`.
 async fn limit_logins(
     State(app): State<AppState>,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
@@ -87,7 +88,13 @@ async fn limit_logins(
                 .into_response();
         }
     }
-    next.run(request).await
+    let response = next.run(request).await;
+    // A login refused while the guest store is unreachable counts with the WebSocket's
+    // `unavailable` replies.
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        app.node.metrics.error(protocol::ErrorCode::Unavailable);
+    }
+    response
 }
 
 /// `GET /healthz`: 200 when this node can serve, 503 while the engine is unreachable or the

@@ -221,6 +221,19 @@ pub struct Limits {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 8)]
     pub max_connections_per_user: u32,
 
+    /// TCP connections open at once from one address, counted from accept (before any request
+    /// byte) to close, HTTP and WebSocket alike; past it a new connection is closed at once.
+    /// 0 for no limit. Not applied with `--real-ip-header`: behind a proxy every connection
+    /// comes from the proxy (the WebSocket limit per client address still applies).
+    #[arg(long, env = "CHAT_MAX_TCP_CONNECTIONS_PER_IP", default_value_t = 128)]
+    pub max_tcp_connections_per_ip: u32,
+
+    /// TCP connections open at once in all; past it a new connection is closed at once.
+    /// Default: the open-file limit less headroom for the listener, Redis and files (64 or a
+    /// tenth, whichever is more); a larger value is lowered to that, with a warning.
+    #[arg(long, env = "CHAT_MAX_OPEN_CONNECTIONS")]
+    pub max_open_connections: Option<u32>,
+
     /// Guest logins and token refreshes per minute from one client address, sustained (HTTP 429
     /// with `Retry-After` past it).
     #[arg(long, env = "CHAT_LOGINS_PER_MINUTE", default_value_t = 30)]
@@ -270,6 +283,11 @@ impl Limits {
         }
         if !(1..=10_000).contains(&self.max_history_page) {
             return Err("--max-history-page must be between 1 and 10000".into());
+        }
+        if self.max_open_connections == Some(0) {
+            return Err(
+                "--max-open-connections must be at least 1 (leave it unset for the default)".into(),
+            );
         }
         if self.outgoing_queue == 0 || self.max_frame_bytes < 1024 {
             return Err("--outgoing-queue must be at least 1 and --max-frame-bytes 1024".into());

@@ -45,6 +45,18 @@ fn parse_forwarded(entry: &str) -> Option<IpAddr> {
         .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
+/// `Retry-After` seconds for a wait: rounded up (a client waiting exactly that long must not be
+/// refused again), at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let whole = wait.as_secs();
+    let rounded = if wait.subsec_nanos() > 0 {
+        whole.saturating_add(1)
+    } else {
+        whole
+    };
+    rounded.max(1)
+}
+
 /// Counts open connections per key and refuses past a maximum.
 #[derive(Debug)]
 pub struct ConnectionCounter<K: Eq + Hash> {
@@ -125,7 +137,8 @@ impl Guard {
         }
     }
 
-    /// Takes one login (or refresh) from `ip`'s bucket; `Err(seconds)` to wait when it is empty.
+    /// Takes one login (or refresh) from `ip`'s bucket; `Err(seconds)` to wait when it is empty
+    /// (rounded up: a retry after exactly that long finds a token).
     pub fn check_login(&self, ip: IpAddr) -> Result<(), u64> {
         if self.logins.len() > LOGIN_KEYS_KEPT {
             let mut last = self.last_cleanup.lock();
@@ -139,7 +152,7 @@ impl Guard {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
-            wait.as_secs().max(1)
+            retry_after_secs(wait)
         })
     }
 
@@ -223,6 +236,22 @@ mod tests {
         let wait = g.check_login(a).unwrap_err();
         assert!((1..=1).contains(&wait), "{wait}");
         assert!(g.check_login(b).is_ok());
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(retry_after_secs(ms(0)), 1);
+        assert_eq!(retry_after_secs(ms(300)), 1);
+        assert_eq!(retry_after_secs(ms(1000)), 1);
+        assert_eq!(retry_after_secs(ms(1001)), 2);
+        assert_eq!(retry_after_secs(ms(1499)), 2);
+        assert_eq!(retry_after_secs(ms(59_999)), 60);
+        assert_eq!(
+            retry_after_secs(std::time::Duration::from_nanos(2_000_000_001)),
+            3
+        );
+        assert_eq!(retry_after_secs(std::time::Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! # }
 //! ```
 
+pub mod accept;
 pub mod admin;
 pub mod app;
 pub mod commands;
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accept::AcceptLimits;
 use crate::app::AppState;
 use crate::config::{Config, EngineKind};
 use crate::engine::{Engine, MemoryEngine, RedisEngine, RedisSettings};
@@ -87,6 +89,7 @@ pub struct Hooks {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    admission: AcceptLimits,
 }
 
 impl Server {
@@ -156,6 +159,7 @@ impl Server {
             moderator,
         });
         let guard = Arc::new(crate::guard::Guard::new(&config.limits, &config.access));
+        let admission = admission(&config, &node.metrics);
         let state = AppState {
             node,
             guard,
@@ -164,7 +168,11 @@ impl Server {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            admission,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -178,7 +186,11 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            state,
+            admission,
+        } = self;
         let addr = state.config.listen;
         let token = state.shutdown.clone();
         let router = app::router(state.clone());
@@ -187,6 +199,7 @@ impl Server {
             listener,
             router,
             state.config.limits.header_read_timeout,
+            admission,
             state.node.metrics.clone(),
             token.clone(),
             state.tasks.clone(),
@@ -208,4 +221,25 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The limits on open TCP connections: per address unless a proxy's header names the client
+/// (then every connection comes from the proxy, and counting them per address would lock out
+/// everyone at once), and in all below the open-file limit.
+fn admission(config: &Config, metrics: &Metrics) -> AcceptLimits {
+    let limits = &config.limits;
+    let per_ip = if config.access.real_ip_header.is_some() {
+        None
+    } else {
+        Some(limits.max_tcp_connections_per_ip)
+    };
+    let open_files = accept::open_file_limit();
+    let max_open = accept::open_connection_cap(limits.max_open_connections, open_files);
+    tracing::info!(
+        open_file_limit = open_files,
+        max_open_connections = max_open,
+        max_tcp_connections_per_ip = per_ip.filter(|&n| n != 0),
+        "open TCP connection limits"
+    );
+    AcceptLimits::new(per_ip, max_open, metrics.tcp_connections.clone())
 }

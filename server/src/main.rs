@@ -14,6 +14,8 @@ async fn main() -> std::process::ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    // Connections need a file descriptor each: use what the hard limit allows.
+    server::accept::raise_open_file_limit();
     let server = match server::Server::bind(config).await {
         Ok(server) => server,
         Err(error) => {

@@ -55,6 +55,10 @@ pub enum Limit {
     OutgoingQueue,
     /// `--idle-timeout` (close 1008).
     IdleTimeout,
+    /// `--max-tcp-connections-per-ip` (the TCP connection is closed at accept).
+    TcpConnectionsPerIp,
+    /// `--max-open-connections` (the TCP connection is closed at accept).
+    OpenConnections,
 }
 
 impl Limit {
@@ -73,6 +77,8 @@ impl Limit {
             Limit::HeaderTimeout => "header_timeout",
             Limit::OutgoingQueue => "outgoing_queue",
             Limit::IdleTimeout => "idle_timeout",
+            Limit::TcpConnectionsPerIp => "tcp_connections_per_ip",
+            Limit::OpenConnections => "open_connections",
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// WebSocket connections accepted since start.
     pub connections_total: Counter,
+    /// TCP connections open now (HTTP and WebSocket), from accept to close.
+    pub tcp_connections: Gauge,
     /// Client frames received.
     pub frames_in: Counter,
     /// Frames sent to clients.
@@ -106,6 +114,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("chat");
         let connections = Gauge::default();
         let connections_total = Counter::default();
+        let tcp_connections = Gauge::default();
         let frames_in = Counter::default();
         let frames_out = Counter::default();
         let messages_published = Counter::default();
@@ -127,6 +136,11 @@ impl Metrics {
             "connections_accepted",
             "WebSocket connections accepted since start",
             connections_total.clone(),
+        );
+        registry.register(
+            "tcp_connections",
+            "TCP connections open now (HTTP and WebSocket), from accept to close",
+            tcp_connections.clone(),
         );
         registry.register("frames_in", "Client frames received", frames_in.clone());
         registry.register("frames_out", "Frames sent to clients", frames_out.clone());
@@ -150,6 +164,7 @@ impl Metrics {
             registry,
             connections,
             connections_total,
+            tcp_connections,
             frames_in,
             frames_out,
             messages_published,

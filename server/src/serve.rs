@@ -3,7 +3,8 @@
 //! Written out (rather than `axum::serve`) for what a public server needs: a deadline for the
 //! request head (a client trickling header bytes cannot hold a connection), the peer address
 //! for per-address limits (`ConnectInfo`), `TCP_NODELAY`, and accept errors (e.g. out of file
-//! descriptors) that back off instead of spinning.
+//! descriptors) that back off instead of spinning, and limits on open TCP connections checked
+//! at accept (see [`crate::accept`]): a connection past them is closed before any byte is read.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::add_extension::AddExtension;
 
+use crate::accept::{AcceptLimits, Counted};
 use crate::metrics::{Limit, Metrics};
 
 /// Back-off after an accept error that is not about one connection (e.g. `EMFILE`).
@@ -29,6 +31,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
+    admission: AcceptLimits,
     metrics: std::sync::Arc<Metrics>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -50,13 +53,25 @@ pub(crate) async fn serve(
             },
             () = stop.cancelled() => break,
         };
+        // Past a limit the socket is closed at once (dropped): no request is read.
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                metrics.limit(limit);
+                tracing::debug!(%peer, limit = limit.as_str(), "connection refused at accept");
+                continue;
+            }
+        };
         // Chat frames are small and latency-bound: never let Nagle hold them back.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let service = AddExtension::new(router.clone(), ConnectInfo(peer));
         let connection = http
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection(
+                TokioIo::new(Counted::new(stream, slot)),
+                TowerToHyperService::new(service),
+            )
             .with_upgrades();
         let stop = stop.clone();
         let metrics = metrics.clone();

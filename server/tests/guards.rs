@@ -220,3 +220,41 @@ async fn a_client_trickling_its_request_head_is_cut_off() {
     // Well-behaved requests are unaffected.
     assert_eq!(server.get("/healthz").await.0, 200);
 }
+
+/// `GET /login-as-guest` from 127.0.0.1: (status, `Retry-After`).
+async fn login_status(server: &TestServer) -> (u16, Option<String>) {
+    let url = format!("{}/login-as-guest", server.http());
+    tokio::task::spawn_blocking(move || {
+        let response = agent().get(&url).call().unwrap();
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (response.status().as_u16(), retry)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn waiting_exactly_retry_after_is_enough() {
+    // One login every 1.5 s: the wait after the burst is fractional, and `Retry-After` must
+    // round it up, not down (waiting a rounded-down 1 s would be refused again).
+    let server = TestServer::start_with(|c| {
+        c.limits.logins_per_minute = 40;
+        c.limits.login_burst = 1;
+    })
+    .await;
+    assert_eq!(login_status(&server).await.0, 200);
+    let (status, retry_after) = login_status(&server).await;
+    assert_eq!(status, 429);
+    let wait: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=2).contains(&wait), "about 1.5 s, rounded up: {wait}");
+    // Here a timed wait is the point: the client does exactly what the header says.
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    assert_eq!(
+        login_status(&server).await,
+        (200, None),
+        "a login exactly Retry-After seconds later goes through"
+    );
+}

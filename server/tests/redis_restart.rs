@@ -128,23 +128,8 @@ async fn health(node: &TestServer) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_loses_no_acknowledged_message() {
     // A private redis-server (never the shared one): killed and started again on its port.
-    let mut redis = None;
-    let mut why = String::new();
-    for _ in 0..3 {
-        match tokio::task::spawn_blocking(|| RedisProcess::start(unused_port()))
-            .await
-            .unwrap()
-        {
-            Ok(process) => {
-                redis = Some(process);
-                break;
-            }
-            Err(error) => why = error,
-        }
-    }
-    let Some(mut redis) = redis else {
-        assert!(!on_ci(), "CI=true: this test needs redis-server: {why}");
-        eprintln!("skipping a_redis_restart_loses_no_acknowledged_message: {why}");
+    let Some(mut redis) = private_redis("a_redis_restart_loses_no_acknowledged_message").await
+    else {
         return;
     };
     let url = redis.url();

@@ -71,8 +71,15 @@ pub fn new_secret() -> String {
 
 /// A guest store failure (a server problem, not the client's).
 #[derive(Debug, thiserror::Error)]
-#[error("guest store: {0}")]
-pub struct GuestStoreError(pub String);
+pub enum GuestStoreError {
+    /// The store cannot be reached now (e.g. Redis is down or still loading): nothing was
+    /// read or written, and the same request may succeed shortly. Login answers 503.
+    #[error("guest store unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure (e.g. the guest file cannot be written). Login answers 500.
+    #[error("guest store: {0}")]
+    Failed(String),
+}
 
 /// Where guest accounts live. The file-backed [`FileGuestStore`] serves one node; a shared store
 /// (e.g. Redis) can implement this for several.
@@ -206,8 +213,8 @@ impl GuestStore for FileGuestStore {
             user_id: user_id.into(),
             secret_sha256: secret.to_hex(),
         };
-        let mut bytes =
-            serde_json::to_vec(&line).map_err(|e| GuestStoreError(format!("encode: {e}")))?;
+        let mut bytes = serde_json::to_vec(&line)
+            .map_err(|e| GuestStoreError::Failed(format!("encode: {e}")))?;
         bytes.push(b'\n');
         {
             let mut file = self.file.lock().await;
@@ -216,7 +223,7 @@ impl GuestStore for FileGuestStore {
                 file.flush().await
             }
             .await;
-            result.map_err(|e| GuestStoreError(format!("{}: {e}", self.path.display())))?;
+            result.map_err(|e| GuestStoreError::Failed(format!("{}: {e}", self.path.display())))?;
         }
         // Known only once persisted, so that a guest we answered for survives a restart.
         self.guests.write().insert(user_id.into(), secret);

@@ -8,9 +8,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use protocol::{LoginResponse, RefreshResponse};
+use protocol::{ErrorCode, ErrorReply, LoginResponse, RefreshResponse};
 
-use super::guests::{GuestStore, check_guest, create_guest};
+use super::guests::{GuestStore, GuestStoreError, check_guest, create_guest};
 use super::tokens::{SCOPE_GUEST, TokenError, TokenPair, TokenService};
 
 const COULD_NOT_VALIDATE_USER: &str = "Error: Could not validate user";
@@ -18,6 +18,70 @@ const NO_GUEST_SECRET: &str = "Error: No guest_secret in query string";
 const NO_REFRESH_TOKEN: &str = "Error: No refresh token provided";
 const BAD_REFRESH_TOKEN: &str = "Error: Failed to validate refresh token";
 const INTERNAL: &str = "Error: Internal server error";
+/// The text of the WebSocket side's `unavailable` error, so that clients see one wording.
+const UNAVAILABLE: &str = "the chat backend is unavailable, try again shortly";
+/// `Retry-After` of a 503 while the guest store is unreachable: about the engine's longest
+/// reconnect backoff.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
+
+/// Why a login or refresh failed on the server's side.
+#[derive(Debug, thiserror::Error)]
+enum ServerFailure {
+    /// The guest store cannot be reached now (Redis down): 503, `Retry-After`, and the JSON
+    /// error `unavailable`, as on the WebSocket.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: 500 with the seed's text.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<GuestStoreError> for ServerFailure {
+    fn from(error: GuestStoreError) -> Self {
+        match error {
+            GuestStoreError::Unavailable(detail) => ServerFailure::Unavailable(detail),
+            GuestStoreError::Failed(detail) => ServerFailure::Internal(detail),
+        }
+    }
+}
+
+impl From<TokenError> for ServerFailure {
+    fn from(error: TokenError) -> Self {
+        ServerFailure::Internal(error.to_string())
+    }
+}
+
+impl IntoResponse for ServerFailure {
+    fn into_response(self) -> Response {
+        match self {
+            ServerFailure::Unavailable(detail) => {
+                tracing::warn!(%detail, "identity request refused: storage unavailable");
+                let body = ErrorReply {
+                    error: UNAVAILABLE.into(),
+                    code: ErrorCode::Unavailable,
+                    reference: None,
+                }
+                .to_json();
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [
+                        (header::CONTENT_TYPE, "application/json".to_owned()),
+                        (
+                            header::RETRY_AFTER,
+                            UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+                        ),
+                    ],
+                    body,
+                )
+                    .into_response()
+            }
+            ServerFailure::Internal(detail) => {
+                tracing::error!(%detail, "identity request failed");
+                text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL)
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 struct LoginState {
@@ -62,11 +126,6 @@ fn text(status: StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
 }
 
-fn internal(detail: impl std::fmt::Display) -> Response {
-    tracing::error!(%detail, "identity request failed");
-    text(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL)
-}
-
 /// Token responses must not be cached by intermediaries (RFC 6749 §5.1).
 fn no_store(body: impl IntoResponse) -> Response {
     let mut response = body.into_response();
@@ -93,7 +152,7 @@ async fn login_as_guest(State(state): State<LoginState>, RawQuery(query): RawQue
     let (user_id, secret) = match param(query, "user_id") {
         None => match create_guest(state.guests.as_ref()).await {
             Ok(created) => created,
-            Err(e) => return internal(e),
+            Err(e) => return ServerFailure::from(e).into_response(),
         },
         Some(user_id) => {
             let Some(secret) = param(query, "guest_secret").filter(|s| !s.is_empty()) else {
@@ -102,7 +161,7 @@ async fn login_as_guest(State(state): State<LoginState>, RawQuery(query): RawQue
             match check_guest(state.guests.as_ref(), &user_id, &secret).await {
                 Ok(true) => (user_id, secret),
                 Ok(false) => return text(StatusCode::UNAUTHORIZED, COULD_NOT_VALIDATE_USER),
-                Err(e) => return internal(e),
+                Err(e) => return ServerFailure::from(e).into_response(),
             }
         }
     };
@@ -116,11 +175,12 @@ async fn login_as_guest(State(state): State<LoginState>, RawQuery(query): RawQue
             auth_token_expires_in: pair.auth_token_expires_in,
             refresh_token_expires_in: pair.refresh_token_expires_in,
         })),
-        Err(e) => internal(e),
+        Err(e) => ServerFailure::from(e).into_response(),
     }
 }
 
-/// `GET /refresh-access-token?refresh_token=R`
+/// `GET /refresh-access-token?refresh_token=R` (needs no storage: it keeps working while Redis
+/// is down)
 async fn refresh_access_token(
     State(state): State<LoginState>,
     RawQuery(query): RawQuery,
@@ -140,6 +200,6 @@ async fn refresh_access_token(
             tracing::info!(%detail, "refused a refresh token");
             text(StatusCode::UNAUTHORIZED, BAD_REFRESH_TOKEN)
         }
-        Err(e) => internal(e),
+        Err(e) => ServerFailure::from(e).into_response(),
     }
 }

@@ -288,6 +288,28 @@ pub fn delete_keys(url: &str, prefix: &str) {
     }
 }
 
+/// A private redis-server for a test that kills or restarts it (never the shared one), on a
+/// free port (a few tries: another process may take the port first). `None`, after saying why,
+/// when there is no redis-server; under `CI=true` that fails the test instead.
+pub async fn private_redis(name: &str) -> Option<RedisProcess> {
+    let mut why = String::new();
+    for _ in 0..3 {
+        match tokio::task::spawn_blocking(|| RedisProcess::start(unused_port()))
+            .await
+            .unwrap()
+        {
+            Ok(process) => return Some(process),
+            Err(error) => why = error,
+        }
+    }
+    assert!(
+        !on_ci(),
+        "{name}: CI=true and this test needs redis-server: {why}"
+    );
+    eprintln!("skipping {name}: {why}");
+    None
+}
+
 /// A TCP port that was free a moment ago.
 pub fn unused_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

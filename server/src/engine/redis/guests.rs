@@ -18,8 +18,14 @@ impl RedisGuestStore {
     }
 }
 
+/// Errors worth retrying (Redis unreachable, timed out, loading its data, failing over) are
+/// [`GuestStoreError::Unavailable`]; the rest (e.g. a key of the wrong type) are failures.
 fn failed(error: redis::RedisError) -> GuestStoreError {
-    GuestStoreError(error.to_string())
+    if matches!(error.retry_method(), redis::RetryMethod::NoRetry) {
+        GuestStoreError::Failed(error.to_string())
+    } else {
+        GuestStoreError::Unavailable(error.to_string())
+    }
 }
 
 #[async_trait::async_trait]
