@@ -199,6 +199,12 @@ pub struct Limits {
     #[arg(long, env = "CHAT_OUTGOING_QUEUE", default_value_t = 1024)]
     pub outgoing_queue: usize,
 
+    /// Kernel send buffer of each client socket, in bytes (Linux doubles it for its own
+    /// bookkeeping); 0 leaves the kernel's autotuning (up to megabytes). Small enough that a
+    /// client that stops reading fills its `--outgoing-queue` and is closed as too slow.
+    #[arg(long, env = "CHAT_SOCKET_SEND_BUFFER", default_value_t = 64 * 1024)]
+    pub socket_send_buffer: usize,
+
     /// Largest page of history sent at once (`history` on join, `history` requests).
     #[arg(long, env = "CHAT_MAX_HISTORY_PAGE", default_value_t = 200)]
     pub max_history_page: usize,

@@ -198,7 +198,7 @@ impl Server {
         let serving = serve::serve(
             listener,
             router,
-            state.config.limits.header_read_timeout,
+            &state.config.limits,
             admission,
             state.node.metrics.clone(),
             token.clone(),

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::add_extension::AddExtension;
 
 use crate::accept::{AcceptLimits, Counted};
+use crate::config::Limits;
 use crate::metrics::{Limit, Metrics};
 
 /// Back-off after an accept error that is not about one connection (e.g. `EMFILE`).
@@ -30,7 +31,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
+    limits: &Limits,
     admission: AcceptLimits,
     metrics: std::sync::Arc<Metrics>,
     stop: CancellationToken,
@@ -38,7 +39,7 @@ pub(crate) async fn serve(
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     loop {
         let (stream, peer) = tokio::select! {
@@ -65,6 +66,14 @@ pub(crate) async fn serve(
         // Chat frames are small and latency-bound: never let Nagle hold them back.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        // A capped send buffer makes a client that stops reading fill its bounded outgoing
+        // queue (and be closed as too slow) instead of parking megabytes in the kernel.
+        if limits.socket_send_buffer > 0
+            && let Err(error) =
+                socket2::SockRef::from(&stream).set_send_buffer_size(limits.socket_send_buffer)
+        {
+            tracing::debug!(%error, "could not set SO_SNDBUF");
         }
         let service = AddExtension::new(router.clone(), ConnectInfo(peer));
         let connection = http

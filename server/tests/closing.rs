@@ -137,3 +137,56 @@ async fn protocol_violations_close_with_1002_and_bad_utf8_with_1007() {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_fills_its_queue_and_then_reads_why() {
+    // Default queue (1,024 frames) and socket buffers; only the sender's rate is lifted.
+    let server = TestServer::start_with(|c| {
+        c.limits.messages_per_second = 100_000;
+        c.limits.message_burst = 100_000;
+        c.limits.frames_per_second = 100_000;
+        c.limits.frame_burst = 100_000;
+    })
+    .await;
+    let mut ann = server.named("Ann").await;
+    ann.join("busy").await;
+    let login = server.login().await;
+    let mut slow = Client::connect_small_buffer(server.addr, &login.auth_token).await;
+    slow.recv_text().await;
+    slow.join("busy").await;
+    // `slow` stops reading. Without a capped send buffer the kernel would park thousands of
+    // these frames and the queue would never fill: the client would only go at the idle timeout.
+    let text = "y".repeat(500);
+    let mut sent = 0;
+    let dropped = loop {
+        ann.send_request("message", json!({"channel": "busy", "message": text}))
+            .await;
+        ann.recv_type_or_error().await;
+        ann.recv_type("chat_message_received").await;
+        sent += 1;
+        if sent % 32 == 0 {
+            let (_, metrics) = server.get("/metrics").await;
+            if metrics.contains("chat_queue_drops_total 1") {
+                break true;
+            }
+        }
+        if sent == 3_000 {
+            break false;
+        }
+    };
+    assert!(
+        dropped,
+        "3,000 frames sent and the slow client's queue never filled"
+    );
+    // Reading again, it gets what the kernel held, then the close frame with the reason.
+    let (texts, close) = read_to_close(&mut slow).await;
+    assert_eq!(
+        close,
+        Some((1008, "outgoing queue full: client too slow".to_owned())),
+        "after {} frames",
+        texts.len()
+    );
+    slow.finish_close()
+        .await
+        .expect("a closing handshake, not a reset");
+}
