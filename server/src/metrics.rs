@@ -55,6 +55,9 @@ pub enum Limit {
     OutgoingQueue,
     /// `--idle-timeout` (close 1008).
     IdleTimeout,
+    /// `--memory-history-bytes`: one kept message dropped from memory-engine history (a
+    /// resuming client sees `gap: true`).
+    HistoryBytes,
 }
 
 impl Limit {
@@ -73,6 +76,7 @@ impl Limit {
             Limit::HeaderTimeout => "header_timeout",
             Limit::OutgoingQueue => "outgoing_queue",
             Limit::IdleTimeout => "idle_timeout",
+            Limit::HistoryBytes => "history_bytes",
         }
     }
 }
@@ -98,6 +102,9 @@ pub struct Metrics {
     pub queue_drops: Counter,
     /// Requests and connections refused or cut off by a limit, by limit.
     pub limit_hits: Family<LimitLabel, Counter>,
+    /// Approximate bytes of channel history the memory engine holds (see
+    /// `--memory-history-bytes`).
+    pub memory_history_bytes: Gauge,
 }
 
 impl Metrics {
@@ -113,6 +120,7 @@ impl Metrics {
         let closes = Family::<ReasonLabel, Counter>::default();
         let queue_drops = Counter::default();
         let limit_hits = Family::<LimitLabel, Counter>::default();
+        let memory_history_bytes = Gauge::default();
         registry.register(
             "limit_hits",
             "Requests and connections refused or cut off by a limit, by limit",
@@ -146,6 +154,11 @@ impl Metrics {
             "Connections dropped because their outgoing queue was full",
             queue_drops.clone(),
         );
+        registry.register(
+            "memory_history_bytes",
+            "Approximate bytes of channel history the memory engine holds",
+            memory_history_bytes.clone(),
+        );
         Self {
             registry,
             connections,
@@ -157,6 +170,7 @@ impl Metrics {
             closes,
             queue_drops,
             limit_hits,
+            memory_history_bytes,
         }
     }
 
