@@ -19,8 +19,9 @@ pub(super) struct Kept {
 /// Approximate heap bytes one kept message holds: the capacity of its four strings (text,
 /// username, channel, user id), the `ChatMessage` struct with the two reference counts of its
 /// `Arc`, its slot in the channel's ring ([`Kept`]) and its entry in the budget's queue.
-/// Allocator rounding and per-channel state (bounded by `--memory-max-channels`) are not
-/// counted. 500 four-byte emoji come to about 2.2 KB, as measured for the issue.
+/// Allocator overhead and per-channel state (bounded by `--memory-max-channels`) are not
+/// counted: 20,000 messages of 500 four-byte emoji count 42.6 MiB (2,231 bytes each) and grew
+/// the process by 45.2 MiB, so real use runs about 6 % above the budget.
 pub(super) fn kept_bytes(message: &ChatMessage) -> usize {
     message.message.capacity()
         + message.username.capacity()
