@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use clap::{Args, Parser, ValueEnum};
 
 /// bevy chat server: seed-compatible WebSocket chat with guest identity.
@@ -117,7 +118,7 @@ pub struct EngineConfig {
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat:")]
     pub redis_prefix: String,
 
-    /// Oldest message kept in history (Redis engine; the memory engine keeps by count only).
+    /// Oldest message kept in history (Redis engine; the memory engine keeps by count and bytes).
     #[arg(long, env = "CHAT_HISTORY_MAX_AGE", value_parser = humantime::parse_duration, default_value = "7days")]
     pub history_max_age: Duration,
 
@@ -129,6 +130,12 @@ pub struct EngineConfig {
     /// that was quiet the longest is forgotten (so made-up channel names cannot grow memory).
     #[arg(long, env = "CHAT_MEMORY_MAX_CHANNELS", default_value_t = 10_000)]
     pub memory_max_channels: usize,
+
+    /// Bytes of channel history the memory engine holds in all channels together (`256MiB`,
+    /// `1GiB`, `500MB` or plain bytes); past it the oldest messages of any channel are dropped
+    /// first, and a client resuming from before them is told `gap: true`.
+    #[arg(long, env = "CHAT_MEMORY_HISTORY_BYTES", default_value = "256MiB")]
+    pub memory_history_bytes: ByteSize,
 
     /// Names are unique across users (claimed atomically); a taken name is refused with `name_taken`.
     #[arg(long, env = "CHAT_UNIQUE_NAMES")]
@@ -145,6 +152,18 @@ pub enum EngineKind {
 }
 
 impl EngineConfig {
+    /// The memory engine's history budget in bytes, if it makes sense on this machine.
+    pub fn memory_history_budget(&self) -> Result<usize, String> {
+        match usize::try_from(self.memory_history_bytes.as_u64()) {
+            Ok(0) => Err(
+                "--memory-history-bytes must be more than 0 (--history-size 0 keeps no history)"
+                    .into(),
+            ),
+            Ok(bytes) => Ok(bytes),
+            Err(_) => Err("--memory-history-bytes is larger than this machine can address".into()),
+        }
+    }
+
     /// The engine to run: the one named, else Redis when a URL is given, else memory.
     pub fn selected(&self) -> EngineKind {
         self.kind.unwrap_or(if self.redis_url.is_some() {
@@ -354,6 +373,7 @@ mod tests {
         assert_eq!(c.limits.ping_interval, Duration::from_secs(20));
         assert!(c.admin_token.is_none());
         assert!(c.validate().is_ok());
+        assert_eq!(c.engine.memory_history_budget(), Ok(256 * 1024 * 1024));
         <Config as clap::CommandFactory>::command().debug_assert();
     }
 
@@ -367,5 +387,25 @@ mod tests {
         }
         c.admin_token = Some("0123456789abcdef".into());
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn memory_history_bytes_take_human_sizes_and_refuse_zero() {
+        let budget = |value: &str| {
+            <Config as clap::Parser>::try_parse_from([
+                "chat-server",
+                "--memory-history-bytes",
+                value,
+            ])
+            .map_err(|e| e.to_string())?
+            .engine
+            .memory_history_budget()
+        };
+        assert_eq!(budget("64KiB"), Ok(64 * 1024));
+        assert_eq!(budget("1 GiB"), Ok(1 << 30));
+        assert_eq!(budget("500MB"), Ok(500_000_000));
+        assert_eq!(budget("4096"), Ok(4096));
+        assert!(budget("0").unwrap_err().contains("more than 0"));
+        assert!(budget("lots").is_err());
     }
 }

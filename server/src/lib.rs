@@ -113,6 +113,10 @@ impl Server {
             (None, None) => Arc::new(WordFilter::default()),
         };
         config.validate().map_err(ServerError::Config)?;
+        let history_budget = config
+            .engine
+            .memory_history_budget()
+            .map_err(ServerError::Config)?;
         let listen = config.listen;
         let listen_error = |source| ServerError::Listen {
             addr: listen,
@@ -126,7 +130,9 @@ impl Server {
         let engine: Arc<dyn Engine> = match config.engine.selected() {
             EngineKind::Memory => Arc::new(
                 MemoryEngine::new(hub.clone(), config.engine.history_size)
-                    .with_max_channels(config.engine.memory_max_channels),
+                    .with_max_channels(config.engine.memory_max_channels)
+                    .with_history_bytes(history_budget)
+                    .with_metrics(metrics.clone()),
             ),
             EngineKind::Redis => {
                 let url = config.engine.redis_url.clone().ok_or(ServerError::Engine(

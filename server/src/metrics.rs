@@ -59,6 +59,9 @@ pub enum Limit {
     TcpConnectionsPerIp,
     /// `--max-open-connections` (the TCP connection is closed at accept).
     OpenConnections,
+    /// `--memory-history-bytes`: one kept message dropped from memory-engine history (a
+    /// resuming client sees `gap: true`).
+    HistoryBytes,
 }
 
 impl Limit {
@@ -79,6 +82,7 @@ impl Limit {
             Limit::IdleTimeout => "idle_timeout",
             Limit::TcpConnectionsPerIp => "tcp_connections_per_ip",
             Limit::OpenConnections => "open_connections",
+            Limit::HistoryBytes => "history_bytes",
         }
     }
 }
@@ -106,6 +110,9 @@ pub struct Metrics {
     pub queue_drops: Counter,
     /// Requests and connections refused or cut off by a limit, by limit.
     pub limit_hits: Family<LimitLabel, Counter>,
+    /// Approximate bytes of channel history the memory engine holds (see
+    /// `--memory-history-bytes`).
+    pub memory_history_bytes: Gauge,
 }
 
 impl Metrics {
@@ -122,6 +129,7 @@ impl Metrics {
         let closes = Family::<ReasonLabel, Counter>::default();
         let queue_drops = Counter::default();
         let limit_hits = Family::<LimitLabel, Counter>::default();
+        let memory_history_bytes = Gauge::default();
         registry.register(
             "limit_hits",
             "Requests and connections refused or cut off by a limit, by limit",
@@ -160,6 +168,11 @@ impl Metrics {
             "Connections dropped because their outgoing queue was full",
             queue_drops.clone(),
         );
+        registry.register(
+            "memory_history_bytes",
+            "Approximate bytes of channel history the memory engine holds",
+            memory_history_bytes.clone(),
+        );
         Self {
             registry,
             connections,
@@ -172,6 +185,7 @@ impl Metrics {
             closes,
             queue_drops,
             limit_hits,
+            memory_history_bytes,
         }
     }
 

@@ -237,3 +237,68 @@ async fn extreme_ids_read_nothing_instead_of_failing() {
     let page = bob.recv_type("history").await;
     assert_eq!(texts(&page["payload"]["messages"]), Vec::<String>::new());
 }
+
+/// The memory engine holds at most `--memory-history-bytes` of history in all channels: past
+/// it the oldest messages of any channel go first, and a client resuming from before them is
+/// told `gap: true` (also when its channel lost every message and its last member left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_history_past_its_byte_budget_drops_the_oldest_and_resume_reports_the_gap() {
+    const BUDGET: u64 = 16 * 1024;
+    let server = TestServer::start_on(&TestEngine::Memory, |c| {
+        fast(c);
+        c.engine.memory_history_bytes = bytesize::ByteSize::b(BUDGET);
+    })
+    .await;
+    let mut ann = server.named("Ann").await;
+    ann.join("old").await;
+    ann.join("busy").await;
+    let login = server.login().await;
+    let mut bob = server.connect(&login.auth_token).await;
+    bob.recv_text().await;
+    bob.set_name("Bob").await;
+    bob.join("old").await;
+
+    let old = send_many(&mut ann, "old", "old", 3).await;
+    bob.recv_type("chat_message_received").await;
+    ann.send_request("leave", json!({"channel": "old"})).await;
+    ann.expect(json!({"message": "You have left old"})).await;
+    // ~450 bytes each: 100 of them are almost three times the budget.
+    let long = "b".repeat(200);
+    send_many(&mut ann, "busy", &long, 100).await;
+    // Bob, the last member, leaves a channel whose history is now empty; then reconnects.
+    bob.send_request("leave", json!({"channel": "old"})).await;
+    assert_eq!(
+        bob.recv_type_or_error().await,
+        json!({"message": "You have left old"})
+    );
+    drop(bob);
+
+    let mut bob = server.connect(&login.auth_token).await;
+    bob.recv_text().await;
+    bob.send_request("join", json!({"channel": "old", "since": old[0]}))
+        .await;
+    bob.expect(json!({"message": "You have joined old"})).await;
+    let history = bob.recv_type("history").await;
+    assert_eq!(texts(&history["payload"]["messages"]), Vec::<String>::new());
+    assert_eq!(history["payload"]["gap"], true, "{history}");
+
+    // The busy channel keeps its newest messages, as many as fit.
+    ann.send_request("history", json!({"channel": "busy", "limit": 200}))
+        .await;
+    let page = ann.recv_type("history").await;
+    let kept = texts(&page["payload"]["messages"]);
+    assert!(kept.len() > 10 && kept.len() < 50, "{} kept", kept.len());
+    assert_eq!(kept.last().unwrap(), &format!("{long}-99"));
+
+    let (_, metrics) = server.get("/metrics").await;
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+    };
+    let held = value("chat_memory_history_bytes ");
+    assert!(held > 0 && held <= BUDGET, "{held} bytes held");
+    let dropped = value(r#"chat_limit_hits_total{limit="history_bytes"} "#);
+    assert_eq!(dropped as usize, 103 - kept.len());
+}

@@ -14,6 +14,7 @@ per_engine!(
     channels_per_connection_are_limited,
     oversized_frames_close_with_1009_and_others_keep_chatting,
     sustained_flooding_closes_with_1008,
+    invisible_names_are_refused_and_emoji_sequences_are_delivered,
 );
 
 /// Ann and Bob in `lobby`, presence events consumed.
@@ -222,4 +223,32 @@ async fn sustained_flooding_closes_with_1008() {
         metrics.contains(r#"chat_limit_hits_total{limit="frame_rate"} 1"#),
         "{metrics}"
     );
+}
+
+/// A name with a zero width space would look like "Ann": refused. A message with an emoji
+/// sequence joined by a zero width joiner still reaches the channel intact.
+async fn invisible_names_are_refused_and_emoji_sequences_are_delivered() {
+    let server = TestServer::start().await;
+    let (mut ann, mut bob) = pair(&server).await;
+    let mut eve = server.guest().await;
+    eve.send_request("set-name", json!({"username": "Ann\u{200B}"}))
+        .await;
+    eve.expect(json!({
+        "error": "Invalid username: must not contain invisible characters (U+200B)",
+        "code": "bad_name",
+    }))
+    .await;
+    eve.send_request("join", json!({"channel": "lobby\u{2028}"}))
+        .await;
+    assert_eq!(eve.recv().await["code"], "bad_channel");
+
+    let coder = "👩\u{200D}💻";
+    bob.send_request("message", json!({"channel": "lobby", "message": coder}))
+        .await;
+    assert_eq!(
+        bob.recv_type_or_error().await,
+        json!({"message": format!("Message sent to lobby: {coder}")})
+    );
+    let got = ann.recv_type("chat_message_received").await;
+    assert_eq!(got["payload"]["message"], coder);
 }

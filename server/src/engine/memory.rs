@@ -1,4 +1,8 @@
-//! The in-process engine: one node, no dependencies. History lives in a capped ring per channel.
+//! The in-process engine: one node, no dependencies. History lives in a capped ring per channel,
+//! and all rings together hold at most `--memory-history-bytes` (the oldest messages of any
+//! channel go first).
+
+mod budget;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -7,8 +11,10 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceUser};
 
+use crate::metrics::{Limit, Metrics};
 use crate::moderation::{Sanction, Standing};
 
+use self::budget::{Budget, Kept, kept_bytes};
 use super::{
     Delivery, DeliverySink, Engine, EngineError, History, HistoryQuery, NewMessage, now_ms,
 };
@@ -22,15 +28,21 @@ pub struct MemoryEngine {
     online: Mutex<HashMap<String, usize>>,
     standings: Mutex<HashMap<String, Standing>>,
     max_channels: usize,
+    /// History bytes held in all channels. Lock order: `channels`, then a channel, then this.
+    budget: Mutex<Budget>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 #[derive(Default)]
 struct ChannelState {
+    /// The channel's name (each budget entry shares it).
+    name: Arc<str>,
     last_id: MessageId,
-    history: VecDeque<Arc<ChatMessage>>,
+    history: VecDeque<Kept>,
     /// Removed from the map: whoever still holds it must fetch a fresh entry.
     retired: bool,
-    /// Id of the newest message dropped from history, if any was.
+    /// Id of the newest message dropped from history (by the count cap or the byte budget), if
+    /// any was: a `since` read from before it reports a gap.
     trimmed_through: Option<MessageId>,
     /// Present users and how many `presence_add` calls hold them.
     present: HashMap<String, usize>,
@@ -56,7 +68,26 @@ impl MemoryEngine {
             online: Mutex::default(),
             standings: Mutex::default(),
             max_channels: usize::MAX,
+            budget: Mutex::new(Budget::new(usize::MAX)),
+            metrics: None,
         }
+    }
+
+    /// Holds at most `bytes` of history in all channels together (as counted by `kept_bytes`):
+    /// past it the oldest messages of any channel are dropped first.
+    pub fn with_history_bytes(self, bytes: usize) -> Self {
+        self.budget.lock().set_limit(bytes);
+        self
+    }
+
+    /// Reports history bytes held (`chat_memory_history_bytes`) and messages dropped for the
+    /// byte budget (`chat_limit_hits_total{limit="history_bytes"}`) to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.budget
+            .lock()
+            .report_to(metrics.memory_history_bytes.clone());
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Keeps the history of at most `max` channels (at least 1).
@@ -104,7 +135,12 @@ impl MemoryEngine {
             if let Some(name) = oldest
                 && let Some(state) = channels.remove(&name)
             {
-                state.lock().retired = true;
+                let mut state = state.lock();
+                state.retired = true;
+                let mut budget = self.budget.lock();
+                for kept in state.history.drain(..) {
+                    budget.release(kept.seq);
+                }
                 tracing::debug!(
                     channel = name,
                     "forgot a quiet channel's history (cap reached)"
@@ -112,6 +148,7 @@ impl MemoryEngine {
             }
         }
         let state = Arc::new(Mutex::new(ChannelState {
+            name: Arc::from(channel),
             last_active_ms: now_ms(),
             ..Default::default()
         }));
@@ -121,6 +158,43 @@ impl MemoryEngine {
 
     fn existing(&self, channel: &str) -> Option<Arc<Mutex<ChannelState>>> {
         self.channels.read().get(channel).cloned()
+    }
+
+    /// Drops the oldest kept messages, of any channel, until the history bytes held are within
+    /// the budget. Called with no lock held; takes each channel's lock, then the budget's.
+    fn enforce_budget(&self) {
+        loop {
+            let Some((channel, seq)) = self.budget.lock().oldest_if_over() else {
+                return;
+            };
+            let state = self.existing(&channel);
+            let mut state = state.as_ref().map(|state| state.lock());
+            let dropped = match state.as_deref_mut() {
+                Some(state) if state.history.front().is_some_and(|kept| kept.seq == seq) => {
+                    if let Some(kept) = state.history.pop_front() {
+                        state.trimmed_through = Some(kept.message.id);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            let mut budget = self.budget.lock();
+            if dropped {
+                budget.release(seq);
+                if let Some(metrics) = &self.metrics {
+                    metrics.limit(Limit::HistoryBytes);
+                }
+            } else if budget.is_kept(seq) {
+                // Gone from its channel without being released: cannot happen while every
+                // removal releases under the channel's lock, but never loop on it.
+                tracing::warn!(
+                    channel = &*channel,
+                    "history budget entry without its message"
+                );
+                budget.release(seq);
+            }
+            // Otherwise another caller dropped it meanwhile: look at the new oldest.
+        }
     }
 
     /// The id after `last` for a message accepted at `now` (the Redis stream rule).
@@ -138,7 +212,7 @@ fn read_history(state: &ChannelState, query: HistoryQuery) -> History {
     let (start, end, gap) = match query {
         HistoryQuery::Last { limit } => (kept.len().saturating_sub(limit), kept.len(), false),
         HistoryQuery::Since { after, limit } => {
-            let first_after = kept.partition_point(|m| m.id <= after);
+            let first_after = kept.partition_point(|k| k.message.id <= after);
             let missing = kept.len() - first_after;
             // Too many missed: send the newest `limit`, so that history meets live traffic
             // without a hole, and say that older ones were missed.
@@ -147,12 +221,15 @@ fn read_history(state: &ChannelState, query: HistoryQuery) -> History {
             (start, kept.len(), dropped || start > first_after)
         }
         HistoryQuery::Before { before, limit } => {
-            let end = kept.partition_point(|m| m.id < before);
+            let end = kept.partition_point(|k| k.message.id < before);
             (end.saturating_sub(limit), end, false)
         }
     };
     History {
-        messages: kept.range(start..end).map(|m| (**m).clone()).collect(),
+        messages: kept
+            .range(start..end)
+            .map(|k| (*k.message).clone())
+            .collect(),
         more: start > 0 && !matches!(query, HistoryQuery::Since { .. }),
         gap,
     }
@@ -169,22 +246,37 @@ impl Engine for MemoryEngine {
     }
 
     async fn publish(&self, new: NewMessage) -> Result<Arc<ChatMessage>, EngineError> {
-        self.with_channel(&new.channel.clone(), |state| {
+        let (message, over_budget) = self.with_channel(&new.channel.clone(), |state| {
             let now = now_ms();
             let id = Self::next_id(state.last_id, now);
             state.last_id = id;
             state.last_active_ms = now;
             let message = Arc::new(new.stored(id));
+            let mut over_budget = false;
             if self.history_size > 0 {
-                if state.history.len() == self.history_size {
-                    state.trimmed_through = state.history.pop_front().map(|m| m.id);
+                let mut budget = self.budget.lock();
+                if state.history.len() == self.history_size
+                    && let Some(oldest) = state.history.pop_front()
+                {
+                    state.trimmed_through = Some(oldest.message.id);
+                    budget.release(oldest.seq);
                 }
-                state.history.push_back(message.clone());
+                let seq = budget.store(&state.name, kept_bytes(&message));
+                over_budget = budget.over();
+                state.history.push_back(Kept {
+                    message: message.clone(),
+                    seq,
+                });
             }
             // Deliver under the channel lock so that deliveries leave in id order.
             self.sink.deliver(Delivery::Message(message.clone()));
-            Ok(message)
-        })
+            (message, over_budget)
+        });
+        if over_budget {
+            // Other channels' locks are taken here, with this one's released: no lock cycle.
+            self.enforce_budget();
+        }
+        Ok(message)
     }
 
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<History, EngineError> {
@@ -238,9 +330,10 @@ impl Engine for MemoryEngine {
             return Ok(false);
         }
         state.present.remove(user_id);
-        if state.present.is_empty() && state.history.is_empty() {
+        if state.present.is_empty() && state.history.is_empty() && state.trimmed_through.is_none() {
             // Nothing left to remember: forget the channel, so that joining many made-up
-            // channel names does not grow memory.
+            // channel names does not grow memory. (A channel whose history the byte budget
+            // emptied is kept, so that a `since` resume still learns of its gap.)
             state.retired = true;
             drop(state);
             let mut channels = self.channels.write();
@@ -348,157 +441,4 @@ impl Engine for MemoryEngine {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Collects deliveries.
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<Delivery>>);
-
-    impl DeliverySink for Collect {
-        fn deliver(&self, delivery: Delivery) {
-            self.0.lock().push(delivery);
-        }
-    }
-
-    fn message(channel: &str, text: &str) -> NewMessage {
-        NewMessage {
-            channel: channel.into(),
-            user_id: "u".into(),
-            username: "U".into(),
-            message: text.into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn past_the_cap_the_quietest_channel_without_members_is_forgotten() {
-        let engine = MemoryEngine::new(Arc::new(Collect::default()), 10).with_max_channels(3);
-        engine.presence_add("busy", "u").await.unwrap();
-        engine
-            .publish(message("busy", "old but occupied"))
-            .await
-            .unwrap();
-        // Within one millisecond the name breaks the tie: c0 and c1 go either way.
-        for n in 0..5 {
-            engine
-                .publish(message(&format!("c{n}"), "hi"))
-                .await
-                .unwrap();
-        }
-        let mut kept: Vec<_> = engine.channels.read().keys().cloned().collect();
-        kept.sort();
-        assert_eq!(
-            kept,
-            ["busy", "c3", "c4"],
-            "members' channels stay, quiet ones go"
-        );
-        let last = HistoryQuery::Last { limit: 10 };
-        assert!(
-            engine
-                .history("c0", last)
-                .await
-                .unwrap()
-                .messages
-                .is_empty()
-        );
-        assert_eq!(
-            engine.history("busy", last).await.unwrap().messages.len(),
-            1
-        );
-        // Publishing to a forgotten channel starts it again (ids keep rising with time).
-        engine.publish(message("c0", "again")).await.unwrap();
-        assert_eq!(engine.history("c0", last).await.unwrap().messages.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn empty_channels_are_forgotten_and_kept_ones_are_not() {
-        let engine = MemoryEngine::new(Arc::new(Collect::default()), 10);
-        for n in 0..100 {
-            let channel = format!("c{n}");
-            assert!(engine.presence_add(&channel, "u").await.unwrap());
-            assert!(engine.presence_remove(&channel, "u").await.unwrap());
-        }
-        assert!(engine.channels.read().is_empty());
-        engine.presence_add("kept", "u").await.unwrap();
-        engine.publish(message("kept", "hi")).await.unwrap();
-        engine.presence_remove("kept", "u").await.unwrap();
-        let history = engine
-            .history("kept", HistoryQuery::Last { limit: 5 })
-            .await
-            .unwrap();
-        assert_eq!(history.messages.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn ids_increase_and_history_reads_every_way() {
-        let sink = Arc::new(Collect::default());
-        let engine = MemoryEngine::new(sink.clone(), 4);
-        let mut ids = Vec::new();
-        for n in 0..6 {
-            ids.push(
-                engine
-                    .publish(message("c", &n.to_string()))
-                    .await
-                    .unwrap()
-                    .id,
-            );
-        }
-        assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(sink.0.lock().len(), 6);
-        let texts =
-            |h: History| -> Vec<String> { h.messages.into_iter().map(|m| m.message).collect() };
-        let last = engine
-            .history("c", HistoryQuery::Last { limit: 2 })
-            .await
-            .unwrap();
-        assert!(last.more);
-        assert_eq!(texts(last), ["4", "5"]);
-        let since = engine
-            .history(
-                "c",
-                HistoryQuery::Since {
-                    after: ids[3],
-                    limit: 10,
-                },
-            )
-            .await
-            .unwrap();
-        assert!(!since.gap);
-        assert_eq!(texts(since), ["4", "5"]);
-        let since_dropped = engine
-            .history(
-                "c",
-                HistoryQuery::Since {
-                    after: ids[0],
-                    limit: 10,
-                },
-            )
-            .await
-            .unwrap();
-        assert!(since_dropped.gap, "message 1 was dropped from a ring of 4");
-        let capped = engine
-            .history(
-                "c",
-                HistoryQuery::Since {
-                    after: ids[1],
-                    limit: 2,
-                },
-            )
-            .await
-            .unwrap();
-        assert!(capped.gap);
-        assert_eq!(texts(capped), ["4", "5"]);
-        let before = engine
-            .history(
-                "c",
-                HistoryQuery::Before {
-                    before: ids[4],
-                    limit: 10,
-                },
-            )
-            .await
-            .unwrap();
-        assert!(!before.more);
-        assert_eq!(texts(before), ["2", "3"]);
-    }
-}
+mod tests;

@@ -1,0 +1,312 @@
+//! Memory engine tests: channels, ids, history reads, the channel cap and the byte budget.
+
+use super::*;
+
+/// Collects deliveries.
+#[derive(Default)]
+struct Collect(Mutex<Vec<Delivery>>);
+
+impl DeliverySink for Collect {
+    fn deliver(&self, delivery: Delivery) {
+        self.0.lock().push(delivery);
+    }
+}
+
+fn message(channel: &str, text: &str) -> NewMessage {
+    NewMessage {
+        channel: channel.into(),
+        user_id: "u".into(),
+        username: "U".into(),
+        message: text.into(),
+    }
+}
+
+#[tokio::test]
+async fn past_the_cap_the_quietest_channel_without_members_is_forgotten() {
+    let engine = MemoryEngine::new(Arc::new(Collect::default()), 10).with_max_channels(3);
+    engine.presence_add("busy", "u").await.unwrap();
+    engine
+        .publish(message("busy", "old but occupied"))
+        .await
+        .unwrap();
+    // Within one millisecond the name breaks the tie: c0 and c1 go either way.
+    for n in 0..5 {
+        engine
+            .publish(message(&format!("c{n}"), "hi"))
+            .await
+            .unwrap();
+    }
+    let mut kept: Vec<_> = engine.channels.read().keys().cloned().collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["busy", "c3", "c4"],
+        "members' channels stay, quiet ones go"
+    );
+    let last = HistoryQuery::Last { limit: 10 };
+    assert!(
+        engine
+            .history("c0", last)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    assert_eq!(
+        engine.history("busy", last).await.unwrap().messages.len(),
+        1
+    );
+    // Publishing to a forgotten channel starts it again (ids keep rising with time).
+    engine.publish(message("c0", "again")).await.unwrap();
+    assert_eq!(engine.history("c0", last).await.unwrap().messages.len(), 1);
+}
+
+#[tokio::test]
+async fn empty_channels_are_forgotten_and_kept_ones_are_not() {
+    let engine = MemoryEngine::new(Arc::new(Collect::default()), 10);
+    for n in 0..100 {
+        let channel = format!("c{n}");
+        assert!(engine.presence_add(&channel, "u").await.unwrap());
+        assert!(engine.presence_remove(&channel, "u").await.unwrap());
+    }
+    assert!(engine.channels.read().is_empty());
+    engine.presence_add("kept", "u").await.unwrap();
+    engine.publish(message("kept", "hi")).await.unwrap();
+    engine.presence_remove("kept", "u").await.unwrap();
+    let history = engine
+        .history("kept", HistoryQuery::Last { limit: 5 })
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 1);
+}
+
+#[tokio::test]
+async fn ids_increase_and_history_reads_every_way() {
+    let sink = Arc::new(Collect::default());
+    let engine = MemoryEngine::new(sink.clone(), 4);
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(
+            engine
+                .publish(message("c", &n.to_string()))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(sink.0.lock().len(), 6);
+    let texts = |h: History| -> Vec<String> { h.messages.into_iter().map(|m| m.message).collect() };
+    let last = engine
+        .history("c", HistoryQuery::Last { limit: 2 })
+        .await
+        .unwrap();
+    assert!(last.more);
+    assert_eq!(texts(last), ["4", "5"]);
+    let since = engine
+        .history(
+            "c",
+            HistoryQuery::Since {
+                after: ids[3],
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!since.gap);
+    assert_eq!(texts(since), ["4", "5"]);
+    let since_dropped = engine
+        .history(
+            "c",
+            HistoryQuery::Since {
+                after: ids[0],
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(since_dropped.gap, "message 1 was dropped from a ring of 4");
+    let capped = engine
+        .history(
+            "c",
+            HistoryQuery::Since {
+                after: ids[1],
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(capped.gap);
+    assert_eq!(texts(capped), ["4", "5"]);
+    let before = engine
+        .history(
+            "c",
+            HistoryQuery::Before {
+                before: ids[4],
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!before.more);
+    assert_eq!(texts(before), ["2", "3"]);
+}
+
+/// What one message of `message(channel, text)` costs the budget (entry included).
+fn cost(channel: &str, text: &str) -> usize {
+    let stored = message(channel, text).stored(MessageId::new(1, 0));
+    kept_bytes(&stored) + budget::ENTRY_BYTES
+}
+
+fn texts(history: History) -> Vec<String> {
+    history.messages.into_iter().map(|m| m.message).collect()
+}
+
+#[tokio::test]
+async fn past_the_byte_budget_the_oldest_messages_of_any_channel_go_first() {
+    let per = cost("a", "a0");
+    let limit = 4 * per + per / 2;
+    let metrics = Arc::new(Metrics::new());
+    let engine = MemoryEngine::new(Arc::new(Collect::default()), 100)
+        .with_history_bytes(limit)
+        .with_metrics(metrics.clone());
+    let mut ids = HashMap::new();
+    for n in 0..3 {
+        for channel in ["a", "b", "c"] {
+            if n == 2 && channel == "c" {
+                break;
+            }
+            let text = format!("{channel}{n}");
+            let stored = engine.publish(message(channel, &text)).await.unwrap();
+            ids.insert(text, stored.id);
+            assert!(engine.budget.lock().held() <= limit);
+        }
+    }
+    // Sent: a0 b0 c0 a1 b1 c1 a2 b2; room for four: the four oldest went, across channels.
+    let last = HistoryQuery::Last { limit: 10 };
+    assert_eq!(texts(engine.history("a", last).await.unwrap()), ["a2"]);
+    assert_eq!(
+        texts(engine.history("b", last).await.unwrap()),
+        ["b1", "b2"]
+    );
+    assert_eq!(texts(engine.history("c", last).await.unwrap()), ["c1"]);
+    assert_eq!(engine.budget.lock().held(), 4 * per);
+
+    let since = |channel: &'static str, after: &str| {
+        let after = ids[after];
+        let engine = &engine;
+        async move {
+            engine
+                .history(channel, HistoryQuery::Since { after, limit: 10 })
+                .await
+                .unwrap()
+        }
+    };
+    let resumed = since("a", "a0").await;
+    assert!(resumed.gap, "a1, after a0, was dropped");
+    assert_eq!(texts(resumed), ["a2"]);
+    let resumed = since("a", "a1").await;
+    assert!(!resumed.gap, "nothing after a1 was dropped");
+    assert_eq!(texts(resumed), ["a2"]);
+    let resumed = since("b", "b0").await;
+    assert!(!resumed.gap, "b0 itself was dropped, but the reader had it");
+    assert_eq!(texts(resumed), ["b1", "b2"]);
+
+    let rendered = metrics.render();
+    assert!(
+        rendered.contains(r#"chat_limit_hits_total{limit="history_bytes"} 4"#),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(&format!("chat_memory_history_bytes {}", 4 * per)),
+        "{rendered}"
+    );
+}
+
+/// Messages the per-channel count cap dropped leave an entry in the budget's queue until it
+/// reaches the front; those entries count too, so a quiet channel's old message cannot make
+/// the queue grow without end behind it.
+#[tokio::test]
+async fn entries_left_by_the_count_cap_are_bounded_by_the_budget() {
+    let per = cost("busy", "m0000");
+    let limit = 20 * per;
+    let engine = MemoryEngine::new(Arc::new(Collect::default()), 2).with_history_bytes(limit);
+    engine.publish(message("quiet", "old")).await.unwrap();
+    for n in 0..2000 {
+        engine
+            .publish(message("busy", &format!("m{n:04}")))
+            .await
+            .unwrap();
+        let budget = engine.budget.lock();
+        assert!(budget.held() <= limit);
+        assert!(budget.queued() <= limit / budget::ENTRY_BYTES);
+    }
+    let quiet = engine
+        .history(
+            "quiet",
+            HistoryQuery::Since {
+                after: MessageId::new(0, 0),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(quiet.messages.is_empty() && quiet.gap);
+    let busy = engine
+        .history("busy", HistoryQuery::Last { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(texts(busy), ["m1998", "m1999"]);
+}
+
+/// Publishers on many channels, the channel cap forgetting channels and the budget dropping
+/// messages across channels, all at once: no deadlock, and the accounting still adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishers_stay_within_the_budget_without_deadlock() {
+    let per = cost("c0", "x");
+    let limit = 50 * per;
+    let engine = Arc::new(
+        MemoryEngine::new(Arc::new(Collect::default()), 20)
+            .with_max_channels(4)
+            .with_history_bytes(limit),
+    );
+    let tasks: Vec<_> = (0..4)
+        .map(|task| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for n in 0..2000 {
+                    let channel = format!("c{}", (task + n) % 7);
+                    engine.publish(message(&channel, "x")).await.unwrap();
+                    if n % 50 == 0 {
+                        engine.presence_add(&channel, "u").await.unwrap();
+                        engine.presence_remove(&channel, "u").await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        for task in tasks {
+            task.await.unwrap();
+        }
+    })
+    .await
+    .expect("no deadlock");
+    let channels: Vec<_> = engine.channels.read().values().cloned().collect();
+    let mut kept = 0;
+    for state in channels {
+        let state = state.lock();
+        kept += state
+            .history
+            .iter()
+            .map(|k| kept_bytes(&k.message) + budget::ENTRY_BYTES)
+            .sum::<usize>();
+    }
+    let budget = engine.budget.lock();
+    assert!(budget.held() <= limit, "{} > {limit}", budget.held());
+    assert!(
+        kept <= budget.held(),
+        "kept messages cost {kept}, held {}",
+        budget.held()
+    );
+}
