@@ -1,25 +1,12 @@
 //! How the server ends connections: a closing handshake with a code and a reason that reach the
 //! client whole (never a TCP reset that eats them), pings under the flood limit, and protocol
-//! violations closed with their RFC 6455 codes.
+//! violations closed with their RFC 6455 codes. (Slow consumers: `lifecycle`.)
 
 mod common;
 
 use common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-/// A client that sent `sent` requests, then reads: every text frame up to the close, and the
-/// close itself (`None` when the stream ended without one, e.g. on a reset).
-async fn read_to_close(client: &mut Client) -> (Vec<serde_json::Value>, Option<(u16, String)>) {
-    let mut texts = Vec::new();
-    loop {
-        match client.next_seen().await {
-            Seen::Text(text) => texts.push(serde_json::from_str(&text).unwrap()),
-            Seen::Close(frame) => return (texts, frame),
-            Seen::Ended => return (texts, None),
-        }
-    }
-}
 
 /// A masked client frame: `first` is the FIN/RSV/opcode byte.
 fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
@@ -42,14 +29,13 @@ async fn a_flooding_client_receives_every_reply_then_1008_with_the_reason() {
     let server = TestServer::start().await;
     let mut eve = server.named("Eve").await;
     eve.join("lobby").await;
-    // 400 messages at once, past the frame burst (200 at 50/s, two spent on set-name and join):
-    // the server answers what it
-    // read (10 messages sent, the rest `rate_limited`), closes with 1008, and discards the
-    // rest, which is still unread in its socket when it closes.
+    // 400 messages at once, past the frame burst (200 at 50/s, two spent on set-name and
+    // join): the server answers what it read (10 messages sent, the rest `rate_limited`),
+    // closes with 1008, and discards the rest, still unread in its socket when it closes.
     let message = json!({"type": "message", "payload": {"channel": "lobby", "message": "flood"}});
     eve.send_all((0..400).map(|_| Message::Text(message.to_string().into())))
         .await;
-    let (texts, close) = read_to_close(&mut eve).await;
+    let (texts, close) = eve.read_to_close().await;
     assert_eq!(
         close,
         Some((1008, "too many frames: flooding".to_owned())),
@@ -80,7 +66,7 @@ async fn a_refused_client_that_sent_data_at_once_still_reads_why() {
         .flat_map(|_| masked_frame(0x81, ping.as_bytes()))
         .collect();
     let mut client = Client::connect_pipelined(server.addr, "not-a-token", &frames).await;
-    let (texts, close) = read_to_close(&mut client).await;
+    let (texts, close) = client.read_to_close().await;
     assert_eq!(texts.len(), 1, "{texts:?}");
     assert_eq!(texts[0]["code"], "invalid_token");
     assert_eq!(close.map(|(code, _)| code), Some(1008));
@@ -100,7 +86,7 @@ async fn websocket_pings_count_against_the_flood_limit() {
     let mut eve = server.guest().await;
     eve.send_all((0..1000).map(|_| Message::Ping(Default::default())))
         .await;
-    let (_, close) = read_to_close(&mut eve).await;
+    let (_, close) = eve.read_to_close().await;
     assert_eq!(close, Some((1008, "too many frames: flooding".to_owned())));
     let (_, metrics) = server.get("/metrics").await;
     assert!(
@@ -126,7 +112,7 @@ async fn protocol_violations_close_with_1002_and_bad_utf8_with_1007() {
     for (what, bytes, code) in cases {
         let mut client = server.guest().await;
         client.write_raw_bytes(&bytes).await;
-        let (_, close) = read_to_close(&mut client).await;
+        let (_, close) = client.read_to_close().await;
         assert_eq!(close.map(|(c, _)| c), Some(code), "{what}");
     }
     let (_, metrics) = server.get("/metrics").await;
@@ -136,57 +122,4 @@ async fn protocol_violations_close_with_1002_and_bad_utf8_with_1007() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
-}
-
-#[tokio::test]
-async fn a_client_that_stops_reading_fills_its_queue_and_then_reads_why() {
-    // Default queue (1,024 frames) and socket buffers; only the sender's rate is lifted.
-    let server = TestServer::start_with(|c| {
-        c.limits.messages_per_second = 100_000;
-        c.limits.message_burst = 100_000;
-        c.limits.frames_per_second = 100_000;
-        c.limits.frame_burst = 100_000;
-    })
-    .await;
-    let mut ann = server.named("Ann").await;
-    ann.join("busy").await;
-    let login = server.login().await;
-    let mut slow = Client::connect_small_buffer(server.addr, &login.auth_token).await;
-    slow.recv_text().await;
-    slow.join("busy").await;
-    // `slow` stops reading. Without a capped send buffer the kernel would park thousands of
-    // these frames and the queue would never fill: the client would only go at the idle timeout.
-    let text = "y".repeat(500);
-    let mut sent = 0;
-    let dropped = loop {
-        ann.send_request("message", json!({"channel": "busy", "message": text}))
-            .await;
-        ann.recv_type_or_error().await;
-        ann.recv_type("chat_message_received").await;
-        sent += 1;
-        if sent % 32 == 0 {
-            let (_, metrics) = server.get("/metrics").await;
-            if metrics.contains("chat_queue_drops_total 1") {
-                break true;
-            }
-        }
-        if sent == 3_000 {
-            break false;
-        }
-    };
-    assert!(
-        dropped,
-        "3,000 frames sent and the slow client's queue never filled"
-    );
-    // Reading again, it gets what the kernel held, then the close frame with the reason.
-    let (texts, close) = read_to_close(&mut slow).await;
-    assert_eq!(
-        close,
-        Some((1008, "outgoing queue full: client too slow".to_owned())),
-        "after {} frames",
-        texts.len()
-    );
-    slow.finish_close()
-        .await
-        .expect("a closing handshake, not a reset");
 }

@@ -42,10 +42,8 @@ async fn a_client_that_answers_pings_stays_and_a_dead_one_is_dropped() {
 }
 
 async fn a_client_that_cannot_keep_up_is_dropped_without_hurting_others() {
+    // Default queue (1,024 frames) and socket buffers; only the sender's rate is lifted.
     let server = TestServer::start_with(|c| {
-        c.limits.outgoing_queue = 16;
-        c.limits.max_message_chars = 20_000;
-        c.limits.max_frame_bytes = 64 * 1024;
         c.limits.messages_per_second = 100_000;
         c.limits.message_burst = 100_000;
         c.limits.frames_per_second = 100_000;
@@ -53,34 +51,46 @@ async fn a_client_that_cannot_keep_up_is_dropped_without_hurting_others() {
     })
     .await;
     let mut ann = server.named("Ann").await;
-    ann.join("flood").await;
+    ann.join("busy").await;
     let login = server.login().await;
     let mut slow = Client::connect_small_buffer(server.addr, &login.auth_token).await;
     slow.recv_text().await;
-    slow.join("flood").await;
-    // `slow` stops reading. Ann sends until the server gives up on `slow`: kernel buffers fill
-    // first, then its bounded queue, then it is closed.
-    let text = "x".repeat(16_000);
-    let mut dropped = false;
-    for n in 0..5_000 {
-        ann.send_request("message", json!({"channel": "flood", "message": text}))
+    slow.join("busy").await;
+    // `slow` stops reading. Without a capped send buffer the kernel would park thousands of
+    // these frames and the queue would never fill: the client would only go at the idle timeout.
+    let text = "y".repeat(500);
+    let mut sent = 0;
+    let dropped = loop {
+        ann.send_request("message", json!({"channel": "busy", "message": text}))
             .await;
         ann.recv_type_or_error().await;
         ann.recv_type("chat_message_received").await;
-        if n % 16 != 0 {
-            continue;
+        sent += 1;
+        if sent % 32 == 0 {
+            let (_, metrics) = server.get("/metrics").await;
+            if metrics.contains("chat_queue_drops_total 1") {
+                break true;
+            }
         }
-        let (_, metrics) = server.get("/metrics").await;
-        if metrics.contains("chat_queue_drops_total 1") {
-            dropped = true;
-            break;
+        if sent == 3_000 {
+            break false;
         }
-    }
-    assert!(dropped, "the slow client was never dropped");
-    // Ann is unaffected.
-    ann.sync().await;
-    // Slow eventually sees the end of its stream (after whatever was already buffered).
-    slow.expect_close().await;
+    };
+    assert!(
+        dropped,
+        "3,000 frames sent and the slow client's queue never filled"
+    );
+    // Reading again, it gets what the kernel held, then the close frame with the reason.
+    let (texts, close) = slow.read_to_close().await;
+    assert_eq!(
+        close,
+        Some((1008, "outgoing queue full: client too slow".to_owned())),
+        "after {} frames",
+        texts.len()
+    );
+    slow.finish_close()
+        .await
+        .expect("a closing handshake, not a reset");
 }
 
 async fn shutdown_closes_every_connection_with_1001() {

@@ -293,6 +293,19 @@ impl Client {
         }
     }
 
+    /// Reads on to the close: every text frame as JSON, and the close code and reason (`None`
+    /// when the stream ended without a close frame, e.g. on a reset).
+    pub async fn read_to_close(&mut self) -> (Vec<Value>, Option<(u16, String)>) {
+        let mut texts = Vec::new();
+        loop {
+            match self.next_seen().await {
+                Seen::Text(text) => texts.push(serde_json::from_str(&text).unwrap()),
+                Seen::Close(frame) => return (texts, frame),
+                Seen::Ended => return (texts, None),
+            }
+        }
+    }
+
     /// Asserts that the server closes the connection, returning the close code and reason.
     pub async fn expect_close(&mut self) -> Option<(u16, String)> {
         loop {
