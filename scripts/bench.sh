@@ -91,8 +91,9 @@ fi
 
 mkdir -p "$root/bench-results"
 out=$root/bench-results/$engine-$scenario-$(date -u +%Y%m%dT%H%M%S).json
+args="$*"
 IFS=,
-echo "+ chat-bench $scenario --ws-url ${urls[*]} --server-pid ${server_pids[*]} $*" >&2
+echo "+ chat-bench $scenario --ws-url ${urls[*]} --server-pid ${server_pids[*]} $args" >&2
 "$bin/chat-bench" "$scenario" --ws-url "${urls[*]}" --server-pid "${server_pids[*]}" \
     --json "$out" "$@"
 unset IFS
