@@ -7,22 +7,34 @@
 # ENGINE:   memory  one node, in-process engine
 #           redis   one node on the Redis engine (REDIS_URL, default redis://127.0.0.1:6379)
 #           redis2  two nodes on the Redis engine; clients alternate between them
-# SCENARIO: seed | fanout | ramp | idle | reconnect-storm (see `chat-bench --help`)
+# SCENARIO: seed | fanout | ramp | idle | reconnect-storm | login (see `chat-bench --help`)
 #
 # Servers listen on 127.0.0.1:8090 (and 8091), with a fresh key, guest file and Redis prefix per
 # run; fanout and ramp raise the per-connection rate limits (they measure the server, not its
 # flood protection). --server-pid is passed for every node and for Redis (its share of the
 # work is part of the cost). The JSON result goes to bench-results/ENGINE-SCENARIO-TIME.json.
+#
+# Every client comes from 127.0.0.1 (login: every worker), so the per-address limits are raised
+# for every scenario, the login limit included (--logins-per-minute/--login-burst 1,000,000:
+# far above what one machine reaches); `login` measures signing, not the 429s.
+#
+# Binaries come from $CARGO_TARGET_DIR (default target/)/release; CHAT_SERVER_BIN runs another
+# chat-server build instead (e.g. one built from an older commit, for before/after figures).
 set -euo pipefail
 
 engine=${1:?usage: scripts/bench.sh memory|redis|redis2 SCENARIO [args...]}
-scenario=${2:?usage: scripts/bench.sh ENGINE seed|fanout|ramp|idle|reconnect-storm [args...]}
+scenario=${2:?usage: scripts/bench.sh ENGINE seed|fanout|ramp|idle|reconnect-storm|login [args...]}
+case $scenario in
+    seed | fanout | ramp | idle | reconnect-storm | login) ;;
+    *) echo "unknown scenario $scenario (seed, fanout, ramp, idle, reconnect-storm, login)" >&2; exit 2 ;;
+esac
 shift 2
 root=$(cd "$(dirname "$0")/.." && pwd)
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p server -p chat-bench
-bin=$root/target/release
+bin=${CARGO_TARGET_DIR:-$root/target}/release
+server_bin=${CHAT_SERVER_BIN:-$bin/chat-server}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -56,7 +68,7 @@ urls=()
 server_pids=()
 for ((i = 0; i < nodes; i++)); do
     port=$((8090 + i))
-    "$bin/chat-server" --listen "127.0.0.1:$port" "${flags[@]}" >"$work/node$i.log" 2>&1 &
+    "$server_bin" --listen "127.0.0.1:$port" "${flags[@]}" >"$work/node$i.log" 2>&1 &
     pids+=($!)
     server_pids+=($!)
     urls+=("ws://127.0.0.1:$port/")
@@ -79,8 +91,9 @@ fi
 
 mkdir -p "$root/bench-results"
 out=$root/bench-results/$engine-$scenario-$(date -u +%Y%m%dT%H%M%S).json
+args="$*"
 IFS=,
-echo "+ chat-bench $scenario --ws-url ${urls[*]} --server-pid ${server_pids[*]} $*" >&2
+echo "+ chat-bench $scenario --ws-url ${urls[*]} --server-pid ${server_pids[*]} $args" >&2
 "$bin/chat-bench" "$scenario" --ws-url "${urls[*]}" --server-pid "${server_pids[*]}" \
     --json "$out" "$@"
 unset IFS

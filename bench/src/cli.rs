@@ -20,7 +20,8 @@ pub struct Cli {
 
     /// Scenario to run: seed (N clients over C channels, all sending), fanout (one channel, S
     /// senders), ramp (seed at rising rates), idle (connected, silent clients: server memory per
-    /// connection) or reconnect-storm (all drop and reconnect at once, then seed). Default: seed.
+    /// connection), reconnect-storm (all drop and reconnect at once, then seed) or login (N
+    /// workers logging guests in and refreshing their tokens over HTTP). Default: seed.
     #[arg(long = "scenario", value_enum, id = "scenario_flag")]
     pub scenario_flag: Option<ScenarioKind>,
 
@@ -45,12 +46,17 @@ pub struct Cli {
     pub tokens_file: Option<PathBuf>,
 
     /// Guests to log in (their tokens are shared by the clients in turn). Default: one per
-    /// client; 100 for idle.
+    /// client; 100 for idle. login: the most logins of the whole run (default: no cap, the
+    /// duration ends it).
     #[arg(long)]
     pub logins: Option<usize>,
 
-    /// Number of clients. Default: 1500 (seed, ramp, reconnect-storm), 1000 (fanout), 10000
-    /// (idle).
+    /// login: token refreshes after each login, each with the refresh token just received.
+    #[arg(long, default_value_t = 1)]
+    pub refreshes_per_login: usize,
+
+    /// Number of clients (login: workers logging in at the same time). Default: 1500 (seed,
+    /// ramp, reconnect-storm), 1000 (fanout), 10000 (idle), 64 (login).
     #[arg(long, short = 'n')]
     pub clients: Option<usize>,
 
@@ -71,8 +77,9 @@ pub struct Cli {
     #[arg(long, short = 'r', default_value_t = 1.0)]
     pub rate: f64,
 
-    /// Length of the sending phase (idle: of the hold; ramp: of each step), seconds. Default:
-    /// 20 (seed, fanout), 10 (ramp, reconnect-storm), 30 (idle).
+    /// Length of the sending phase (idle: of the hold; ramp: of each step; login: of the
+    /// logins), seconds. Default: 20 (seed, fanout), 10 (ramp, reconnect-storm, login), 30
+    /// (idle).
     #[arg(long, short = 'd')]
     pub duration: Option<f64>,
 
@@ -155,6 +162,7 @@ impl Cli {
         if self.logins.is_some() {
             config.logins = self.logins;
         }
+        config.refreshes_per_login = self.refreshes_per_login;
         // ~28,000 ephemeral ports per source address; stay well below.
         config.source_addresses = self
             .source_addresses
@@ -212,6 +220,10 @@ mod tests {
         let storm = parse(&["reconnect-storm"]).unwrap();
         assert_eq!(storm.kind, ScenarioKind::ReconnectStorm);
         assert_eq!((storm.sender_count(), storm.login_count()), (1500, 1500));
+        let login = parse(&["login", "--refreshes-per-login", "3", "--logins", "500"]).unwrap();
+        assert_eq!((login.kind, login.clients), (ScenarioKind::Login, 64));
+        assert_eq!((login.refreshes_per_login, login.logins), (3, Some(500)));
+        assert_eq!((login.sender_count(), login.duration.as_secs()), (0, 10));
         let ramp = parse(&["ramp", "--p99-bound-ms", "2.5", "--ramp-factor", "2"]).unwrap();
         assert_eq!(ramp.p99_bound, Duration::from_micros(2500));
         assert_eq!((ramp.ramp_factor, ramp.duration.as_secs()), (2.0, 10));
@@ -238,6 +250,8 @@ mod tests {
         let plans = config.plans("x", tokens);
         assert_eq!(plans.len(), 3);
         assert_eq!(&*plans[2].token, "a");
+        let err = parse(&["login", "--tokens-file", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("--tokens-file"), "{err}");
     }
 
     #[test]
@@ -268,5 +282,6 @@ mod tests {
         assert!(parse(&["ramp", "--ramp-factor", "1"]).is_err());
         assert!(parse(&["idle", "--source-addresses", "300"]).is_err());
         assert!(parse(&["--logins", "0"]).is_err());
+        assert!(parse(&["login", "-n", "5000"]).is_err());
     }
 }

@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod client;
 pub mod login;
+pub mod login_scenario;
 pub mod proc_stats;
 pub mod ramp;
 pub mod report;

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::scenario::ScenarioConfig;
+use crate::login_scenario::LoginReport;
+use crate::scenario::{ScenarioConfig, ScenarioKind};
 use crate::stats::{DeliverySummary, ErrorCounts};
 
 /// End-to-end latency percentiles, µs.
@@ -119,6 +120,9 @@ pub struct BenchResult {
     /// `ramp`: every step, and the highest rate held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ramp: Option<RampReport>,
+    /// `login`: logins and refreshes per second and their latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login: Option<LoginReport>,
 }
 
 /// What the `idle` scenario measured: the server's resident memory before any client connected
@@ -192,33 +196,15 @@ impl BenchResult {
     /// The result as a plain-text table.
     pub fn table(&self) -> String {
         let c = &self.config;
-        let d = &self.deliveries;
-        let l = &self.latency_us;
-        let mut rows: Vec<(&str, String)> = vec![
-            ("scenario", c.kind.name().to_owned()),
-            ("target", c.ws_urls.join(", ")),
-            (
-                "clients ready",
-                format!("{} / {}", self.clients_ready, c.clients),
-            ),
-            ("channels", c.channel_count().to_string()),
-            ("rate per sender", format!("{} msg/s", c.rate)),
-            ("setup", format!("{:.2} s", self.setup_secs)),
-            ("sending phase", format!("{:.2} s", self.send_secs)),
-            ("messages sent", d.messages_sent.to_string()),
-            ("messages acked", d.messages_acked.to_string()),
-            ("messages rejected", d.messages_rejected.to_string()),
-            ("deliveries expected", d.expected.to_string()),
-            ("deliveries received", d.received.to_string()),
-            ("deliveries lost", d.lost.to_string()),
-            ("deliveries duplicated", d.duplicated.to_string()),
-            ("deliveries unexpected", d.unexpected.to_string()),
-            ("deliveries/s", format!("{:.1}", self.deliveries_per_second)),
-            ("latency p50", ms(l.p50)),
-            ("latency p99", ms(l.p99)),
-            ("latency p99.9", ms(l.p999)),
-            ("latency max", ms(l.max)),
-        ];
+        let mut rows: Vec<(&str, String)> = if c.kind == ScenarioKind::Login {
+            // No WebSocket clients: the login rows below say it all.
+            vec![
+                ("scenario", c.kind.name().to_owned()),
+                ("target", c.ws_urls.join(", ")),
+            ]
+        } else {
+            self.message_rows()
+        };
         for server in &self.server {
             rows.push((
                 "server cpu",
@@ -256,6 +242,38 @@ impl BenchResult {
         out
     }
 
+    /// The rows of the WebSocket scenarios: clients, messages, deliveries, latency.
+    fn message_rows(&self) -> Vec<(&'static str, String)> {
+        let c = &self.config;
+        let d = &self.deliveries;
+        let l = &self.latency_us;
+        vec![
+            ("scenario", c.kind.name().to_owned()),
+            ("target", c.ws_urls.join(", ")),
+            (
+                "clients ready",
+                format!("{} / {}", self.clients_ready, c.clients),
+            ),
+            ("channels", c.channel_count().to_string()),
+            ("rate per sender", format!("{} msg/s", c.rate)),
+            ("setup", format!("{:.2} s", self.setup_secs)),
+            ("sending phase", format!("{:.2} s", self.send_secs)),
+            ("messages sent", d.messages_sent.to_string()),
+            ("messages acked", d.messages_acked.to_string()),
+            ("messages rejected", d.messages_rejected.to_string()),
+            ("deliveries expected", d.expected.to_string()),
+            ("deliveries received", d.received.to_string()),
+            ("deliveries lost", d.lost.to_string()),
+            ("deliveries duplicated", d.duplicated.to_string()),
+            ("deliveries unexpected", d.unexpected.to_string()),
+            ("deliveries/s", format!("{:.1}", self.deliveries_per_second)),
+            ("latency p50", ms(l.p50)),
+            ("latency p99", ms(l.p99)),
+            ("latency p99.9", ms(l.p999)),
+            ("latency max", ms(l.max)),
+        ]
+    }
+
     /// Rows of the scenario-specific reports.
     fn scenario_rows(&self, rows: &mut Vec<(&str, String)>) {
         let kib =
@@ -280,6 +298,9 @@ impl BenchResult {
             rows.push(("reconnect p50", ms(r.p50)));
             rows.push(("reconnect p99", ms(r.p99)));
             rows.push(("reconnect max", ms(r.max)));
+        }
+        if let Some(login) = &self.login {
+            login_rows(login, rows);
         }
         if let Some(ramp) = &self.ramp {
             rows.push(("p99 bound", ms(ramp.p99_bound_us)));
@@ -321,6 +342,30 @@ impl BenchResult {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
+}
+
+/// The rows of the `login` scenario.
+fn login_rows(login: &LoginReport, rows: &mut Vec<(&str, String)>) {
+    let (a, r) = (&login.login_us, &login.refresh_us);
+    rows.push(("workers", login.workers.to_string()));
+    rows.push(("refreshes per login", login.refreshes_per_login.to_string()));
+    rows.push(("duration", format!("{:.2} s", login.wall_secs)));
+    rows.push(("logins", login.logins.to_string()));
+    rows.push(("logins/s", format!("{:.1}", login.logins_per_second)));
+    rows.push(("login p50", ms(a.p50)));
+    rows.push(("login p99", ms(a.p99)));
+    rows.push(("login max", ms(a.max)));
+    rows.push(("refreshes", login.refreshes.to_string()));
+    rows.push(("refreshes/s", format!("{:.1}", login.refreshes_per_second)));
+    rows.push(("refresh p50", ms(r.p50)));
+    rows.push(("refresh p99", ms(r.p99)));
+    rows.push(("refresh max", ms(r.max)));
+    rows.push((
+        "server cpu/request",
+        login
+            .server_cpu_ms_per_request
+            .map_or("n/a".into(), |ms| format!("{ms:.3} ms")),
+    ));
 }
 
 #[cfg(test)]
@@ -371,6 +416,7 @@ mod tests {
                 }],
                 highest_held_messages_per_second: None,
             }),
+            login: None,
         };
         assert!(!result.clean_within(u64::MAX), "7 lost is not clean");
         assert!(result.latency_us.p50 >= 4990 && result.latency_us.p50 <= 5010);

@@ -35,6 +35,9 @@ pub enum ScenarioKind {
     Idle,
     /// `seed` clients all drop their connections and reconnect at once, then send.
     ReconnectStorm,
+    /// Guest logins and token refreshes over HTTP, as fast as the server answers (see
+    /// [`crate::login_scenario`]).
+    Login,
 }
 
 impl ScenarioKind {
@@ -46,6 +49,7 @@ impl ScenarioKind {
             Self::Ramp => "ramp",
             Self::Idle => "idle",
             Self::ReconnectStorm => "reconnect-storm",
+            Self::Login => "login",
         }
     }
 }
@@ -80,8 +84,10 @@ pub struct ScenarioConfig {
     /// How clients authenticate.
     pub auth: Auth,
     /// Guests to log in with [`Auth::LoginUrl`] (tokens are reused in turn); `None`: one per
-    /// client.
+    /// client. `login`: the most logins of the whole run; `None`: as many as `duration` allows.
     pub logins: Option<usize>,
+    /// `login`: refreshes after each login, each with the refresh token just received.
+    pub refreshes_per_login: usize,
     /// Connect from this many loopback addresses, 127.0.0.1 upwards (more than 1 passes the
     /// ~28,000 ports one source address has towards one server port).
     pub source_addresses: usize,
@@ -128,9 +134,10 @@ impl ScenarioConfig {
             }
             ScenarioKind::Fanout => (1000, 1, 1),
             ScenarioKind::Idle => (10_000, 100, 0),
+            ScenarioKind::Login => (64, 1, 0),
         };
         let (duration, logins) = match kind {
-            ScenarioKind::Ramp | ScenarioKind::ReconnectStorm => (10, None),
+            ScenarioKind::Ramp | ScenarioKind::ReconnectStorm | ScenarioKind::Login => (10, None),
             // Longer than the server's ping interval (20 s), so pings are part of the figure.
             ScenarioKind::Idle => (30, Some(100)),
             _ => (20, None),
@@ -140,6 +147,7 @@ impl ScenarioConfig {
             ws_urls: vec![ws_url.to_owned()],
             auth: Auth::LoginUrl(login_url_for(ws_url)?),
             logins,
+            refreshes_per_login: 1,
             source_addresses: 1,
             clients,
             channels,
@@ -194,6 +202,17 @@ impl ScenarioConfig {
         if self.source_addresses > 1 && self.ws_urls.iter().any(|u| !u.starts_with("ws://")) {
             return Err("--source-addresses needs ws:// URLs".into());
         }
+        if self.kind == ScenarioKind::Login {
+            if matches!(self.auth, Auth::Tokens(_)) {
+                return Err("login logs guests in itself: --tokens-file cannot be used".into());
+            }
+            if self.clients > crate::login_scenario::MAX_WORKERS {
+                return Err(format!(
+                    "login: --clients (workers) must be at most {}",
+                    crate::login_scenario::MAX_WORKERS
+                ));
+            }
+        }
         if self.kind == ScenarioKind::Ramp
             && !(self.ramp_factor.is_finite() && self.ramp_factor > 1.0 && self.ramp_steps > 0)
         {
@@ -214,7 +233,7 @@ impl ScenarioConfig {
     pub fn sender_count(&self) -> usize {
         match self.kind {
             ScenarioKind::Fanout => self.senders,
-            ScenarioKind::Idle => 0,
+            ScenarioKind::Idle | ScenarioKind::Login => 0,
             _ => self.clients,
         }
     }
@@ -265,8 +284,10 @@ impl ScenarioConfig {
 /// Runs the scenario against the server and returns the full result.
 pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
     config.validate()?;
-    if config.kind == ScenarioKind::Ramp {
-        return crate::ramp::run_ramp(config).await;
+    match config.kind {
+        ScenarioKind::Ramp => return crate::ramp::run_ramp(config).await,
+        ScenarioKind::Login => return crate::login_scenario::run_login(config).await,
+        _ => {}
     }
     let progress = new_progress(config.progress, config.clients as u64);
     progress.set_message("logging in");
@@ -440,6 +461,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
         idle,
         storm,
         ramp: None,
+        login: None,
     })
 }
 

@@ -16,6 +16,18 @@ async fn start_server_with(
     dir: &Path,
     messages_per_second: u32,
 ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    start_server_configured(dir, |config| {
+        config.limits.messages_per_second = messages_per_second;
+        config.limits.message_burst = messages_per_second;
+    })
+    .await
+}
+
+/// A server with the test settings changed by `configure`.
+async fn start_server_configured(
+    dir: &Path,
+    configure: impl FnOnce(&mut Config),
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/fixtures/test-key.pem");
     let mut config = Config::defaults();
@@ -30,10 +42,9 @@ async fn start_server_with(
     config.limits.max_connections_per_ip = 0;
     config.limits.max_tcp_connections_per_ip = 0;
     config.limits.max_connections_per_user = 0;
-    config.limits.messages_per_second = messages_per_second;
-    config.limits.message_burst = messages_per_second;
     config.limits.frames_per_second = 10_000;
     config.limits.frame_burst = 10_000;
+    configure(&mut config);
     let server = server::Server::bind(config).await.expect("server binds");
     let addr = server.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -209,5 +220,71 @@ async fn ramp_stops_at_the_first_step_the_server_cannot_hold() {
     assert!(result.errors.is_empty());
     let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
     assert_eq!(json["ramp"]["steps"][2]["held"], false);
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tiny_login_run_counts_logins_refreshes_and_server_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, stop) = start_server(dir.path()).await;
+    let mut config =
+        ScenarioConfig::defaults(ScenarioKind::Login, &format!("ws://{addr}/")).unwrap();
+    config.clients = 4;
+    config.logins = Some(40);
+    config.refreshes_per_login = 2;
+    // The login cap ends the run long before this.
+    config.duration = Duration::from_secs(60);
+    config.server_pids = vec![std::process::id()];
+    let result = run(&config).await.expect("run completes");
+    eprintln!("{}", result.table());
+    assert!(result.errors.is_empty(), "errors: {:?}", result.errors);
+    let login = result.login.as_ref().expect("login report");
+    assert_eq!((login.workers, login.logins, login.refreshes), (4, 40, 80));
+    assert_eq!((login.login_us.count, login.refresh_us.count), (40, 80));
+    assert!(login.login_us.p50 > 0 && login.login_us.p99 >= login.login_us.p50);
+    assert!(login.refresh_us.max >= login.refresh_us.p99);
+    assert!(login.logins_per_second > 0.0 && login.refreshes_per_second > 0.0);
+    assert!(login.wall_secs < 30.0, "the cap ended the run");
+    assert!(login.server_cpu_ms_per_request.is_some_and(|ms| ms > 0.0));
+    assert!(result.server[0].cpu_percent.is_some());
+    let table = result.table();
+    for needle in ["logins/s", "refresh p99", "server cpu/request"] {
+        assert!(table.contains(needle), "{needle} missing from\n{table}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
+    assert_eq!(json["config"]["kind"], "login");
+    assert_eq!(json["login"]["logins"], 40);
+    assert_eq!(json["login"]["refreshes"], 80);
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_run_counts_refusals_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    // The server's own per-address login limit: a burst of 5, then one a minute.
+    let (addr, stop) = start_server_configured(dir.path(), |c| {
+        c.limits.logins_per_minute = 1;
+        c.limits.login_burst = 5;
+    })
+    .await;
+    let mut config =
+        ScenarioConfig::defaults(ScenarioKind::Login, &format!("ws://{addr}/")).unwrap();
+    config.clients = 2;
+    config.logins = Some(20);
+    config.refreshes_per_login = 0;
+    config.duration = Duration::from_secs(60);
+    let result = run(&config).await.expect("run completes");
+    eprintln!("{}", result.table());
+    let login = result.login.as_ref().expect("login report");
+    assert_eq!(login.logins, 5);
+    assert_eq!(
+        result.errors.get("login:http_429"),
+        Some(&15),
+        "{:?}",
+        result.errors
+    );
+    assert!(result.table().contains("login:http_429: 15"));
+    // No --server-pid: no CPU figures.
+    assert!(result.server.is_empty() && login.server_cpu_ms_per_request.is_none());
     let _ = stop.send(());
 }

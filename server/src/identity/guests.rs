@@ -14,7 +14,6 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::io::AsyncWriteExt;
 
 use super::IdentityError;
 
@@ -125,7 +124,8 @@ struct GuestLine {
 pub struct FileGuestStore {
     path: PathBuf,
     guests: parking_lot::RwLock<HashMap<String, SecretHash>>,
-    file: tokio::sync::Mutex<tokio::fs::File>,
+    /// Opened for appending; held only for the one `write` of a line.
+    file: std::sync::Arc<parking_lot::Mutex<std::fs::File>>,
 }
 
 impl FileGuestStore {
@@ -144,7 +144,7 @@ impl FileGuestStore {
         Ok(Self {
             path: path.to_path_buf(),
             guests: parking_lot::RwLock::new(guests),
-            file: tokio::sync::Mutex::new(tokio::fs::File::from_std(file)),
+            file: std::sync::Arc::new(parking_lot::Mutex::new(file)),
         })
     }
 
@@ -216,15 +216,14 @@ impl GuestStore for FileGuestStore {
         let mut bytes = serde_json::to_vec(&line)
             .map_err(|e| GuestStoreError::Failed(format!("encode: {e}")))?;
         bytes.push(b'\n');
-        {
-            let mut file = self.file.lock().await;
-            let result = async {
-                file.write_all(&bytes).await?;
-                file.flush().await
-            }
-            .await;
-            result.map_err(|e| GuestStoreError::Failed(format!("{}: {e}", self.path.display())))?;
-        }
+        // One blocking hop per guest, the lock held only for the write itself: at a game's
+        // launch thousands of logins append at once, and an async mutex held across two
+        // blocking-pool round trips (write, then flush) made every login queue behind the others.
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.lock().write_all(&bytes))
+            .await
+            .map_err(|e| GuestStoreError::Failed(format!("guest file task failed: {e}")))?
+            .map_err(|e| GuestStoreError::Failed(format!("{}: {e}", self.path.display())))?;
         // Known only once persisted, so that a guest we answered for survives a restart.
         self.guests.write().insert(user_id.into(), secret);
         Ok(())
@@ -285,5 +284,30 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert!(check_guest(&store, &user, &secret).await.unwrap());
         assert!(check_guest(&store, &user2, &secret2).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_guests_are_each_persisted_on_a_line_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guests.jsonl");
+        let store = std::sync::Arc::new(FileGuestStore::open(&path).await.unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { create_guest(store.as_ref()).await.unwrap() })
+            })
+            .collect();
+        let mut created = Vec::new();
+        for task in tasks {
+            created.push(task.await.unwrap());
+        }
+        drop(store);
+        let store = FileGuestStore::open(&path).await.unwrap();
+        assert_eq!(store.len(), 200);
+        for (user, secret) in &created {
+            assert!(check_guest(&store, user, secret).await.unwrap());
+        }
+        let contents = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(contents.lines().count(), 200);
     }
 }

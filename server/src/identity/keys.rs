@@ -1,15 +1,19 @@
 //! RSA signing keys: loading or creating the key file, RFC 7638 key ids and the public JWKS.
+//!
+//! All RSA work (generation, PKCS#1 and PKCS#8 parsing, signing) is done by `aws-lc-rs`, whose
+//! private-key operations are constant-time (the pure-Rust `rsa` crate used before is not:
+//! RUSTSEC-2023-0071) and several times faster.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKey, PublicKeyComponents};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{DecodingKey, EncodingKey};
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, LineEnding};
-use rsa::traits::PublicKeyParts;
-use rsa::{RsaPrivateKey, RsaPublicKey};
+use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -17,6 +21,15 @@ use super::IdentityError;
 
 /// Size of generated keys, and the smallest key accepted from a file.
 pub const KEY_BITS: usize = 2048;
+
+/// PEM label of a PKCS#8 private key.
+const PKCS8_PRIVATE: &str = "PRIVATE KEY";
+/// PEM label of a PKCS#1 private key.
+const PKCS1_PRIVATE: &str = "RSA PRIVATE KEY";
+/// PEM label of an X.509 `SubjectPublicKeyInfo` public key.
+const SPKI_PUBLIC: &str = "PUBLIC KEY";
+/// PEM label of a PKCS#1 public key.
+const PKCS1_PUBLIC: &str = "RSA PUBLIC KEY";
 
 /// One public key as published in the JWKS (`/.well-known/jwks.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,10 +70,22 @@ pub struct VerifyKey {
 /// The private key that signs tokens, with its public half.
 #[derive(Clone)]
 pub struct SigningKey {
-    /// The key for `jsonwebtoken` (PKCS#1 DER inside).
-    pub encoding: EncodingKey,
+    /// The parsed private key, kept ready to sign (parsing it again for every token would cost
+    /// a good part of a signature).
+    key_pair: Arc<KeyPair>,
     /// The public half.
     pub public: VerifyKey,
+}
+
+impl SigningKey {
+    /// The RS256 (RSASSA-PKCS1-v1_5 with SHA-256) signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        let mut signature = vec![0; self.key_pair.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        self.key_pair
+            .sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)?;
+        Ok(signature)
+    }
 }
 
 /// The current signing key and, after a rotation, the previous (verify-only) key.
@@ -87,7 +112,7 @@ impl KeyRing {
     }
 
     fn load_blocking(key_file: &Path, previous: Option<PathBuf>) -> Result<Self, IdentityError> {
-        let current = signing_key(&load_or_create_private_key(key_file)?, key_file)?;
+        let current = signing_key(load_or_create_private_key(key_file)?);
         let previous = match previous {
             None => None,
             Some(path) => {
@@ -137,12 +162,12 @@ pub fn thumbprint(n: &str, e: &str) -> String {
 }
 
 /// The verifying form of a public key.
-pub fn verify_key(public: &RsaPublicKey) -> VerifyKey {
-    let n = URL_SAFE_NO_PAD.encode(public.n().to_bytes_be());
-    let e = URL_SAFE_NO_PAD.encode(public.e().to_bytes_be());
+pub fn verify_key(public: &PublicKey) -> VerifyKey {
+    let components = PublicKeyComponents::<Vec<u8>>::from(public);
+    let n = URL_SAFE_NO_PAD.encode(&components.n);
+    let e = URL_SAFE_NO_PAD.encode(&components.e);
     let kid = thumbprint(&n, &e);
-    let decoding =
-        DecodingKey::from_rsa_raw_components(&public.n().to_bytes_be(), &public.e().to_bytes_be());
+    let decoding = DecodingKey::from_rsa_raw_components(&components.n, &components.e);
     VerifyKey {
         jwk: Jwk {
             kty: "RSA".into(),
@@ -157,14 +182,12 @@ pub fn verify_key(public: &RsaPublicKey) -> VerifyKey {
     }
 }
 
-fn signing_key(private: &RsaPrivateKey, path: &Path) -> Result<SigningKey, IdentityError> {
-    let der = private
-        .to_pkcs1_der()
-        .map_err(|e| key_error(path, format!("cannot encode the key: {e}")))?;
-    Ok(SigningKey {
-        encoding: EncodingKey::from_rsa_der(der.as_bytes()),
-        public: verify_key(&private.to_public_key()),
-    })
+fn signing_key(private: KeyPair) -> SigningKey {
+    let public = verify_key(private.public_key());
+    SigningKey {
+        key_pair: Arc::new(private),
+        public,
+    }
 }
 
 fn key_error(path: &Path, detail: impl std::fmt::Display) -> IdentityError {
@@ -183,6 +206,20 @@ fn read_pem(path: &Path) -> Result<String, IdentityError> {
     String::from_utf8(bytes).map_err(|_| key_error(path, "not a PEM file (not text)"))
 }
 
+/// The PEM blocks of a file; a malformed block is an error naming the file.
+fn pem_blocks(pem: &str, path: &Path) -> Result<Vec<pem::Pem>, IdentityError> {
+    pem::parse_many(pem).map_err(|e| key_error(path, format!("malformed PEM: {e}")))
+}
+
+/// Why `aws-lc-rs` refused a key, in words.
+fn rejected(kind: &str, e: aws_lc_rs::error::KeyRejected) -> String {
+    match e.description_() {
+        "TooSmall" => format!("the RSA key is too small; at least {KEY_BITS} bits are required"),
+        "TooLarge" => "the RSA key is too large (more than 8192 bits)".into(),
+        detail => format!("not an RSA {kind} key ({detail})"),
+    }
+}
+
 fn check_size(bits: usize, path: &Path) -> Result<(), IdentityError> {
     if bits < KEY_BITS {
         return Err(key_error(
@@ -194,39 +231,53 @@ fn check_size(bits: usize, path: &Path) -> Result<(), IdentityError> {
 }
 
 /// Parses a private RSA key in PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`) PEM.
-pub fn parse_private_key(pem: &str, path: &Path) -> Result<RsaPrivateKey, IdentityError> {
-    let key = if pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
-        RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| key_error(path, e))?
-    } else if pem.contains("-----BEGIN PRIVATE KEY-----") {
-        RsaPrivateKey::from_pkcs8_pem(pem)
-            .map_err(|e| key_error(path, format!("not an RSA private key: {e}")))?
+pub fn parse_private_key(pem: &str, path: &Path) -> Result<KeyPair, IdentityError> {
+    let blocks = pem_blocks(pem, path)?;
+    let key = if let Some(block) = blocks.iter().find(|b| b.tag() == PKCS1_PRIVATE) {
+        KeyPair::from_der(block.contents())
+    } else if let Some(block) = blocks.iter().find(|b| b.tag() == PKCS8_PRIVATE) {
+        KeyPair::from_pkcs8(block.contents())
     } else {
         return Err(key_error(
             path,
-            "no `PRIVATE KEY` or `RSA PRIVATE KEY` PEM block found",
+            format!("no `{PKCS8_PRIVATE}` or `{PKCS1_PRIVATE}` PEM block found"),
         ));
     };
-    check_size(key.size() * 8, path)?;
+    let key = key.map_err(|e| key_error(path, rejected("private", e)))?;
+    check_size(key.public_modulus_len() * 8, path)?;
     Ok(key)
+}
+
+/// Parses a public RSA key in X.509 (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`) PEM; `None` when
+/// the file holds neither.
+fn parse_public_key(pem: &str, path: &Path) -> Result<Option<PublicKey>, IdentityError> {
+    let blocks = pem_blocks(pem, path)?;
+    let Some(block) = blocks
+        .iter()
+        .find(|b| b.tag() == SPKI_PUBLIC)
+        .or_else(|| blocks.iter().find(|b| b.tag() == PKCS1_PUBLIC))
+    else {
+        return Ok(None);
+    };
+    // Either DER form is accepted whatever the label says.
+    let key = PublicKey::from_der(block.contents())
+        .map_err(|e| key_error(path, rejected("public", e)))?;
+    Ok(Some(key))
 }
 
 /// Loads the public half of a key file: a private key, or a `PUBLIC KEY` / `RSA PUBLIC KEY` PEM.
 fn load_public_key(path: &Path) -> Result<VerifyKey, IdentityError> {
     let pem = read_pem(path)?;
-    let public = if pem.contains("-----BEGIN PUBLIC KEY-----") {
-        RsaPublicKey::from_public_key_pem(&pem)
-            .map_err(|e| key_error(path, format!("not an RSA public key: {e}")))?
-    } else if pem.contains("-----BEGIN RSA PUBLIC KEY-----") {
-        RsaPublicKey::from_pkcs1_pem(&pem).map_err(|e| key_error(path, e))?
-    } else {
-        parse_private_key(&pem, path)?.to_public_key()
+    let public = match parse_public_key(&pem, path)? {
+        Some(public) => public,
+        None => parse_private_key(&pem, path)?.public_key().clone(),
     };
-    check_size(public.size() * 8, path)?;
+    check_size(public.modulus_len() * 8, path)?;
     Ok(verify_key(&public))
 }
 
 /// Loads the private key at `path`, or generates one and writes it there when the file is missing.
-fn load_or_create_private_key(path: &Path) -> Result<RsaPrivateKey, IdentityError> {
+fn load_or_create_private_key(path: &Path) -> Result<KeyPair, IdentityError> {
     match std::fs::metadata(path) {
         Ok(_) => parse_private_key(&read_pem(path)?, path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_private_key(path),
@@ -234,12 +285,22 @@ fn load_or_create_private_key(path: &Path) -> Result<RsaPrivateKey, IdentityErro
     }
 }
 
-fn create_private_key(path: &Path) -> Result<RsaPrivateKey, IdentityError> {
-    let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, KEY_BITS)
+/// A new key as PKCS#8 PEM (LF line endings, as keys made by the earlier versions).
+fn generate_pem(path: &Path) -> Result<(KeyPair, String), IdentityError> {
+    let key = KeyPair::generate(KeySize::Rsa2048)
         .map_err(|e| key_error(path, format!("cannot generate a key: {e}")))?;
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
+    let der = key
+        .as_der()
         .map_err(|e| key_error(path, format!("cannot encode the key: {e}")))?;
+    let pem = pem::encode_config(
+        &pem::Pem::new(PKCS8_PRIVATE, der.as_ref()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
+    Ok((key, pem))
+}
+
+fn create_private_key(path: &Path) -> Result<KeyPair, IdentityError> {
+    let (key, pem) = generate_pem(path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     }

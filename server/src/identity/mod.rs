@@ -183,7 +183,7 @@ impl Identity {
 mod tests {
     use std::path::Path;
 
-    use super::tokens::{REFRESH_TOKEN_TTL, SCOPE_GUEST};
+    use super::tokens::{REFRESH_TOKEN_TTL, SCOPE_GUEST, signing_slots};
     use super::*;
 
     async fn service() -> TokenService {
@@ -212,5 +212,21 @@ mod tests {
         let other = TokenService::new("http://elsewhere".into(), Arc::new(service.keys().clone()));
         assert!(other.verify(&pair.auth_token).is_err());
         assert!(other.refresh(&pair.refresh_token).is_err());
+    }
+
+    #[tokio::test]
+    async fn signatures_wait_for_one_of_the_slots_in_turn() {
+        let service = service().await;
+        let mut held = Vec::new();
+        for _ in 0..signing_slots() {
+            held.push(service.signing_slot().await.unwrap());
+        }
+        let waiting = service.signing_slot();
+        tokio::pin!(waiting);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(50), &mut waiting).await;
+        assert!(early.is_err(), "every slot is taken");
+        held.pop();
+        let slot = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await;
+        assert!(matches!(slot, Ok(Ok(_))), "a freed slot is handed on");
     }
 }

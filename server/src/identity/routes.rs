@@ -135,15 +135,21 @@ fn no_store(body: impl IntoResponse) -> Response {
     response
 }
 
-/// Signs tokens off the async threads (RSA signing takes a few milliseconds).
+/// Signs tokens off the async threads, at most one signature per core at a time (see
+/// [`TokenService::signing_slot`]): a login storm then cannot take the CPU from the chat.
 async fn sign(
     tokens: &Arc<TokenService>,
     work: impl FnOnce(&TokenService) -> Result<TokenPair, TokenError> + Send + 'static,
 ) -> Result<TokenPair, TokenError> {
+    let slot = tokens.signing_slot().await?;
     let tokens = tokens.clone();
-    tokio::task::spawn_blocking(move || work(&tokens))
-        .await
-        .unwrap_or_else(|e| Err(TokenError::Internal(format!("signing task failed: {e}"))))
+    tokio::task::spawn_blocking(move || {
+        let signed = work(&tokens);
+        drop(slot);
+        signed
+    })
+    .await
+    .unwrap_or_else(|e| Err(TokenError::Internal(format!("signing task failed: {e}"))))
 }
 
 /// `GET /login-as-guest[?user_id=U&guest_secret=S]`

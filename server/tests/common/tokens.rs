@@ -12,8 +12,6 @@ pub use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub use jsonwebtoken::jwk::JwkSet;
 pub use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 pub use protocol::{LoginResponse, RefreshResponse};
-pub use rsa::pkcs8::DecodePrivateKey;
-pub use rsa::traits::PublicKeyParts;
 pub use serde_json::{Value, json};
 pub use sha2::{Digest, Sha256};
 pub use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,11 +32,14 @@ pub fn now() -> u64 {
 
 /// `(n, e)` of a PEM private key, base64url without padding.
 pub fn public_parts(pem_file: &Path) -> (String, String) {
-    let pem = std::fs::read_to_string(pem_file).unwrap();
-    let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
+    use aws_lc_rs::signature::KeyPair as _;
+    let pem = pem::parse(std::fs::read(pem_file).unwrap()).unwrap();
+    assert_eq!(pem.tag(), "PRIVATE KEY", "a PKCS#8 fixture");
+    let key = aws_lc_rs::rsa::KeyPair::from_pkcs8(pem.contents()).unwrap();
+    let public = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(key.public_key());
     (
-        URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
-        URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+        URL_SAFE_NO_PAD.encode(public.n),
+        URL_SAFE_NO_PAD.encode(public.e),
     )
 }
 
