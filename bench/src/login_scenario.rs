@@ -21,7 +21,7 @@ use protocol::{LoginResponse, RefreshResponse};
 use serde::Serialize;
 
 use crate::proc_stats;
-use crate::report::{BenchResult, Deliveries, LatencySummary, ServerStats};
+use crate::report::{BenchResult, Deliveries, LatencySummary};
 use crate::scenario::{Auth, ScenarioConfig};
 use crate::stats::{ErrorCounts, count_error, new_histogram};
 
@@ -100,11 +100,7 @@ pub async fn run_login(config: &ScenarioConfig) -> Result<BenchResult, String> {
         deadline: Instant::now() + config.duration,
         budget: AtomicUsize::new(config.logins.unwrap_or(usize::MAX)),
     });
-    let cpu_before: Vec<_> = config
-        .server_pids
-        .iter()
-        .map(|&p| proc_stats::cpu_sample(p))
-        .collect();
+    let mut cpu = proc_stats::CpuWatch::start(&config.server_pids);
     let start = Instant::now();
     let workers = config.clients;
     let worker_plan = plan.clone();
@@ -112,11 +108,7 @@ pub async fn run_login(config: &ScenarioConfig) -> Result<BenchResult, String> {
         .await
         .map_err(|e| format!("login workers failed: {e}"))??;
     let wall = start.elapsed();
-    let cpu_after: Vec<_> = config
-        .server_pids
-        .iter()
-        .map(|&p| proc_stats::cpu_sample(p))
-        .collect();
+    cpu.stop(wall);
 
     let mut logins = new_histogram();
     let mut refreshes = new_histogram();
@@ -130,22 +122,9 @@ pub async fn run_login(config: &ScenarioConfig) -> Result<BenchResult, String> {
             count_error(&mut errors, kind, n);
         }
     }
-    let ticks_per_second = proc_stats::clock_ticks_per_second();
-    let server: Vec<_> = config
-        .server_pids
-        .iter()
-        .zip(cpu_before.iter().zip(&cpu_after))
-        .map(|(&pid, (before, after))| ServerStats {
-            pid,
-            cpu_percent: match (before, after) {
-                (Some(b), Some(a)) => Some(proc_stats::cpu_percent(*b, *a, ticks_per_second, wall)),
-                _ => None,
-            },
-            peak_rss_kib: proc_stats::peak_rss_kib(pid),
-        })
-        .collect();
     let requests = logins.len() + refreshes.len();
     // All sampled processes together; none sampled: unknown.
+    let server = cpu.stats();
     let cpu_percent: Option<f64> = if server.is_empty() {
         None
     } else {

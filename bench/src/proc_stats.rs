@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::report::ServerStats;
+
 /// CPU time a process has used so far, user plus system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuSample {
@@ -62,6 +64,53 @@ pub fn total(pids: &[u32], read: impl Fn(u32) -> Option<u64>) -> Option<u64> {
 pub fn cpu_sample(pid: u32) -> Option<CpuSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat_ticks(&stat).map(|ticks| CpuSample { ticks })
+}
+
+/// The CPU each server process spends over a measured phase.
+pub struct CpuWatch {
+    pids: Vec<u32>,
+    before: Vec<Option<CpuSample>>,
+    percent: Vec<Option<f64>>,
+}
+
+impl CpuWatch {
+    /// Samples every process in `pids` now: the phase starts.
+    pub fn start(pids: &[u32]) -> Self {
+        Self {
+            pids: pids.to_vec(),
+            before: pids.iter().map(|&pid| cpu_sample(pid)).collect(),
+            percent: Vec::new(),
+        }
+    }
+
+    /// The phase ends: each process's share of one core since [`start`](Self::start), over
+    /// `wall`.
+    pub fn stop(&mut self, wall: Duration) {
+        let ticks_per_second = clock_ticks_per_second();
+        self.percent = self
+            .pids
+            .iter()
+            .zip(&self.before)
+            .map(|(&pid, before)| {
+                before
+                    .zip(cpu_sample(pid))
+                    .map(|(b, a)| cpu_percent(b, a, ticks_per_second, wall))
+            })
+            .collect();
+    }
+
+    /// Per process: the CPU share of the phase (once stopped) and its peak memory so far.
+    pub fn stats(&self) -> Vec<ServerStats> {
+        self.pids
+            .iter()
+            .enumerate()
+            .map(|(i, &pid)| ServerStats {
+                pid,
+                cpu_percent: self.percent.get(i).copied().flatten(),
+                peak_rss_kib: peak_rss_kib(pid),
+            })
+            .collect()
+    }
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), 100 when it cannot be asked.

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use crate::client::{ClientOutcome, ClientPlan, ClientShared, Phase, Ready, run_client};
 use crate::login::login_guests;
 use crate::proc_stats;
-use crate::report::{BenchResult, IdleReport, LatencySummary, ServerStats, StormReport};
+use crate::report::{BenchResult, IdleReport, LatencySummary, StormReport};
 use crate::stats::{Accounting, ErrorCounts, count_error, new_histogram};
 use crate::target::{ensure_loopback, login_url_for};
 
@@ -350,11 +350,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
     };
     let members = Arc::new(members);
 
-    let cpu_before: Vec<_> = config
-        .server_pids
-        .iter()
-        .map(|&p| proc_stats::cpu_sample(p))
-        .collect();
+    let mut cpu = proc_stats::CpuWatch::start(&config.server_pids);
     let start = Instant::now();
     let _ = phase_tx.send(Phase::Send {
         start,
@@ -373,11 +369,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
         show(&progress, live);
     }
     let send_wall = start.elapsed();
-    let cpu_after: Vec<_> = config
-        .server_pids
-        .iter()
-        .map(|&p| proc_stats::cpu_sample(p))
-        .collect();
+    cpu.stop(send_wall);
     let idle = (config.kind == ScenarioKind::Idle).then(|| {
         let dropped = live.errors.load(Ordering::Relaxed) - errors_before_hold;
         let connections = ready_count.saturating_sub(dropped);
@@ -428,22 +420,6 @@ pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
 
     let deliveries = accounting.summary();
     let delivery_wall = last_receipt.map_or(send_wall, |t| t.saturating_duration_since(start));
-    let ticks_per_second = proc_stats::clock_ticks_per_second();
-    let server = config
-        .server_pids
-        .iter()
-        .zip(cpu_before.iter().zip(&cpu_after))
-        .map(|(&pid, (before, after))| ServerStats {
-            pid,
-            cpu_percent: match (before, after) {
-                (Some(b), Some(a)) => {
-                    Some(proc_stats::cpu_percent(*b, *a, ticks_per_second, send_wall))
-                }
-                _ => None,
-            },
-            peak_rss_kib: proc_stats::peak_rss_kib(pid),
-        })
-        .collect();
     Ok(BenchResult {
         config: config.clone(),
         clients_ready: ready_count,
@@ -457,7 +433,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<BenchResult, String> {
         latency_us: LatencySummary::from_histogram(accounting.histogram()),
         deliveries: deliveries.into(),
         errors,
-        server,
+        server: cpu.stats(),
         idle,
         storm,
         ramp: None,

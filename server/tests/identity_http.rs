@@ -272,11 +272,7 @@ async fn previous_key_still_verifies_and_is_published() {
     let current = kid_of(&fixture_key());
     let previous = kid_of(&other_key());
     let jwks = jwks(&server).await;
-    let kids: Vec<_> = jwks
-        .keys
-        .iter()
-        .filter_map(|k| k.common.key_id.clone())
-        .collect();
+    let kids = kids(&jwks);
     assert_eq!(kids, [current.clone(), previous.clone()]);
 
     let iss = server.http();

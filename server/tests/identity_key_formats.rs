@@ -34,11 +34,7 @@ async fn check_key_files(key: &str, previous: &str) {
     })
     .await;
     let jwks = jwks(&server).await;
-    let kids: Vec<_> = jwks
-        .keys
-        .iter()
-        .filter_map(|k| k.common.key_id.clone())
-        .collect();
+    let kids = kids(&jwks);
     assert_eq!(kids, [TEST_KID, OTHER_KID], "{key} + {previous}");
 
     let iss = server.http();

@@ -119,6 +119,14 @@ pub async fn jwks(server: &TestServer) -> JwkSet {
     serde_json::from_str(&body).unwrap()
 }
 
+/// The key ids the JWKS publishes, in order.
+pub fn kids(jwks: &JwkSet) -> Vec<String> {
+    jwks.keys
+        .iter()
+        .filter_map(|k| k.common.key_id.clone())
+        .collect()
+}
+
 /// Verifies `token` with the JWKS (independently of the server) and returns header and claims.
 pub fn decode(token: &str, jwks: &JwkSet, iss: &str, aud: &str) -> (Header, Value) {
     let header = jsonwebtoken::decode_header(token).unwrap();
