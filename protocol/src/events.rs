@@ -92,6 +92,14 @@ pub struct BroadcastMessage {
     pub ts: u64,
 }
 
+/// The users this user blocks (`blocked_users`): the answer to `blocked`, and sent after every
+/// `block` and `unblock`, always the full current list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedUsers {
+    /// Blocked user ids, sorted.
+    pub user_ids: Vec<String>,
+}
+
 /// Every typed server → client frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
@@ -112,4 +120,6 @@ pub enum Event {
     Broadcast(BroadcastMessage),
     /// Answer to `ping`.
     Pong,
+    /// The user's block list (answer to `block`, `unblock` and `blocked`).
+    BlockedUsers(BlockedUsers),
 }

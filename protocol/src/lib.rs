@@ -26,7 +26,7 @@ mod server;
 pub use client::{ClientFrame, ClientRequest, RequestError, parse_client_frame};
 pub use error::ErrorCode;
 pub use events::{
-    BroadcastMessage, ChatMessage, DirectMessage, Event, HistoryPage, PresenceChange, PresenceList,
+    BlockedUsers, BroadcastMessage, ChatMessage, DirectMessage, Event, HistoryPage, PresenceChange, PresenceList,
     PresenceUser,
 };
 pub use identity::{LoginResponse, RefreshResponse};

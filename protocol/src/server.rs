@@ -243,6 +243,9 @@ mod tests {
                 message: "m".into(),
                 ts: 9,
             }),
+            Event::BlockedUsers(BlockedUsers {
+                user_ids: vec!["u1".into(), "u2".into()],
+            }),
         ];
         for event in events {
             for r in [None, Some(&reference)] {
@@ -257,6 +260,10 @@ mod tests {
             }
         }
         assert_eq!(Event::Pong.to_json(None), r#"{"type":"pong"}"#);
+        assert_eq!(
+            Event::BlockedUsers(BlockedUsers { user_ids: vec![] }).to_json(None),
+            r#"{"type":"blocked_users","payload":{"user_ids":[]}}"#
+        );
         assert_eq!(
             parse_server_frame(r#"{"error":"Invalid token"}"#).unwrap(),
             ServerFrame::Error {
