@@ -498,8 +498,8 @@ mod tests {
 
     #[test]
     fn block_requests_parse_from_the_documented_wire() {
-        let f = parse_client_frame(r#"{"type":"block","payload":{"user_id":"u9"},"ref":1}"#)
-            .unwrap();
+        let f =
+            parse_client_frame(r#"{"type":"block","payload":{"user_id":"u9"},"ref":1}"#).unwrap();
         assert_eq!(
             f.request,
             ClientRequest::Block {
@@ -507,7 +507,10 @@ mod tests {
             }
         );
         // `blocked` takes no payload; an empty one (or any) is ignored.
-        for text in [r#"{"type":"blocked"}"#, r#"{"type":"blocked","payload":{}}"#] {
+        for text in [
+            r#"{"type":"blocked"}"#,
+            r#"{"type":"blocked","payload":{}}"#,
+        ] {
             assert_eq!(
                 parse_client_frame(text).unwrap().request,
                 ClientRequest::Blocked

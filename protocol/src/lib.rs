@@ -26,8 +26,8 @@ mod server;
 pub use client::{ClientFrame, ClientRequest, RequestError, parse_client_frame};
 pub use error::ErrorCode;
 pub use events::{
-    BlockedUsers, BroadcastMessage, ChatMessage, DirectMessage, Event, HistoryPage, PresenceChange, PresenceList,
-    PresenceUser,
+    BlockedUsers, BroadcastMessage, ChatMessage, DirectMessage, Event, HistoryPage, PresenceChange,
+    PresenceList, PresenceUser,
 };
 pub use identity::{LoginResponse, RefreshResponse};
 pub use ids::{MessageId, ParseMessageIdError, Ref};
