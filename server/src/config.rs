@@ -193,6 +193,10 @@ pub struct Limits {
     #[arg(long, env = "CHAT_MAX_CHANNELS", default_value_t = 32)]
     pub max_channels_per_connection: usize,
 
+    /// Users one user may block (`too_many_blocks`); the list is kept across reconnects.
+    #[arg(long, env = "CHAT_MAX_BLOCKS", default_value_t = 1000)]
+    pub max_blocks: usize,
+
     /// Chat and direct messages per second per connection, sustained (`rate_limited` past it).
     #[arg(long, env = "CHAT_MESSAGES_PER_SECOND", default_value_t = 5)]
     pub messages_per_second: u32,

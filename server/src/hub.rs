@@ -19,6 +19,10 @@ use crate::engine::{Delivery, DeliverySink};
 use crate::metrics::{Limit, Metrics};
 use crate::moderation::{Sanction, muted_text};
 
+mod blocks;
+
+pub use blocks::BlockList;
+
 /// Identifies one WebSocket connection on this node.
 pub type ConnId = u64;
 
@@ -83,6 +87,8 @@ pub struct ConnHandle {
     pub id: ConnId,
     /// Owning user.
     pub user_id: Arc<str>,
+    /// The user's block list, shared by the user's connections on this node.
+    pub blocks: Arc<BlockList>,
     tx: mpsc::Sender<Outgoing>,
     kill: Arc<Kill>,
 }
@@ -234,18 +240,20 @@ impl Hub {
     pub fn connect(&self, user_id: Arc<str>) -> (ConnHandle, ConnInbox) {
         let (tx, rx) = mpsc::channel(self.queue_size);
         let kill = Arc::new(Kill::default());
-        let handle = ConnHandle {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            user_id: user_id.clone(),
-            tx,
-            kill: kill.clone(),
+        let handle = {
+            let mut users = self.users.write();
+            let list = users.entry(user_id.clone()).or_default();
+            let handle = ConnHandle {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                user_id,
+                blocks: list.first().map(|h| h.blocks.clone()).unwrap_or_default(),
+                tx,
+                kill: kill.clone(),
+            };
+            list.push(handle.clone());
+            handle
         };
         self.conns.write().insert(handle.id, handle.clone());
-        self.users
-            .write()
-            .entry(user_id)
-            .or_default()
-            .push(handle.clone());
         (
             handle,
             ConnInbox {
@@ -386,13 +394,33 @@ impl Hub {
         self.conns.read().values().cloned().collect()
     }
 
-    fn fan_out_channel(&self, channel: &str, id: Option<MessageId>, frame: Utf8Bytes) {
+    /// Applies a user's new block list to its connections here.
+    fn blocks(&self, user: &str, blocks: &crate::engine::BlockSnapshot, reset: bool) {
+        if let Some(handle) = self.users.read().get(user).and_then(|list| list.first()) {
+            handle.blocks.apply(blocks, reset);
+        }
+    }
+
+    /// Queues `frame` for every local member of `channel`, except the members who block
+    /// `from` (the sender of a message or typing indicator; `None` for presence events).
+    fn fan_out_channel(
+        &self,
+        channel: &str,
+        id: Option<MessageId>,
+        from: Option<&str>,
+        frame: Utf8Bytes,
+    ) {
         let Some(entry) = self.existing_entry(channel) else {
             return;
         };
         let channel: Arc<str> = Arc::from(channel);
         let members = entry.members.read();
         for member in members.values() {
+            if let Some(from) = from
+                && member.handle.blocks.blocks(from)
+            {
+                continue;
+            }
             member.handle.send(
                 Outgoing::Channel {
                     channel: channel.clone(),
@@ -425,21 +453,29 @@ impl DeliverySink for Hub {
         match delivery {
             Delivery::Message(message) => {
                 let frame = serialise("chat_message_received", &*message);
-                self.fan_out_channel(&message.channel, Some(message.id), frame);
+                self.fan_out_channel(
+                    &message.channel,
+                    Some(message.id),
+                    Some(&message.user_id),
+                    frame,
+                );
             }
             Delivery::UserJoined(change) => {
                 let frame = serialise("user_joined", &*change);
-                self.fan_out_channel(&change.channel, None, frame);
+                self.fan_out_channel(&change.channel, None, None, frame);
             }
             Delivery::UserLeft(change) => {
                 let frame = serialise("user_left", &*change);
-                self.fan_out_channel(&change.channel, None, frame);
+                self.fan_out_channel(&change.channel, None, None, frame);
             }
             Delivery::Direct { to, message } => {
                 let frame = serialise("direct_message_received", &*message);
                 let users = self.users.read();
                 for handle in users.get(&to).into_iter().flatten() {
-                    handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+                    // Not delivered to a blocker; the sender had its usual ack.
+                    if !handle.blocks.blocks(&message.from) {
+                        handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+                    }
                 }
             }
             Delivery::Broadcast(message) => {
@@ -449,6 +485,11 @@ impl DeliverySink for Hub {
                 }
             }
             Delivery::Sanction { user, sanction } => self.sanction(&user, &sanction),
+            Delivery::Blocks {
+                user,
+                blocks,
+                reset,
+            } => self.blocks(&user, &blocks, reset),
         }
     }
 }

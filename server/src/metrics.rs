@@ -62,6 +62,8 @@ pub enum Limit {
     /// `--memory-history-bytes`: one kept message dropped from memory-engine history (a
     /// resuming client sees `gap: true`).
     HistoryBytes,
+    /// `--max-blocks` (`too_many_blocks`).
+    Blocks,
 }
 
 impl Limit {
@@ -83,6 +85,7 @@ impl Limit {
             Limit::TcpConnectionsPerIp => "tcp_connections_per_ip",
             Limit::OpenConnections => "open_connections",
             Limit::HistoryBytes => "history_bytes",
+            Limit::Blocks => "blocks",
         }
     }
 }
@@ -200,6 +203,7 @@ impl Metrics {
             ErrorCode::RateLimited => Limit::MessageRate,
             ErrorCode::TooLong => Limit::MessageSize,
             ErrorCode::TooManyChannels => Limit::ChannelsPerConnection,
+            ErrorCode::TooManyBlocks => Limit::Blocks,
             _ => return,
         };
         self.limit(limit);

@@ -1,6 +1,7 @@
 //! Client requests, one file per request type (as in mini-redis). Each returns the frames to
 //! send back to the requesting connection, in order; deliveries to others go through the engine.
 
+mod block;
 mod direct;
 mod history;
 mod join;
@@ -95,6 +96,15 @@ impl Session {
     }
 }
 
+/// Drops the messages of users this connection's user blocks from a history page (the page may
+/// then hold fewer messages than asked for; `more` still tells whether older ones are kept).
+fn without_blocked(session: &Session, messages: &mut Vec<protocol::ChatMessage>) {
+    let blocks = &session.conn.blocks;
+    if blocks.blocks_anyone() {
+        messages.retain(|m| !blocks.blocks(&m.user_id));
+    }
+}
+
 /// Frames to send back to the requester, in order.
 pub type Replies = Vec<String>;
 
@@ -161,6 +171,11 @@ pub async fn handle(session: &mut Session, node: &Node, frame: ClientFrame) -> R
             limit,
         } => history::run(session, node, &channel, before, limit, reference).await,
         ClientRequest::Ping => Ok(vec![Event::Pong.to_json(reference)]),
+        ClientRequest::Block { user_id } => block::block(session, node, &user_id, reference).await,
+        ClientRequest::Unblock { user_id } => {
+            block::unblock(session, node, &user_id, reference).await
+        }
+        ClientRequest::Blocked => block::blocked(session, node, reference).await,
     };
     result.unwrap_or_else(|error| {
         node.metrics.error(error.code);

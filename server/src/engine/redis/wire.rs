@@ -4,6 +4,7 @@
 use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::BlockSnapshot;
 use crate::moderation::Sanction;
 
 /// A pub/sub payload.
@@ -42,6 +43,31 @@ pub(super) enum Wire {
     /// A moderation action on every connection of `u`.
     #[serde(rename = "x")]
     Sanction { u: String, s: Sanction },
+    /// `u`'s block list changed: every user it blocks now (written by the block scripts).
+    #[serde(rename = "k")]
+    Blocks {
+        u: String,
+        v: u64,
+        #[serde(deserialize_with = "lua_list")]
+        b: Vec<String>,
+    },
+}
+
+/// A list as cjson writes it: an array, or `{}` when empty (Lua cannot tell the two apart).
+fn lua_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    use serde_json::Value;
+    match Value::deserialize(deserializer)? {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(text) => Ok(text),
+                _ => Err(D::Error::custom("a block list holds user ids")),
+            })
+            .collect(),
+        Value::Object(map) if map.is_empty() => Ok(Vec::new()),
+        _ => Err(D::Error::custom("expected a block list")),
+    }
 }
 
 /// A decoded payload.
@@ -52,6 +78,7 @@ pub(super) enum Incoming {
     Direct { to: String, message: DirectMessage },
     Broadcast(BroadcastMessage),
     Sanction { user: String, sanction: Sanction },
+    Blocks { user: String, blocks: BlockSnapshot },
 }
 
 fn encode(wire: &Wire) -> String {
@@ -130,6 +157,16 @@ impl Wire {
                 user: u,
                 sanction: s,
             },
+            Wire::Blocks { u, v, mut b } => {
+                b.sort_unstable();
+                Incoming::Blocks {
+                    user: u,
+                    blocks: BlockSnapshot {
+                        version: v,
+                        users: b,
+                    },
+                }
+            }
         })
     }
 }
@@ -153,5 +190,30 @@ mod tests {
             Wire::decode(Wire::left("c", "u", None).as_bytes()),
             Some(Incoming::Left(_))
         ));
+    }
+
+    #[test]
+    fn block_lists_decode_as_cjson_writes_them() {
+        for (payload, want) in [
+            (
+                &br#"{"t":"k","u":"a","v":2,"b":["c","b"]}"#[..],
+                vec!["b", "c"],
+            ),
+            // cjson writes an empty Lua table as an object.
+            (
+                &br#"{"t":"k","u":"a","v":2,"b":{}}"#[..],
+                Vec::<&str>::new(),
+            ),
+        ] {
+            let Some(Incoming::Blocks { user, blocks }) = Wire::decode(payload) else {
+                panic!("not a block list");
+            };
+            let want: Vec<String> = want.into_iter().map(String::from).collect::<Vec<_>>();
+            assert_eq!(
+                (user.as_str(), blocks.version, blocks.users),
+                ("a", 2, want)
+            );
+        }
+        assert!(Wire::decode(br#"{"t":"k","u":"a","v":1,"b":{"x":1}}"#).is_none());
     }
 }
