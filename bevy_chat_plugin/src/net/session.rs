@@ -490,6 +490,8 @@ impl Session<'_> {
                     .await;
             }
             Event::Pong => {}
+            // plugin side: issue 13 blocking (coordinator wires it)
+            Event::BlockedUsers(_) => {}
         }
     }
 
