@@ -348,6 +348,8 @@ async fn blocking_reaches_every_node() {
     assert_eq!(blocked(&mut ann_b).await, vec![bob_id.clone()]);
     ann_b.join("lobby").await;
     say(&mut bob, "lobby", "bob 2").await;
+    // Carol (on A) has it before she speaks, so her own copy comes next.
+    assert_eq!(next_text(&mut carol).await, "bob 2");
     say(&mut carol, "lobby", "carol 2").await;
     assert_eq!(next_text(&mut ann_b).await, "carol 2");
 
