@@ -8,6 +8,8 @@ mod common;
 use common::cluster::*;
 use common::*;
 use serde_json::{Value, json};
+use server::config::EngineKind;
+use tokio::time::Instant;
 
 per_engine!(
     a_blocker_stops_receiving_the_blocked_users_messages,
@@ -21,6 +23,73 @@ per_engine!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_reaches_every_node_on_redis() {
     run_redis("blocking::every_node", blocking_reaches_every_node()).await;
+}
+
+/// A node whose pub/sub connection dropped reads the block lists of its users again: a change
+/// it missed meanwhile applies (on a private redis-server, whose pub/sub clients it kills).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_lists_are_read_again_after_a_pubsub_outage() {
+    let Some(redis) = private_redis("blocking::after_a_pubsub_outage").await else {
+        return;
+    };
+    let url = redis.url();
+    let TestEngine::Redis { prefix } = TestEngine::fresh_redis() else {
+        unreachable!()
+    };
+    let server = TestServer::start_on(&TestEngine::Memory, |c| {
+        fast(c);
+        c.engine.kind = Some(EngineKind::Redis);
+        c.engine.redis_url = Some(url.clone());
+        c.engine.redis_prefix = prefix.clone();
+    })
+    .await;
+    let (mut ann, _) = user(&server, "Ann").await;
+    let (mut bob, _) = user(&server, "Bob").await;
+    let (mut carol, _) = user(&server, "Carol").await;
+    for client in [&mut ann, &mut bob, &mut carol] {
+        client.join("lobby").await;
+    }
+
+    // A change the node misses: written into Redis without being published.
+    let mut conn = redis_connection(&url).await;
+    let _: () = ::redis::pipe()
+        .sadd(format!("{prefix}blocks:{}", ann.user_id), &bob.user_id)
+        .hincr(format!("{prefix}block-versions"), &ann.user_id, 1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    say(&mut bob, "lobby", "unknown yet").await;
+    assert_eq!(next_text(&mut ann).await, "unknown yet");
+    assert_eq!(next_text(&mut carol).await, "unknown yet");
+
+    // The node's pub/sub connection drops; once it is back, Bob's messages skip Ann.
+    let killed: i64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    let deadline = Instant::now() + SLOW;
+    for n in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "the block list was not read again"
+        );
+        let (probe, mark) = (format!("probe {n}"), format!("mark {n}"));
+        say(&mut bob, "lobby", &probe).await;
+        assert_eq!(next_text(&mut carol).await, probe);
+        say(&mut carol, "lobby", &mark).await;
+        assert_eq!(next_text(&mut bob).await, mark);
+        let seen = next_text(&mut ann).await;
+        if seen == mark {
+            break;
+        }
+        assert_eq!((seen, next_text(&mut ann).await), (probe, mark));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(redis);
 }
 
 /// A named user's connection, and its token (to connect again as the same user).
