@@ -18,7 +18,7 @@ pub struct ChatOutbox {
 /// Chat from any system: `fn my_system(mut chat: Chat) { chat.send("lobby", "hi"); }`.
 ///
 /// Every call only queues a command (no IO, no waiting). Results arrive as messages:
-/// [`Joined`](crate::Joined), [`Left`](crate::Left), [`NameSet`](crate::NameSet),
+/// [`ChatJoined`](crate::ChatJoined), [`ChatLeft`](crate::ChatLeft), [`NameSet`](crate::NameSet),
 /// [`ChatError`](crate::ChatError), and the traffic itself as
 /// [`ChatMessageReceived`](crate::ChatMessageReceived) and friends.
 #[derive(SystemParam)]

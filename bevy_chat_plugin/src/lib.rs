@@ -45,20 +45,20 @@ use bevy::prelude::*;
 pub use api::{Chat, ChatOutbox};
 pub use auth::{ChatAuth, GuestCredentials, load_credentials, save_credentials};
 pub use config::{ChatLogin, ChatPlugin, ReconnectPolicy};
-pub use log::{ChatLine, ChatLineKind, ChatLog, DIRECT_LOG};
+pub use log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 pub use messages::*;
 pub use protocol::{ErrorCode, MessageId, PresenceUser};
 pub use state::{ChatConnectionState, chat_connected, chat_disconnected, chat_just_connected};
-pub use systems::SYSTEM_LOG;
 #[cfg(feature = "ui")]
 pub use ui::{ChatUiFocus, ChatUiPlugin, ChatUiState, ChatUiStyle, chat_ui_typing};
 
 /// Everything a game usually needs.
 pub mod prelude {
     pub use crate::{
-        Chat, ChatConnectionState, ChatError, ChatErrorCode, ChatLog, ChatLogin,
-        ChatMessageReceived, ChatPlugin, ChatSet, Connected, DirectMessageReceived, Disconnected,
-        Joined, Left, PresenceChanged, chat_connected,
+        BroadcastReceived, Chat, ChatConnected, ChatConnectionState, ChatDisconnected, ChatError,
+        ChatErrorCode, ChatJoined, ChatLeft, ChatLineKind, ChatLog, ChatLogKey, ChatLogin,
+        ChatMessageReceived, ChatPlugin, ChatRequest, ChatSet, DirectMessageReceived, NameSet,
+        PresenceChange, PresenceChanged, chat_connected, chat_disconnected, chat_just_connected,
     };
 }
 
@@ -73,32 +73,45 @@ pub enum ChatSet {
 
 impl Plugin for ChatPlugin {
     fn build(&self, app: &mut App) {
-        let net = match net::NetHandle::spawn(self.clone()) {
-            Ok(net) => net,
-            Err(error) => {
-                bevy::log::error!(%error, "chat: cannot start the network thread; chat is off");
-                return;
-            }
-        };
+        // Everything is registered whatever happens next, so that systems taking `Chat` or
+        // reading chat messages work (and see the failure) even when chat cannot start.
         app.init_resource::<ChatConnectionState>()
             .add_message::<ChatMessageReceived>()
             .add_message::<DirectMessageReceived>()
             .add_message::<BroadcastReceived>()
-            .add_message::<Joined>()
-            .add_message::<Left>()
+            .add_message::<ChatJoined>()
+            .add_message::<ChatLeft>()
             .add_message::<NameSet>()
             .add_message::<PresenceChanged>()
             .add_message::<ChatError>()
-            .add_message::<Connected>()
-            .add_message::<Disconnected>()
+            .add_message::<ChatConnected>()
+            .add_message::<ChatDisconnected>()
             .insert_resource(ChatLog::new(self.log_lines))
             .insert_resource(ChatAuth {
                 user_id: None,
                 credentials_file: self.credentials_path(),
             })
-            .init_resource::<ChatOutbox>()
-            .insert_resource(systems::ChatNet(net))
-            .add_systems(PreUpdate, systems::receive.in_set(ChatSet::Receive))
-            .add_systems(PostUpdate, systems::send.in_set(ChatSet::Send));
+            .init_resource::<ChatOutbox>();
+        let started = self.validate().and_then(|()| {
+            net::NetHandle::spawn(self.clone())
+                .map_err(|error| format!("cannot start the chat network thread: {error}"))
+        });
+        match started {
+            Ok(net) => {
+                app.insert_resource(systems::ChatNet(net))
+                    .add_systems(PreUpdate, systems::receive.in_set(ChatSet::Receive))
+                    .add_systems(PostUpdate, systems::send.in_set(ChatSet::Send));
+            }
+            Err(reason) => {
+                bevy::log::error!("chat is off: {reason}");
+                app.insert_resource(ChatConnectionState::Failed)
+                    .insert_resource(systems::StartFailure {
+                        reason,
+                        reported: false,
+                    })
+                    .add_systems(PreUpdate, systems::report_failure.in_set(ChatSet::Receive))
+                    .add_systems(PostUpdate, systems::refuse_commands.in_set(ChatSet::Send));
+            }
+        }
     }
 }
