@@ -1,5 +1,6 @@
 //! Chat for Bevy games: add [`ChatPlugin`], then talk through the [`Chat`] system parameter and
-//! read what arrives as Bevy messages.
+//! read what arrives as Bevy messages. It talks to the bevy chat server (`chat-server` in the same
+//! repository) or any server of the same wire protocol.
 //!
 //! ```no_run
 //! use bevy::prelude::*;
@@ -20,14 +21,35 @@
 //! ```
 //!
 //! - Login (guest, with saved credentials, or your own token), the WebSocket, reconnects with
-//!   backoff and resume all run on a background thread; the main
-//!   thread only drains a channel in `PreUpdate` ([`ChatSet::Receive`]) and hands over commands in
-//!   `PostUpdate` ([`ChatSet::Send`]).
+//!   backoff and resume all run on a background thread; the main thread only drains a channel in
+//!   `PreUpdate` ([`ChatSet::Receive`]) and hands over commands in `PostUpdate`
+//!   ([`ChatSet::Send`]). Nothing on the main thread waits on the network.
 //! - The connection state is a resource, [`ChatConnectionState`], with run conditions
 //!   [`chat_connected`] and friends.
-//! - [`ChatLog`] keeps the last lines of every channel for UIs.
+//! - [`ChatLog`] keeps the last lines of every channel, of direct messages and of the chat's own
+//!   lines ([`ChatLogKey`]) for UIs.
 //! - Works headless with `MinimalPlugins`; at 100 messages a second it adds well under 0.1 ms
 //!   per frame (`cargo bench -p bevy_chat_plugin --bench frame_time`).
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | yes | `https://` / `wss://` servers (rustls with webpki roots; no system libraries) |
+//! | `ui` | no | `ChatUiPlugin`: an egui chat panel (bevy_egui), with the windowing and rendering features of Bevy it needs |
+//! | `bubbles` | no | speech bubbles over players in the game world (`ChatSpeaker`), with Bevy UI |
+//!
+//! Without `ui` and `bubbles` the crate builds Bevy with no rendering at all (a headless bot or a
+//! dedicated server builds fast).
+//!
+//! # Bevy versions
+//!
+//! | bevy_chat_plugin | bevy | bevy_egui (feature `ui`) | Rust |
+//! |---|---|---|---|
+//! | 0.1 | 0.19 | 0.42 | 1.95 |
+
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod api;
 mod auth;
