@@ -5,7 +5,7 @@ use protocol::{ErrorCode, Ref};
 use super::{Replies, Session, reply};
 use crate::engine::NewMessage;
 use crate::error::ChatError;
-use crate::limits::check_message;
+use crate::limits::{check_message, check_not_reserved};
 use crate::moderation::Target;
 use crate::node::Node;
 use crate::policy::Access;
@@ -18,6 +18,7 @@ pub(super) async fn run(
     reference: Option<&Ref>,
 ) -> Result<Replies, ChatError> {
     let username = session.require_name(node).await?;
+    check_not_reserved(channel)?;
     session.require_joined(channel)?;
     if let Access::Deny(text) = node.channels.may_send(&session.principal, channel) {
         return Err(ChatError::new(ErrorCode::Forbidden, text));
