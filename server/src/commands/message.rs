@@ -36,6 +36,10 @@ pub(super) async fn run(
         })
         .await?;
     node.metrics.messages_published.inc();
+    // The sender stopped typing: the next `typing` here is news again.
+    if let Some(joined) = session.channels.get_mut(channel) {
+        joined.typing_at = None;
+    }
     // The sender's own copy is queued by now; this reply is written before the queue is read,
     // so the sender sees "Message sent to ..." first, as with the seed.
     Ok(vec![ack])
