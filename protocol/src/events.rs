@@ -92,6 +92,18 @@ pub struct BroadcastMessage {
     pub ts: u64,
 }
 
+/// A member of a channel is typing there (`user_typing`). Sent to the channel's other members,
+/// at most once per `--typing-interval` per sender and channel; never kept in history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingUser {
+    /// The channel.
+    pub channel: String,
+    /// The typing user's id.
+    pub user_id: String,
+    /// The typing user's display name.
+    pub username: String,
+}
+
 /// Every typed server → client frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
@@ -112,4 +124,6 @@ pub enum Event {
     Broadcast(BroadcastMessage),
     /// Answer to `ping`.
     Pong,
+    /// Another member of a channel this connection is in is typing.
+    UserTyping(TypingUser),
 }

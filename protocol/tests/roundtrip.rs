@@ -52,6 +52,7 @@ fn request() -> impl Strategy<Value = ClientRequest> {
             }
         }),
         Just(ClientRequest::Ping),
+        text().prop_map(|channel| ClientRequest::Typing { channel }),
     ]
 }
 
@@ -112,6 +113,13 @@ fn event() -> impl Strategy<Value = Event> {
         (text(), any::<u64>())
             .prop_map(|(message, ts)| Event::Broadcast(BroadcastMessage { message, ts })),
         Just(Event::Pong),
+        (text(), text(), text()).prop_map(|(channel, user_id, username)| {
+            Event::UserTyping(TypingUser {
+                channel,
+                user_id,
+                username,
+            })
+        }),
     ]
 }
 

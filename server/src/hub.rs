@@ -386,13 +386,24 @@ impl Hub {
         self.conns.read().values().cloned().collect()
     }
 
-    fn fan_out_channel(&self, channel: &str, id: Option<MessageId>, frame: Utf8Bytes) {
+    /// Queues `frame` for every local member of `channel`, except the connections of the user
+    /// `skip` (the typist of a typing indicator).
+    fn fan_out_channel(
+        &self,
+        channel: &str,
+        id: Option<MessageId>,
+        frame: Utf8Bytes,
+        skip: Option<&str>,
+    ) {
         let Some(entry) = self.existing_entry(channel) else {
             return;
         };
         let channel: Arc<str> = Arc::from(channel);
         let members = entry.members.read();
         for member in members.values() {
+            if skip.is_some_and(|user| *member.handle.user_id == *user) {
+                continue;
+            }
             member.handle.send(
                 Outgoing::Channel {
                     channel: channel.clone(),
@@ -425,15 +436,15 @@ impl DeliverySink for Hub {
         match delivery {
             Delivery::Message(message) => {
                 let frame = serialise("chat_message_received", &*message);
-                self.fan_out_channel(&message.channel, Some(message.id), frame);
+                self.fan_out_channel(&message.channel, Some(message.id), frame, None);
             }
             Delivery::UserJoined(change) => {
                 let frame = serialise("user_joined", &*change);
-                self.fan_out_channel(&change.channel, None, frame);
+                self.fan_out_channel(&change.channel, None, frame, None);
             }
             Delivery::UserLeft(change) => {
                 let frame = serialise("user_left", &*change);
-                self.fan_out_channel(&change.channel, None, frame);
+                self.fan_out_channel(&change.channel, None, frame, None);
             }
             Delivery::Direct { to, message } => {
                 let frame = serialise("direct_message_received", &*message);
@@ -449,6 +460,10 @@ impl DeliverySink for Hub {
                 }
             }
             Delivery::Sanction { user, sanction } => self.sanction(&user, &sanction),
+            Delivery::Typing(typing) => {
+                let frame = serialise("user_typing", &*typing);
+                self.fan_out_channel(&typing.channel, None, frame, Some(&typing.user_id));
+            }
         }
     }
 }
@@ -488,6 +503,15 @@ mod tests {
         assert_eq!(
             serialise("broadcast", &broadcast).as_str(),
             Event::Broadcast(broadcast).to_json(None)
+        );
+        let typing = protocol::TypingUser {
+            channel: "C".into(),
+            user_id: "u".into(),
+            username: "N".into(),
+        };
+        assert_eq!(
+            serialise("user_typing", &typing).as_str(),
+            Event::UserTyping(typing).to_json(None)
         );
     }
 }

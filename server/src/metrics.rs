@@ -62,6 +62,8 @@ pub enum Limit {
     /// `--memory-history-bytes`: one kept message dropped from memory-engine history (a
     /// resuming client sees `gap: true`).
     HistoryBytes,
+    /// `--typing-interval`: a `typing` within the window of the previous one, dropped silently.
+    TypingRate,
 }
 
 impl Limit {
@@ -83,6 +85,7 @@ impl Limit {
             Limit::TcpConnectionsPerIp => "tcp_connections_per_ip",
             Limit::OpenConnections => "open_connections",
             Limit::HistoryBytes => "history_bytes",
+            Limit::TypingRate => "typing_rate",
         }
     }
 }

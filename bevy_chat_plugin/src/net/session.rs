@@ -490,6 +490,7 @@ impl Session<'_> {
                     .await;
             }
             Event::Pong => {}
+            Event::UserTyping(_) => {} // plugin side: issue 13 typing (coordinator wires it)
         }
     }
 

@@ -189,5 +189,10 @@ fn handle(shared: &Shared, _channel: &str, payload: &[u8]) {
             user: Arc::from(user),
             sanction: Arc::new(sanction),
         }),
+        Incoming::Typing(typing) => {
+            if shared.subscribed.lock().contains_key(&typing.channel) {
+                shared.sink.deliver(Delivery::Typing(Arc::new(typing)));
+            }
+        }
     }
 }
