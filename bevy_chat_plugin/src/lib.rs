@@ -59,6 +59,7 @@ mod messages;
 mod net;
 mod state;
 mod systems;
+mod typing;
 #[cfg(feature = "ui")]
 pub mod ui;
 
@@ -71,6 +72,7 @@ pub use log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 pub use messages::*;
 pub use protocol::{ErrorCode, MessageId, PresenceUser};
 pub use state::{ChatConnectionState, chat_connected, chat_disconnected, chat_just_connected};
+pub use typing::{ChatTyping, TYPING_SHOWN_FOR};
 #[cfg(feature = "ui")]
 pub use ui::{ChatUiFocus, ChatUiPlugin, ChatUiState, ChatUiStyle, chat_ui_typing};
 
@@ -79,8 +81,9 @@ pub mod prelude {
     pub use crate::{
         BroadcastReceived, Chat, ChatConnected, ChatConnectionState, ChatDisconnected, ChatError,
         ChatErrorCode, ChatJoined, ChatLeft, ChatLineKind, ChatLog, ChatLogKey, ChatLogin,
-        ChatMessageReceived, ChatPlugin, ChatRequest, ChatSet, DirectMessageReceived, NameSet,
-        PresenceChange, PresenceChanged, chat_connected, chat_disconnected, chat_just_connected,
+        ChatMessageReceived, ChatPlugin, ChatRequest, ChatSet, ChatTyping, ChatUserTyping,
+        DirectMessageReceived, NameSet, PresenceChange, PresenceChanged, chat_connected,
+        chat_disconnected, chat_just_connected,
     };
 }
 
@@ -113,7 +116,16 @@ impl Plugin for ChatPlugin {
                 user_id: None,
                 credentials_file: self.credentials_path(),
             })
-            .init_resource::<ChatOutbox>();
+            .add_message::<ChatUserTyping>()
+            .init_resource::<ChatOutbox>()
+            .init_resource::<ChatTyping>()
+            .add_systems(
+                PreUpdate,
+                typing::track_typing
+                    .in_set(ChatSet::Receive)
+                    .after(systems::receive)
+                    .after(systems::report_failure),
+            );
         let started = self.validate().and_then(|()| {
             net::NetHandle::spawn(self.clone())
                 .map_err(|error| format!("cannot start the chat network thread: {error}"))
