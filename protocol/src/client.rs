@@ -69,6 +69,11 @@ pub enum ClientRequest {
     },
     /// `ping`: application-level keep-alive, answered with `pong`.
     Ping,
+    /// `typing`: tell a joined channel's other members that this user is typing (no reply).
+    Typing {
+        /// Channel the user types in (must be joined).
+        channel: String,
+    },
     /// `block`: stop receiving this user's channel messages, direct messages and typing
     /// indicators (kept across reconnects), answered with `blocked_users`.
     Block {
@@ -96,6 +101,7 @@ impl ClientRequest {
             ClientRequest::Direct { .. } => "direct",
             ClientRequest::History { .. } => "history",
             ClientRequest::Ping => "ping",
+            ClientRequest::Typing { .. } => "typing",
             ClientRequest::Block { .. } => "block",
             ClientRequest::Unblock { .. } => "unblock",
             ClientRequest::Blocked => "blocked",
@@ -140,7 +146,9 @@ impl ClientFrame {
                 }
                 Value::Object(p)
             }
-            ClientRequest::Leave { channel } | ClientRequest::Who { channel } => {
+            ClientRequest::Leave { channel }
+            | ClientRequest::Who { channel }
+            | ClientRequest::Typing { channel } => {
                 json!({ "channel": channel })
             }
             ClientRequest::Message { channel, message } => {
@@ -358,6 +366,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, RequestError> {
             }
         }
         "ping" => ClientRequest::Ping,
+        "typing" => {
+            let p: ChannelPayload = payload(raw.payload).map_err(bad)?;
+            ClientRequest::Typing { channel: p.channel }
+        }
         "block" => {
             let p: UserPayload = payload(raw.payload).map_err(bad)?;
             ClientRequest::Block { user_id: p.user_id }
@@ -423,6 +435,9 @@ mod tests {
                 limit: Some(3),
             }),
             ClientFrame::with_ref(ClientRequest::Ping, 2),
+            ClientFrame::new(ClientRequest::Typing {
+                channel: "lobby".into(),
+            }),
             ClientFrame::with_ref(
                 ClientRequest::Block {
                     user_id: "u2".into(),
@@ -437,6 +452,26 @@ mod tests {
         for frame in frames {
             assert_eq!(parse_client_frame(&frame.to_json()).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn typing_has_its_wire_shape() {
+        let frame = ClientFrame::new(ClientRequest::Typing {
+            channel: "lobby".into(),
+        });
+        // Field order is serde_json's; compare the values.
+        let json: serde_json::Value = serde_json::from_str(&frame.to_json()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "typing", "payload": {"channel": "lobby"}})
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"typing","payload":{"channel":"lobby"}}"#).unwrap(),
+            frame
+        );
+        let e = err(r#"{"type":"typing","ref":1}"#);
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert_eq!(e.message, "Error handling message: payload is missing");
     }
 
     #[test]

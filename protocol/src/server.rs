@@ -210,6 +210,19 @@ mod tests {
     }
 
     #[test]
+    fn user_typing_has_its_wire_shape() {
+        let event = Event::UserTyping(TypingUser {
+            channel: "lobby".into(),
+            user_id: "u1".into(),
+            username: "Ann".into(),
+        });
+        assert_eq!(
+            event.to_json(None),
+            r#"{"type":"user_typing","payload":{"channel":"lobby","user_id":"u1","username":"Ann"}}"#
+        );
+    }
+
+    #[test]
     fn every_event_round_trips_through_the_client_parser() {
         let reference = Ref::from("x");
         let events = [

@@ -401,14 +401,15 @@ impl Hub {
         }
     }
 
-    /// Queues `frame` for every local member of `channel`, except the members who block
-    /// `from` (the sender of a message or typing indicator; `None` for presence events).
+    /// Queues `frame` for every local member of `channel`, except those `origin` leaves out:
+    /// the members who block the sender, and for a typing indicator the typist's own
+    /// connections.
     fn fan_out_channel(
         &self,
         channel: &str,
         id: Option<MessageId>,
-        from: Option<&str>,
         frame: Utf8Bytes,
+        origin: Origin<'_>,
     ) {
         let Some(entry) = self.existing_entry(channel) else {
             return;
@@ -416,9 +417,7 @@ impl Hub {
         let channel: Arc<str> = Arc::from(channel);
         let members = entry.members.read();
         for member in members.values() {
-            if let Some(from) = from
-                && member.handle.blocks.blocks(from)
-            {
+            if origin.leaves_out(&member.handle) {
                 continue;
             }
             member.handle.send(
@@ -429,6 +428,29 @@ impl Hub {
                 },
                 &self.metrics,
             );
+        }
+    }
+}
+
+/// Where a channel frame comes from, which decides who does not get it.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// A presence event: every member gets it.
+    Presence,
+    /// A chat message of this user: not for the members who block the user.
+    Message(&'a str),
+    /// This user is typing: neither for the user's own connections nor for its blockers.
+    Typing(&'a str),
+}
+
+impl Origin<'_> {
+    /// Whether `member` does not get the frame. Costs one branch and an atomic load per member
+    /// who blocks nobody.
+    fn leaves_out(self, member: &ConnHandle) -> bool {
+        match self {
+            Origin::Presence => false,
+            Origin::Message(from) => member.blocks.blocks(from),
+            Origin::Typing(from) => *member.user_id == *from || member.blocks.blocks(from),
         }
     }
 }
@@ -453,20 +475,16 @@ impl DeliverySink for Hub {
         match delivery {
             Delivery::Message(message) => {
                 let frame = serialise("chat_message_received", &*message);
-                self.fan_out_channel(
-                    &message.channel,
-                    Some(message.id),
-                    Some(&message.user_id),
-                    frame,
-                );
+                let origin = Origin::Message(&message.user_id);
+                self.fan_out_channel(&message.channel, Some(message.id), frame, origin);
             }
             Delivery::UserJoined(change) => {
                 let frame = serialise("user_joined", &*change);
-                self.fan_out_channel(&change.channel, None, None, frame);
+                self.fan_out_channel(&change.channel, None, frame, Origin::Presence);
             }
             Delivery::UserLeft(change) => {
                 let frame = serialise("user_left", &*change);
-                self.fan_out_channel(&change.channel, None, None, frame);
+                self.fan_out_channel(&change.channel, None, frame, Origin::Presence);
             }
             Delivery::Direct { to, message } => {
                 let frame = serialise("direct_message_received", &*message);
@@ -485,6 +503,11 @@ impl DeliverySink for Hub {
                 }
             }
             Delivery::Sanction { user, sanction } => self.sanction(&user, &sanction),
+            Delivery::Typing(typing) => {
+                let frame = serialise("user_typing", &*typing);
+                let origin = Origin::Typing(&typing.user_id);
+                self.fan_out_channel(&typing.channel, None, frame, origin);
+            }
             Delivery::Blocks {
                 user,
                 blocks,
@@ -529,6 +552,15 @@ mod tests {
         assert_eq!(
             serialise("broadcast", &broadcast).as_str(),
             Event::Broadcast(broadcast).to_json(None)
+        );
+        let typing = protocol::TypingUser {
+            channel: "C".into(),
+            user_id: "u".into(),
+            username: "N".into(),
+        };
+        assert_eq!(
+            serialise("user_typing", &typing).as_str(),
+            Event::UserTyping(typing).to_json(None)
         );
     }
 }

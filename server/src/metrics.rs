@@ -62,6 +62,8 @@ pub enum Limit {
     /// `--memory-history-bytes`: one kept message dropped from memory-engine history (a
     /// resuming client sees `gap: true`).
     HistoryBytes,
+    /// `--typing-interval`: a `typing` within the window of the previous one, dropped silently.
+    TypingRate,
     /// `--max-blocks` (`too_many_blocks`).
     Blocks,
 }
@@ -85,6 +87,7 @@ impl Limit {
             Limit::TcpConnectionsPerIp => "tcp_connections_per_ip",
             Limit::OpenConnections => "open_connections",
             Limit::HistoryBytes => "history_bytes",
+            Limit::TypingRate => "typing_rate",
             Limit::Blocks => "blocks",
         }
     }

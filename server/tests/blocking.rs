@@ -1,7 +1,7 @@
 //! Blocking over real connections (issue 13): a user who blocks another no longer receives its
-//! channel messages, direct messages or history entries, on every connection and after
-//! reconnecting, while everyone else still does; the sender is not told. On both engines, and
-//! across two nodes sharing one Redis.
+//! channel messages, typing indicators, direct messages or history entries, on every connection
+//! and after reconnecting, while everyone else still does; the sender is not told. On both
+//! engines, and across two nodes sharing one Redis.
 
 mod common;
 
@@ -176,6 +176,19 @@ async fn next_text(client: &mut Client) -> String {
     message["payload"]["message"].as_str().unwrap().to_owned()
 }
 
+/// Sends `typing` (no reply on success).
+async fn typing(client: &mut Client, channel: &str) {
+    client
+        .send_request("typing", json!({ "channel": channel }))
+        .await;
+}
+
+/// The user id of the next `user_typing` `client` receives, skipping other events.
+async fn next_typist(client: &mut Client) -> String {
+    let typing = client.recv_type("user_typing").await;
+    typing["payload"]["user_id"].as_str().unwrap().to_owned()
+}
+
 /// The sender of the next direct message `client` receives.
 async fn next_direct_from(client: &mut Client) -> String {
     let direct = client.recv_type("direct_message_received").await;
@@ -209,6 +222,12 @@ async fn a_blocker_stops_receiving_the_blocked_users_messages() {
     say(&mut carol, "lobby", "from carol").await;
     assert_eq!(next_text(&mut ann).await, "from carol");
     assert_eq!(next_text(&mut bob).await, "from carol");
+
+    // Bob's typing indicator reaches Carol, not Ann: Ann's next one is Carol's.
+    typing(&mut bob, "lobby").await;
+    assert_eq!(next_typist(&mut carol).await, bob_id);
+    typing(&mut carol, "lobby").await;
+    assert_eq!(next_typist(&mut ann).await, carol.user_id);
 
     // Bob's direct message: Bob gets the usual ack, Ann nothing; Carol's still arrives.
     direct(&mut bob, &ann.user_id, "psst").await;
@@ -413,6 +432,11 @@ async fn blocking_reaches_every_node() {
     say(&mut carol, "lobby", "from carol").await;
     assert_eq!(next_text(&mut ann).await, "from carol");
     assert_eq!(next_text(&mut ann_b).await, "from carol");
+    typing(&mut bob, "lobby").await;
+    assert_eq!(next_typist(&mut carol).await, bob_id);
+    typing(&mut carol, "lobby").await;
+    assert_eq!(next_typist(&mut ann).await, carol.user_id);
+    assert_eq!(next_typist(&mut ann_b).await, carol.user_id);
 
     // Bob's direct message to Ann: acknowledged, delivered to neither connection.
     direct(&mut bob, &ann_id, "psst").await;

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use crate::moderation::{Sanction, Standing};
 use protocol::{
     BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange, PresenceUser,
+    TypingUser,
 };
 
 pub use self::redis::{Keys as RedisKeys, RedisEngine, RedisGuestStore, RedisSettings};
@@ -57,6 +58,9 @@ pub enum Delivery {
         /// The action.
         sanction: Arc<Sanction>,
     },
+    /// A user is typing: for every local member of the channel but the typist's own
+    /// connections. Published through [`Engine::announce`], never kept in history.
+    Typing(Arc<TypingUser>),
     /// `user`'s block list changed: the full list now (every node updates the cache of its
     /// local connections of `user`).
     Blocks {
@@ -193,7 +197,8 @@ pub trait Engine: Send + Sync + 'static {
     /// Users present in a channel, each once.
     async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError>;
 
-    /// Delivers a presence change to every member of the channel, on every node.
+    /// Delivers a presence change or a typing indicator to every member of the channel, on
+    /// every node (nothing is stored).
     async fn announce(&self, delivery: Delivery) -> Result<(), EngineError>;
 
     /// Records that `user_id` has a connection on this node (for direct messages).

@@ -192,6 +192,11 @@ fn handle(shared: &Shared, _channel: &str, payload: &[u8]) {
             user: Arc::from(user),
             sanction: Arc::new(sanction),
         }),
+        Incoming::Typing(typing) => {
+            if shared.subscribed.lock().contains_key(&typing.channel) {
+                shared.sink.deliver(Delivery::Typing(Arc::new(typing)));
+            }
+        }
         Incoming::Blocks { user, blocks } => shared.sink.deliver(Delivery::Blocks {
             user: Arc::from(user),
             blocks: Arc::new(blocks),

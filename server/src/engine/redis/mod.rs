@@ -436,6 +436,8 @@ impl Engine for RedisEngine {
                 &change.channel,
                 Wire::left(&change.channel, &change.user_id, change.username.as_deref()),
             ),
+            // Pub/sub only: a typing indicator is never written to the channel's stream.
+            Delivery::Typing(typing) => (&typing.channel, Wire::typing(typing)),
             _ => return Ok(()),
         };
         self.publish_raw(self.shared.keys.channel(channel), payload)

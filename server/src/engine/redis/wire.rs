@@ -1,7 +1,9 @@
 //! What nodes publish to each other over Redis pub/sub (JSON; chat messages are written by the
 //! publish script with the same field names).
 
-use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange};
+use protocol::{
+    BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange, TypingUser,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::BlockSnapshot;
@@ -43,6 +45,9 @@ pub(super) enum Wire {
     /// A moderation action on every connection of `u`.
     #[serde(rename = "x")]
     Sanction { u: String, s: Sanction },
+    /// A user is typing in a channel (`w` for writing; published only, never streamed).
+    #[serde(rename = "w")]
+    Typing { c: String, u: String, n: String },
     /// `u`'s block list changed: every user it blocks now (written by the block scripts).
     #[serde(rename = "k")]
     Blocks {
@@ -78,6 +83,7 @@ pub(super) enum Incoming {
     Direct { to: String, message: DirectMessage },
     Broadcast(BroadcastMessage),
     Sanction { user: String, sanction: Sanction },
+    Typing(TypingUser),
     Blocks { user: String, blocks: BlockSnapshot },
 }
 
@@ -120,6 +126,14 @@ impl Wire {
         })
     }
 
+    pub fn typing(typing: &TypingUser) -> String {
+        encode(&Wire::Typing {
+            c: typing.channel.clone(),
+            u: typing.user_id.clone(),
+            n: typing.username.clone(),
+        })
+    }
+
     /// Decodes a payload; `None` (logged) for one this version does not understand.
     pub fn decode(payload: &[u8]) -> Option<Incoming> {
         let wire: Wire = match serde_json::from_slice(payload) {
@@ -157,6 +171,11 @@ impl Wire {
                 user: u,
                 sanction: s,
             },
+            Wire::Typing { c, u, n } => Incoming::Typing(TypingUser {
+                channel: c,
+                user_id: u,
+                username: n,
+            }),
             Wire::Blocks { u, v, mut b } => {
                 b.sort_unstable();
                 Incoming::Blocks {
@@ -190,6 +209,21 @@ mod tests {
             Wire::decode(Wire::left("c", "u", None).as_bytes()),
             Some(Incoming::Left(_))
         ));
+    }
+
+    #[test]
+    fn typing_round_trips() {
+        let typing = TypingUser {
+            channel: "a/b".into(),
+            user_id: "u1".into(),
+            username: "Ann".into(),
+        };
+        let payload = Wire::typing(&typing);
+        assert_eq!(payload, r#"{"t":"w","c":"a/b","u":"u1","n":"Ann"}"#);
+        let Some(Incoming::Typing(decoded)) = Wire::decode(payload.as_bytes()) else {
+            panic!("not a typing");
+        };
+        assert_eq!(decoded, typing);
     }
 
     #[test]
