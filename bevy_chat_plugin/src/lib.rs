@@ -67,6 +67,10 @@ use bevy::prelude::*;
 
 pub use api::{Chat, ChatOutbox};
 pub use auth::{ChatAuth, GuestCredentials, load_credentials, save_credentials};
+/// The bevy_egui the panel is built with (cargo feature `ui`), for games that add `EguiPlugin`
+/// themselves.
+#[cfg(feature = "ui")]
+pub use bevy_egui;
 pub use config::{ChatLogin, ChatPlugin, ReconnectPolicy};
 pub use log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 pub use messages::*;
@@ -74,7 +78,16 @@ pub use protocol::{ErrorCode, MessageId, PresenceUser};
 pub use state::{ChatConnectionState, chat_connected, chat_disconnected, chat_just_connected};
 pub use typing::{ChatTyping, TYPING_SHOWN_FOR};
 #[cfg(feature = "ui")]
-pub use ui::{ChatUiFocus, ChatUiPlugin, ChatUiState, ChatUiStyle, chat_ui_typing};
+pub use ui::{
+    ChatUiFocus, ChatUiPlugin, ChatUiState, ChatUiStyle, ChatUiSystems, chat_has_keyboard,
+    chat_ui_typing,
+};
+
+/// The README's Rust snippets (the plugin, and the plugin with the chat panel), compiled by
+/// `cargo test --doc --features ui` so that they cannot drift from the API.
+#[cfg(all(doctest, feature = "ui"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 /// Everything a game usually needs.
 pub mod prelude {
@@ -85,6 +98,8 @@ pub mod prelude {
         DirectMessageReceived, NameSet, PresenceChange, PresenceChanged, chat_connected,
         chat_disconnected, chat_just_connected,
     };
+    #[cfg(feature = "ui")]
+    pub use crate::{ChatUiFocus, ChatUiPlugin, ChatUiState, chat_has_keyboard, chat_ui_typing};
 }
 
 /// System sets to order your systems against.
