@@ -2,6 +2,8 @@
 //! egui's global settings, and who sees the keys.
 #![cfg(feature = "ui")]
 
+mod common;
+
 use bevy::asset::AssetPlugin;
 use bevy::input::keyboard::{Key, KeyboardInput};
 use bevy::input::{ButtonState, InputPlugin};
@@ -14,6 +16,11 @@ use bevy_chat_plugin::prelude::*;
 /// A headless app with what bevy_egui's plugin needs to build. The chat is off (a bad URL), so
 /// no network thread starts.
 fn app() -> App {
+    app_for(ChatPlugin::new("not a url"))
+}
+
+/// A headless app with what bevy_egui's plugin needs to build, and `chat`.
+fn app_for(chat: ChatPlugin) -> App {
     let mut app = App::new();
     let no_window = WindowPlugin {
         primary_window: None,
@@ -28,7 +35,7 @@ fn app() -> App {
     ))
     .init_asset::<Shader>()
     .init_asset::<Image>()
-    .add_plugins(ChatPlugin::new("not a url"));
+    .add_plugins(chat);
     app
 }
 
@@ -170,4 +177,63 @@ fn the_toggle_key_hides_the_panel_and_other_keys_reach_the_game() {
         "F1 was the chat's, W the game's"
     );
     assert_eq!(saw.ungated, vec![KeyCode::KeyW]);
+}
+
+fn ui_state(app: &App) -> &ChatUiState {
+    app.world().resource::<ChatUiState>()
+}
+
+#[test]
+fn a_chat_that_cannot_start_says_why_in_the_panel() {
+    let mut app = app();
+    app.add_plugins(ChatUiPlugin::default());
+    start(&mut app);
+    app.update();
+    let problem = ui_state(&app).connection_problem().unwrap_or_default();
+    assert!(
+        problem.contains("must start with http:// or https://")
+            || problem.contains("has no scheme"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn the_panel_follows_the_name_and_the_outage_of_a_real_connection() {
+    let mut server = common::TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("guest.json");
+    let mut app = app_for(common::guest_plugin(&server.url(), &credentials));
+    app.add_plugins((ChatUiPlugin::default(), common::Recorder));
+    start(&mut app);
+    common::wait_connected(&mut app);
+    assert_eq!(ui_state(&app).player_name(), None);
+    common::set_name(&mut app, "Ann");
+    common::update_until(
+        &mut app,
+        common::TIMEOUT,
+        "the panel to know the name",
+        |w| w.resource::<ChatUiState>().player_name() == Some("Ann"),
+    );
+
+    server.stop();
+    common::update_until(
+        &mut app,
+        common::TIMEOUT,
+        "the panel to see the outage",
+        |w| {
+            common::state(w) != ChatConnectionState::Connected
+                && w.resource::<ChatUiState>().connection_problem().is_some()
+        },
+    );
+    server.restart();
+    common::update_until(
+        &mut app,
+        common::TIMEOUT,
+        "the panel to see the reconnect",
+        |w| {
+            common::state(w) == ChatConnectionState::Connected
+                && w.resource::<ChatUiState>().connection_problem().is_none()
+        },
+    );
+    assert_eq!(ui_state(&app).player_name(), Some("Ann"));
 }

@@ -163,6 +163,12 @@ impl ChatUiState {
     pub fn player_name(&self) -> Option<&str> {
         self.status.name.as_deref()
     }
+
+    /// Why the chat is not connected, as last heard (a disconnect reason, a login or connection
+    /// error, or why the chat could not start); `None` once connected.
+    pub fn connection_problem(&self) -> Option<&str> {
+        self.status.problem.as_deref()
+    }
 }
 
 /// The panel's configuration, as a resource for its systems.
