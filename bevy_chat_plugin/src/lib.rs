@@ -37,6 +37,7 @@
 //! |---|---|---|
 //! | `tls` | yes | `https://` / `wss://` servers (rustls with webpki roots; no system libraries) |
 //! | `ui` | no | `ChatUiPlugin`: an egui chat panel (bevy_egui), with the windowing and rendering features of Bevy it needs |
+//! | `ui-cjk-font` | no | embeds a Chinese and Japanese font (Droid Sans Fallback, ~3.9 MiB) in the panel; `ui` alone embeds DejaVu Sans (~742 KiB) |
 //! | `bubbles` | no | speech bubbles over players in the game world (`ChatSpeaker`), with Bevy UI |
 //!
 //! Without `ui` and `bubbles` the crate builds Bevy with no rendering at all (a headless bot or a
