@@ -37,7 +37,7 @@ pub(super) fn outage_banner(
             format!("Chat is off: {}", problem.unwrap_or("it could not start"))
         }
         ChatConnectionState::Reconnecting => {
-            format!("Connection lost{reason}: reconnecting… Lines sent now are not delivered.")
+            format!("Not connected{reason}: retrying… Lines sent now are not delivered.")
         }
         ChatConnectionState::LoggingIn | ChatConnectionState::Connecting => {
             format!("Not connected yet{reason}: connecting…")
@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(outage_banner(ChatConnectionState::Connected, None), None);
         let banner = outage_banner(ChatConnectionState::Reconnecting, Some("closed")).unwrap();
         assert!(
-            banner.contains("reconnecting") && banner.contains("closed"),
+            banner.contains("retrying") && banner.contains("closed"),
             "{banner}"
         );
         assert!(outage_banner(ChatConnectionState::Connecting, None).is_some());

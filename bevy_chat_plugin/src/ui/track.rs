@@ -93,6 +93,10 @@ pub(super) fn track_chat(mut state: ResMut<ChatUiState>, mut chat: Chat, mut rea
         state.status.name = Some(name.username.clone());
     }
     for error in read.errors.read() {
+        if error.code == ChatErrorCode::NotStarted && error.request != ChatRequest::Connect {
+            // A command refused because chat is off: the start failure already says why.
+            continue;
+        }
         let about_the_connection =
             matches!(
                 error.code,
