@@ -31,6 +31,8 @@
 
 mod api;
 mod auth;
+#[cfg(feature = "bubbles")]
+pub mod bubbles;
 mod config;
 mod log;
 mod messages;
@@ -44,6 +46,8 @@ use bevy::prelude::*;
 
 pub use api::{Chat, ChatOutbox};
 pub use auth::{ChatAuth, GuestCredentials, load_credentials, save_credentials};
+#[cfg(feature = "bubbles")]
+pub use bubbles::{ChatBubbleStyle, ChatBubblesPlugin, ChatSpeaker};
 pub use config::{ChatLogin, ChatPlugin, ReconnectPolicy};
 pub use log::{ChatLine, ChatLineKind, ChatLog, DIRECT_LOG};
 pub use messages::*;
