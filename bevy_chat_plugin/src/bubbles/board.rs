@@ -119,18 +119,20 @@ pub struct ChatBubbleBoard {
 }
 
 impl ChatBubbleBoard {
-    /// Adds a bubble for a live channel message if the style shows its channel and its sender
-    /// has an entity (`has_speaker`); drops the speaker's oldest bubbles beyond the style's
-    /// maximum. Returns the new bubble's id, or `None` when the message makes no bubble.
+    /// Adds a bubble for a live channel message if the style shows its channel; drops the
+    /// speaker's oldest bubbles beyond the style's maximum. Returns the new bubble's id, or `None`
+    /// when the message makes no bubble (history, a filtered channel, a maximum of 0).
+    ///
+    /// Users without a [`ChatSpeaker`](super::ChatSpeaker) entity get bubbles too (nothing draws
+    /// them): an avatar spawned in reaction to the same message, a frame later, still shows it.
+    /// Memory stays bounded by who spoke within one lifetime.
     pub fn push(
         &mut self,
         message: &ChatMessageReceived,
-        has_speaker: bool,
         now: f64,
         style: &ChatBubbleStyle,
     ) -> Option<u64> {
         if message.from_history
-            || !has_speaker
             || style.max_per_speaker == 0
             || !style.channels.allows(&message.channel)
         {
@@ -151,14 +153,11 @@ impl ChatBubbleBoard {
         Some(id)
     }
 
-    /// Removes bubbles older than the lifetime, bubbles beyond the maximum per speaker (when it
-    /// shrank), and every bubble of users `keep` rejects (those without a speaker entity now).
-    pub fn retain(&mut self, now: f64, style: &ChatBubbleStyle, keep: impl Fn(&str) -> bool) {
+    /// Removes bubbles older than the lifetime, and bubbles beyond the maximum per speaker (when
+    /// it shrank).
+    pub fn expire(&mut self, now: f64, style: &ChatBubbleStyle) {
         let lifetime = f64::from(style.lifetime);
-        self.speakers.retain(|user_id, stack| {
-            if !keep(user_id) {
-                return false;
-            }
+        self.speakers.retain(|_, stack| {
             stack.retain(|b| now - b.born < lifetime);
             while stack.len() > style.max_per_speaker {
                 stack.pop_front();
@@ -211,28 +210,31 @@ mod tests {
     }
 
     #[test]
-    fn live_messages_of_speakers_become_bubbles() {
+    fn live_messages_become_bubbles_history_does_not() {
         let style = ChatBubbleStyle::default();
         let mut board = ChatBubbleBoard::default();
         assert!(
             board
-                .push(&message("u1", "lobby", "hi"), true, 0.0, &style)
+                .push(&message("u1", "lobby", "hi"), 0.0, &style)
                 .is_some()
-        );
-        // No entity for the user: nothing to draw above.
-        assert!(
-            board
-                .push(&message("u2", "lobby", "hey"), false, 0.0, &style)
-                .is_none()
         );
         // History is not speech.
         let mut old = message("u1", "lobby", "yesterday");
         old.from_history = true;
-        assert!(board.push(&old, true, 0.0, &style).is_none());
+        assert!(board.push(&old, 0.0, &style).is_none());
         assert_eq!(texts(&board, "u1"), ["hi"]);
         assert_eq!(board.bubbles("u2").len(), 0);
         assert_eq!(board.len(), 1);
         assert_eq!(board.speakers().collect::<Vec<_>>(), ["u1"]);
+        let none = ChatBubbleStyle {
+            max_per_speaker: 0,
+            ..default()
+        };
+        assert!(
+            board
+                .push(&message("u1", "lobby", "x"), 0.0, &none)
+                .is_none()
+        );
     }
 
     #[test]
@@ -242,8 +244,8 @@ mod tests {
             ..default()
         };
         let mut board = ChatBubbleBoard::default();
-        board.push(&message("u1", "lobby", "shown"), true, 0.0, &style);
-        board.push(&message("u1", "trade", "hidden"), true, 0.0, &style);
+        board.push(&message("u1", "lobby", "shown"), 0.0, &style);
+        board.push(&message("u1", "trade", "hidden"), 0.0, &style);
         assert_eq!(texts(&board, "u1"), ["shown"]);
         assert!(BubbleChannels::All.allows("anything"));
     }
@@ -256,18 +258,21 @@ mod tests {
         };
         let mut board = ChatBubbleBoard::default();
         for (n, text) in ["one", "two", "three"].into_iter().enumerate() {
-            board.push(&message("u1", "lobby", text), true, n as f64, &style);
+            board.push(&message("u1", "lobby", text), n as f64, &style);
         }
         assert_eq!(texts(&board, "u1"), ["two", "three"]);
         let ids: Vec<u64> = board.bubbles("u1").map(|b| b.id).collect();
         assert!(ids[0] < ids[1]);
+        // Other speakers have their own stacks.
+        board.push(&message("u2", "lobby", "mine"), 2.0, &style);
+        assert_eq!(texts(&board, "u2"), ["mine"]);
 
-        // A smaller maximum applies on the next retain.
+        // A smaller maximum applies on the next expiry pass.
         let smaller = ChatBubbleStyle {
             max_per_speaker: 1,
             ..default()
         };
-        board.retain(2.0, &smaller, |_| true);
+        board.expire(2.0, &smaller);
         assert_eq!(texts(&board, "u1"), ["three"]);
     }
 
@@ -278,25 +283,14 @@ mod tests {
             ..default()
         };
         let mut board = ChatBubbleBoard::default();
-        board.push(&message("u1", "lobby", "early"), true, 0.0, &style);
-        board.push(&message("u1", "lobby", "late"), true, 1.5, &style);
-        board.retain(1.9, &style, |_| true);
+        board.push(&message("u1", "lobby", "early"), 0.0, &style);
+        board.push(&message("u1", "lobby", "late"), 1.5, &style);
+        board.expire(1.9, &style);
         assert_eq!(texts(&board, "u1"), ["early", "late"]);
-        board.retain(2.0, &style, |_| true);
+        board.expire(2.0, &style);
         assert_eq!(texts(&board, "u1"), ["late"]);
-        board.retain(3.5, &style, |_| true);
+        board.expire(3.5, &style);
         assert!(board.is_empty());
-    }
-
-    #[test]
-    fn a_speaker_without_an_entity_loses_its_bubbles() {
-        let style = ChatBubbleStyle::default();
-        let mut board = ChatBubbleBoard::default();
-        board.push(&message("u1", "lobby", "a"), true, 0.0, &style);
-        board.push(&message("u2", "lobby", "b"), true, 0.0, &style);
-        board.retain(0.1, &style, |user| user == "u2");
-        assert_eq!(board.bubbles("u1").len(), 0);
-        assert_eq!(texts(&board, "u2"), ["b"]);
     }
 
     #[test]

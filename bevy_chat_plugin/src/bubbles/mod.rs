@@ -8,7 +8,8 @@
 //! camera or off screen. [`ChatBubbleStyle`] sets how they look and which channels they show.
 //!
 //! Three systems run in `Update`, in [`ChatBubbleSystems`] order: [`ChatBubbleSystems::Collect`]
-//! turns [`ChatMessageReceived`] into entries of the [`ChatBubbleBoard`] and expires old ones,
+//! turns [`ChatMessageReceived`] into entries of the [`ChatBubbleBoard`] and expires old ones
+//! (every live message counts, so an avatar spawned a frame after its owner spoke still shows it),
 //! [`ChatBubbleSystems::Spawn`] makes the UI entities match the board and fades them, and
 //! [`ChatBubbleSystems::Position`] (only while a camera exists) places them on screen.
 
@@ -139,29 +140,21 @@ impl Plugin for ChatBubblesPlugin {
     }
 }
 
-/// Puts live messages of users with a speaker entity on the board; drops expired bubbles and
-/// those of users whose entity is gone.
+/// Puts live messages on the board; drops expired bubbles.
 fn collect(
     time: Res<Time>,
     style: Res<ChatBubbleStyle>,
     mut board: ResMut<ChatBubbleBoard>,
     mut received: MessageReader<ChatMessageReceived>,
-    speakers: Query<&ChatSpeaker>,
 ) {
     if received.is_empty() && board.is_empty() {
         return;
     }
-    let present: HashSet<&str> = speakers.iter().map(|s| s.user_id.as_str()).collect();
     let now = time.elapsed_secs_f64();
     for message in received.read() {
-        board.push(
-            message,
-            present.contains(message.user_id.as_str()),
-            now,
-            &style,
-        );
+        board.push(message, now, &style);
     }
-    board.retain(now, &style, |user| present.contains(user));
+    board.expire(now, &style);
 }
 
 /// Colour with its alpha multiplied by `opacity`.
