@@ -347,8 +347,7 @@ fn track_others(
     mut others: ResMut<Others>,
     mut presence: MessageReader<PresenceChanged>,
     mut received: MessageReader<ChatMessageReceived>,
-    mut labels: Query<&mut Text2d, With<NameLabel>>,
-    children: Query<&Children>,
+    mut labels: Query<(&ChildOf, &mut Text2d), With<NameLabel>>,
 ) {
     let me = chat.user_id().map(str::to_owned);
     let mut arrived: Vec<(String, String)> = Vec::new();
@@ -394,10 +393,8 @@ fn track_others(
         }
         if let Some(&entity) = others.0.get(&user_id) {
             // Known: keep the label up to date with the latest name.
-            for &child in children.get(entity).into_iter().flatten() {
-                if let Ok(mut label) = labels.get_mut(child)
-                    && label.0 != name
-                {
+            for (parent, mut label) in &mut labels {
+                if parent.parent() == entity && label.0 != name {
                     label.0 = name.clone();
                 }
             }
