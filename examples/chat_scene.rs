@@ -458,7 +458,7 @@ fn autoplay(
     time: Res<Time>,
     mut auto: ResMut<Autoplay>,
     mut chat: Chat,
-    mut joined: MessageReader<Joined>,
+    mut joined: MessageReader<ChatJoined>,
     mut received: MessageReader<ChatMessageReceived>,
     mut exit: MessageWriter<AppExit>,
 ) {

@@ -56,7 +56,7 @@ fn main() {
         .add_systems(
             Update,
             (
-                say_hello.run_if(on_message::<Joined>),
+                say_hello.run_if(on_message::<ChatJoined>),
                 echo,
                 report,
                 talk_and_exit,
@@ -71,7 +71,7 @@ fn introduce(bot: Res<Bot>, mut chat: Chat) {
     chat.join(&bot.channel);
 }
 
-fn say_hello(bot: Res<Bot>, mut joined: MessageReader<Joined>, mut chat: Chat) {
+fn say_hello(bot: Res<Bot>, mut joined: MessageReader<ChatJoined>, mut chat: Chat) {
     for joined in joined.read() {
         if let (Some(say), false) = (&bot.say, joined.rejoined) {
             chat.send(&joined.channel, say);
@@ -96,8 +96,8 @@ fn echo(mut received: MessageReader<ChatMessageReceived>, mut chat: Chat) {
 }
 
 fn report(
-    mut connected: MessageReader<Connected>,
-    mut disconnected: MessageReader<Disconnected>,
+    mut connected: MessageReader<ChatConnected>,
+    mut disconnected: MessageReader<ChatDisconnected>,
     mut errors: MessageReader<ChatError>,
 ) {
     for c in connected.read() {
@@ -107,7 +107,7 @@ fn report(
         warn!(reason = %d.reason, will_reconnect = d.will_reconnect, "disconnected");
     }
     for e in errors.read() {
-        warn!(request = e.request, "chat error: {}", e.message);
+        warn!(request = e.request.as_str(), "chat error: {}", e.message);
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bevy::ecs::schedule::{Schedules, SingleThreadedExecutor};
 use bevy::prelude::*;
 use bevy_chat_plugin::{
-    Chat, ChatConnectionState, ChatMessageReceived, ChatPlugin, Disconnected, Joined,
+    Chat, ChatConnectionState, ChatDisconnected, ChatJoined, ChatMessageReceived, ChatPlugin,
 };
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -285,8 +285,8 @@ struct Tally {
 fn read_chat(
     mut tally: ResMut<Tally>,
     mut messages: MessageReader<ChatMessageReceived>,
-    mut joined: MessageReader<Joined>,
-    mut disconnected: MessageReader<Disconnected>,
+    mut joined: MessageReader<ChatJoined>,
+    mut disconnected: MessageReader<ChatDisconnected>,
 ) {
     for m in messages.read() {
         if m.channel == CHANNEL && !m.from_history && m.text.starts_with(PREFIX) {

@@ -141,6 +141,26 @@ impl ChatPlugin {
         self
     }
 
+    /// Checks the settings that would make the chat fail forever, before anything starts.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let url = self.server_url.trim();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!(
+                "the chat server URL {url:?} has no scheme: write http://host:port or https://host"
+            ));
+        };
+        if !matches!(scheme, "http" | "https") {
+            return Err(format!(
+                "the chat server URL {url:?} must start with http:// or https:// \
+                 (the WebSocket URL is derived from it)"
+            ));
+        }
+        if rest.trim_end_matches('/').is_empty() {
+            return Err(format!("the chat server URL {url:?} has no host"));
+        }
+        Ok(())
+    }
+
     /// The WebSocket URL for a token.
     pub(crate) fn websocket_url(&self, token: &str) -> String {
         let base = self.server_url.trim_end_matches('/');

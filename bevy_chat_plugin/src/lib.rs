@@ -1,5 +1,6 @@
 //! Chat for Bevy games: add [`ChatPlugin`], then talk through the [`Chat`] system parameter and
-//! read what arrives as Bevy messages.
+//! read what arrives as Bevy messages. It talks to the bevy chat server (`chat-server` in the same
+//! repository) or any server of the same wire protocol.
 //!
 //! ```no_run
 //! use bevy::prelude::*;
@@ -20,14 +21,35 @@
 //! ```
 //!
 //! - Login (guest, with saved credentials, or your own token), the WebSocket, reconnects with
-//!   backoff and resume all run on a background thread; the main
-//!   thread only drains a channel in `PreUpdate` ([`ChatSet::Receive`]) and hands over commands in
-//!   `PostUpdate` ([`ChatSet::Send`]).
+//!   backoff and resume all run on a background thread; the main thread only drains a channel in
+//!   `PreUpdate` ([`ChatSet::Receive`]) and hands over commands in `PostUpdate`
+//!   ([`ChatSet::Send`]). Nothing on the main thread waits on the network.
 //! - The connection state is a resource, [`ChatConnectionState`], with run conditions
 //!   [`chat_connected`] and friends.
-//! - [`ChatLog`] keeps the last lines of every channel for UIs.
+//! - [`ChatLog`] keeps the last lines of every channel, of direct messages and of the chat's own
+//!   lines ([`ChatLogKey`]) for UIs.
 //! - Works headless with `MinimalPlugins`; at 100 messages a second it adds well under 0.1 ms
 //!   per frame (`cargo bench -p bevy_chat_plugin --bench frame_time`).
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | yes | `https://` / `wss://` servers (rustls with webpki roots; no system libraries) |
+//! | `ui` | no | `ChatUiPlugin`: an egui chat panel (bevy_egui), with the windowing and rendering features of Bevy it needs |
+//! | `bubbles` | no | speech bubbles over players in the game world (`ChatSpeaker`), with Bevy UI |
+//!
+//! Without `ui` and `bubbles` the crate builds Bevy with no rendering at all (a headless bot or a
+//! dedicated server builds fast).
+//!
+//! # Bevy versions
+//!
+//! | bevy_chat_plugin | bevy | bevy_egui (feature `ui`) | Rust |
+//! |---|---|---|---|
+//! | 0.1 | 0.19 | 0.42 | 1.95 |
+
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod api;
 mod auth;
@@ -39,6 +61,7 @@ mod messages;
 mod net;
 mod state;
 mod systems;
+mod typing;
 #[cfg(feature = "ui")]
 pub mod ui;
 
@@ -49,20 +72,22 @@ pub use auth::{ChatAuth, GuestCredentials, load_credentials, save_credentials};
 #[cfg(feature = "bubbles")]
 pub use bubbles::{ChatBubbleStyle, ChatBubblesPlugin, ChatSpeaker};
 pub use config::{ChatLogin, ChatPlugin, ReconnectPolicy};
-pub use log::{ChatLine, ChatLineKind, ChatLog, DIRECT_LOG};
+pub use log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 pub use messages::*;
 pub use protocol::{ErrorCode, MessageId, PresenceUser};
 pub use state::{ChatConnectionState, chat_connected, chat_disconnected, chat_just_connected};
-pub use systems::SYSTEM_LOG;
+pub use typing::{ChatTyping, TYPING_SHOWN_FOR};
 #[cfg(feature = "ui")]
 pub use ui::{ChatUiFocus, ChatUiPlugin, ChatUiState, ChatUiStyle, chat_ui_typing};
 
 /// Everything a game usually needs.
 pub mod prelude {
     pub use crate::{
-        Chat, ChatConnectionState, ChatError, ChatErrorCode, ChatLog, ChatLogin,
-        ChatMessageReceived, ChatPlugin, ChatSet, Connected, DirectMessageReceived, Disconnected,
-        Joined, Left, PresenceChanged, chat_connected,
+        BroadcastReceived, Chat, ChatConnected, ChatConnectionState, ChatDisconnected, ChatError,
+        ChatErrorCode, ChatJoined, ChatLeft, ChatLineKind, ChatLog, ChatLogKey, ChatLogin,
+        ChatMessageReceived, ChatPlugin, ChatRequest, ChatSet, ChatTyping, ChatUserTyping,
+        DirectMessageReceived, NameSet, PresenceChange, PresenceChanged, chat_connected,
+        chat_disconnected, chat_just_connected,
     };
 }
 
@@ -77,32 +102,54 @@ pub enum ChatSet {
 
 impl Plugin for ChatPlugin {
     fn build(&self, app: &mut App) {
-        let net = match net::NetHandle::spawn(self.clone()) {
-            Ok(net) => net,
-            Err(error) => {
-                bevy::log::error!(%error, "chat: cannot start the network thread; chat is off");
-                return;
-            }
-        };
+        // Everything is registered whatever happens next, so that systems taking `Chat` or
+        // reading chat messages work (and see the failure) even when chat cannot start.
         app.init_resource::<ChatConnectionState>()
             .add_message::<ChatMessageReceived>()
             .add_message::<DirectMessageReceived>()
             .add_message::<BroadcastReceived>()
-            .add_message::<Joined>()
-            .add_message::<Left>()
+            .add_message::<ChatJoined>()
+            .add_message::<ChatLeft>()
             .add_message::<NameSet>()
             .add_message::<PresenceChanged>()
             .add_message::<ChatError>()
-            .add_message::<Connected>()
-            .add_message::<Disconnected>()
+            .add_message::<ChatConnected>()
+            .add_message::<ChatDisconnected>()
             .insert_resource(ChatLog::new(self.log_lines))
             .insert_resource(ChatAuth {
                 user_id: None,
                 credentials_file: self.credentials_path(),
             })
+            .add_message::<ChatUserTyping>()
             .init_resource::<ChatOutbox>()
-            .insert_resource(systems::ChatNet(net))
-            .add_systems(PreUpdate, systems::receive.in_set(ChatSet::Receive))
-            .add_systems(PostUpdate, systems::send.in_set(ChatSet::Send));
+            .init_resource::<ChatTyping>()
+            .add_systems(
+                PreUpdate,
+                typing::track_typing
+                    .in_set(ChatSet::Receive)
+                    .after(systems::receive)
+                    .after(systems::report_failure),
+            );
+        let started = self.validate().and_then(|()| {
+            net::NetHandle::spawn(self.clone())
+                .map_err(|error| format!("cannot start the chat network thread: {error}"))
+        });
+        match started {
+            Ok(net) => {
+                app.insert_resource(systems::ChatNet(net))
+                    .add_systems(PreUpdate, systems::receive.in_set(ChatSet::Receive))
+                    .add_systems(PostUpdate, systems::send.in_set(ChatSet::Send));
+            }
+            Err(reason) => {
+                bevy::log::error!("chat is off: {reason}");
+                app.insert_resource(ChatConnectionState::Failed)
+                    .insert_resource(systems::StartFailure {
+                        reason,
+                        reported: false,
+                    })
+                    .add_systems(PreUpdate, systems::report_failure.in_set(ChatSet::Receive))
+                    .add_systems(PostUpdate, systems::refuse_commands.in_set(ChatSet::Send));
+            }
+        }
     }
 }

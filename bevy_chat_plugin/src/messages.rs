@@ -47,9 +47,21 @@ pub struct BroadcastReceived {
     pub ts: u64,
 }
 
+/// Another member of a channel is typing (the server passes about one every two seconds per
+/// user and channel). [`ChatTyping`](crate::ChatTyping) keeps the current list for UIs.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+pub struct ChatUserTyping {
+    /// The channel.
+    pub channel: String,
+    /// The typing user's id.
+    pub user_id: String,
+    /// The typing user's display name.
+    pub username: String,
+}
+
 /// This client is now in a channel.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
-pub struct Joined {
+pub struct ChatJoined {
     /// The channel.
     pub channel: String,
     /// Joined again automatically after a reconnect (history since the last message seen
@@ -59,7 +71,7 @@ pub struct Joined {
 
 /// This client left a channel.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
-pub struct Left {
+pub struct ChatLeft {
     /// The channel.
     pub channel: String,
 }
@@ -94,14 +106,79 @@ pub enum PresenceChange {
 /// Something the game asked for failed, or the connection has a problem.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
 pub struct ChatError {
-    /// What was asked (`join`, `message`, `login`, `connect`, ...).
-    pub request: &'static str,
+    /// What was asked.
+    pub request: ChatRequest,
     /// The channel or user it concerned, if any.
     pub target: Option<String>,
     /// The server's error code, or a client-side one (see [`ChatErrorCode`]).
     pub code: ChatErrorCode,
     /// Text for people.
     pub message: String,
+}
+
+/// What a [`ChatError`] is about: a request the game made through [`Chat`](crate::Chat), or
+/// the plugin's own login and connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChatRequest {
+    /// Logging in over HTTP (guest login, refresh).
+    Login,
+    /// Opening the WebSocket.
+    Connect,
+    /// [`Chat::disconnect`](crate::Chat::disconnect).
+    Disconnect,
+    /// [`Chat::set_token`](crate::Chat::set_token).
+    SetToken,
+    /// [`Chat::set_name`](crate::Chat::set_name).
+    SetName,
+    /// [`Chat::join`](crate::Chat::join).
+    Join,
+    /// [`Chat::leave`](crate::Chat::leave).
+    Leave,
+    /// [`Chat::send`](crate::Chat::send).
+    Message,
+    /// [`Chat::direct`](crate::Chat::direct).
+    Direct,
+    /// [`Chat::who`](crate::Chat::who).
+    Who,
+    /// [`Chat::history`](crate::Chat::history).
+    History,
+    /// An error the server sent that answers none of this client's pending requests.
+    Unknown,
+}
+
+impl ChatRequest {
+    /// The request's name on the wire (`set-name`, `join`, ...) or, for the plugin's own
+    /// steps, `login`, `connect`, `disconnect`, `set-token`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Connect => "connect",
+            Self::Disconnect => "disconnect",
+            Self::SetToken => "set-token",
+            Self::SetName => "set-name",
+            Self::Join => "join",
+            Self::Leave => "leave",
+            Self::Message => "message",
+            Self::Direct => "direct",
+            Self::Who => "who",
+            Self::History => "history",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Whether errors of this request concern one channel (its `target`).
+    pub fn is_channel_request(self) -> bool {
+        matches!(
+            self,
+            Self::Join | Self::Leave | Self::Message | Self::Who | Self::History
+        )
+    }
+}
+
+impl std::fmt::Display for ChatRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Error codes: the server's, plus the client's own.
@@ -120,11 +197,14 @@ pub enum ChatErrorCode {
     Auth,
     /// The connection failed or dropped.
     Connection,
+    /// The plugin could not start (a bad server URL, or no network thread): nothing will be
+    /// sent. See [`ChatConnectionState::Failed`](crate::ChatConnectionState::Failed).
+    NotStarted,
 }
 
 /// The WebSocket is open and the session (name, channels) restored.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
-pub struct Connected {
+pub struct ChatConnected {
     /// This client's user id.
     pub user_id: String,
     /// A reconnect after a drop (rather than the first connect).
@@ -133,7 +213,7 @@ pub struct Connected {
 
 /// The WebSocket closed. The plugin reconnects on its own unless the game disconnected.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
-pub struct Disconnected {
+pub struct ChatDisconnected {
     /// Why, for people (close reason or error).
     pub reason: String,
     /// The plugin will try again.

@@ -4,8 +4,8 @@ use bevy::prelude::*;
 
 /// Where the chat connection is: a resource, updated in [`ChatSet::Receive`](crate::ChatSet::Receive)
 /// (only when it really changes, so `resource_changed::<ChatConnectionState>` and
-/// [`chat_just_connected`] see each transition once). The [`Connected`](crate::Connected) and
-/// [`Disconnected`](crate::Disconnected) messages carry the details of each transition.
+/// [`chat_just_connected`] see each transition once). The [`ChatConnected`](crate::ChatConnected) and
+/// [`ChatDisconnected`](crate::ChatDisconnected) messages carry the details of each transition.
 ///
 /// It is deliberately not a Bevy `States`: with the multi-threaded executor, the state machinery
 /// (the `StateTransition` schedule and its exclusive systems) cost ~120 µs per frame on its own,
@@ -23,6 +23,11 @@ pub enum ChatConnectionState {
     Connected,
     /// The connection dropped; waiting before the next attempt.
     Reconnecting,
+    /// The chat cannot run in this app: the server URL is not `http://` or `https://`, or the
+    /// network thread could not start. A [`ChatError`](crate::ChatError) with
+    /// [`ChatErrorCode::NotStarted`](crate::ChatErrorCode::NotStarted) says why; requests are
+    /// answered with the same error.
+    Failed,
 }
 
 /// Run condition: the chat is connected.

@@ -5,7 +5,7 @@ use bevy::prelude::*;
 
 use crate::api::ChatOutbox;
 use crate::auth::ChatAuth;
-use crate::log::{ChatLine, ChatLineKind, ChatLog, DIRECT_LOG, now_ms};
+use crate::log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 use crate::messages::*;
 use crate::net::{NetEvent, NetHandle};
 use crate::state::ChatConnectionState;
@@ -14,22 +14,19 @@ use crate::state::ChatConnectionState;
 #[derive(Resource)]
 pub(crate) struct ChatNet(pub NetHandle);
 
-/// Log key of connection and broadcast lines.
-pub const SYSTEM_LOG: &str = "@system";
-
 /// Every message the receive system writes.
 #[derive(SystemParam)]
 pub(crate) struct ChatWriters<'w> {
     messages: MessageWriter<'w, ChatMessageReceived>,
     directs: MessageWriter<'w, DirectMessageReceived>,
     broadcasts: MessageWriter<'w, BroadcastReceived>,
-    joined: MessageWriter<'w, Joined>,
-    left: MessageWriter<'w, Left>,
+    joined: MessageWriter<'w, ChatJoined>,
+    left: MessageWriter<'w, ChatLeft>,
     names: MessageWriter<'w, NameSet>,
     presence: MessageWriter<'w, PresenceChanged>,
     errors: MessageWriter<'w, ChatError>,
-    connected: MessageWriter<'w, Connected>,
-    disconnected: MessageWriter<'w, Disconnected>,
+    connected: MessageWriter<'w, ChatConnected>,
+    disconnected: MessageWriter<'w, ChatDisconnected>,
 }
 
 /// `PreUpdate`: drains the network thread's events into Bevy messages, the log and the state.
@@ -53,20 +50,24 @@ pub(crate) fn receive(
                 } else {
                     "Connected"
                 };
-                log.system(SYSTEM_LOG, text);
+                log.system(&ChatLogKey::System, text);
                 if !connected.user_id.is_empty() {
                     auth.user_id = Some(connected.user_id.clone());
                 }
                 out.connected.write(connected);
             }
             NetEvent::Disconnected(disconnected) => {
-                log.system(SYSTEM_LOG, format!("Disconnected: {}", disconnected.reason));
+                log.system(
+                    &ChatLogKey::System,
+                    format!("Disconnected: {}", disconnected.reason),
+                );
                 out.disconnected.write(disconnected);
             }
             NetEvent::Message(message) => {
                 log.push(
-                    &message.channel,
+                    &ChatLogKey::channel(&message.channel),
                     ChatLine {
+                        id: Some(message.id),
                         ts: message.ts,
                         kind: ChatLineKind::Message {
                             user_id: message.user_id.clone(),
@@ -79,8 +80,9 @@ pub(crate) fn receive(
             }
             NetEvent::Direct(direct) => {
                 log.push(
-                    DIRECT_LOG,
+                    &ChatLogKey::Direct,
                     ChatLine {
+                        id: None,
                         ts: direct.ts,
                         kind: ChatLineKind::Message {
                             user_id: direct.from.clone(),
@@ -92,21 +94,33 @@ pub(crate) fn receive(
                 out.directs.write(direct);
             }
             NetEvent::Broadcast(broadcast) => {
-                log.system(SYSTEM_LOG, format!("Announcement: {}", broadcast.text));
+                log.system(
+                    &ChatLogKey::System,
+                    format!("Announcement: {}", broadcast.text),
+                );
                 out.broadcasts.write(broadcast);
             }
             NetEvent::Joined(joined) => {
                 if !joined.rejoined {
-                    log.system(&joined.channel, format!("You joined {}", joined.channel));
+                    log.system(
+                        &ChatLogKey::channel(&joined.channel),
+                        format!("You joined {}", joined.channel),
+                    );
                 }
                 out.joined.write(joined);
             }
             NetEvent::Left(left) => {
-                log.system(&left.channel, format!("You left {}", left.channel));
+                log.system(
+                    &ChatLogKey::channel(&left.channel),
+                    format!("You left {}", left.channel),
+                );
                 out.left.write(left);
             }
             NetEvent::NameSet(name) => {
-                log.system(SYSTEM_LOG, format!("Your name is now {}", name.username));
+                log.system(
+                    &ChatLogKey::System,
+                    format!("Your name is now {}", name.username),
+                );
                 out.names.write(name);
             }
             NetEvent::Presence(presence) => {
@@ -119,27 +133,24 @@ pub(crate) fn receive(
                     PresenceChange::Snapshot(_) => None,
                 };
                 if let Some(line) = line {
-                    log.system(&presence.channel, line);
+                    log.system(&ChatLogKey::channel(&presence.channel), line);
                 }
                 out.presence.write(presence);
             }
             NetEvent::HistoryGap { channel } => {
-                log.system(&channel, "Some earlier messages are no longer available");
+                log.system(
+                    &ChatLogKey::Channel(channel),
+                    "Some earlier messages are no longer available",
+                );
             }
             NetEvent::Error(error) => {
-                let key = match (&error.target, error.request) {
-                    (Some(target), "join" | "leave" | "message" | "who" | "history") => {
-                        target.clone()
+                let key = match &error.target {
+                    Some(target) if error.request.is_channel_request() => {
+                        ChatLogKey::channel(target)
                     }
-                    _ => SYSTEM_LOG.to_owned(),
+                    _ => ChatLogKey::System,
                 };
-                log.push(
-                    &key,
-                    ChatLine {
-                        ts: now_ms(),
-                        kind: ChatLineKind::System(format!("Error: {}", error.message)),
-                    },
-                );
+                log.system(&key, format!("Error: {}", error.message));
                 out.errors.write(error);
             }
         }
@@ -171,4 +182,50 @@ pub(crate) fn send(
         }
     }
     net.0.wake();
+}
+
+/// Why the chat could not start (the plugin then runs without a network thread).
+#[derive(Resource)]
+pub(crate) struct StartFailure {
+    pub reason: String,
+    pub reported: bool,
+}
+
+/// `PreUpdate` when chat could not start: says why once, as a [`ChatError`] and a log line.
+pub(crate) fn report_failure(
+    mut failure: ResMut<StartFailure>,
+    mut log: ResMut<ChatLog>,
+    mut errors: MessageWriter<ChatError>,
+) {
+    if failure.reported {
+        return;
+    }
+    failure.reported = true;
+    log.system(
+        &ChatLogKey::System,
+        format!("Chat is off: {}", failure.reason),
+    );
+    errors.write(ChatError {
+        request: ChatRequest::Connect,
+        target: None,
+        code: ChatErrorCode::NotStarted,
+        message: failure.reason.clone(),
+    });
+}
+
+/// `PostUpdate` when chat could not start: every command is answered with
+/// [`ChatErrorCode::NotStarted`].
+pub(crate) fn refuse_commands(
+    failure: Res<StartFailure>,
+    mut outbox: ResMut<ChatOutbox>,
+    mut errors: MessageWriter<ChatError>,
+) {
+    for command in outbox.commands.drain(..) {
+        errors.write(ChatError {
+            request: command.request(),
+            target: command.target(),
+            code: ChatErrorCode::NotStarted,
+            message: format!("chat is off: {}", failure.reason),
+        });
+    }
 }

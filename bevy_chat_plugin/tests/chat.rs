@@ -45,7 +45,7 @@ fn two_apps_log_in_name_themselves_join_and_chat() {
     join(&mut b, "lobby");
     assert_eq!(
         rec(a.world()).joined,
-        [Joined {
+        [ChatJoined {
             channel: "lobby".into(),
             rejoined: false
         }]
@@ -73,7 +73,7 @@ fn two_apps_log_in_name_themselves_join_and_chat() {
     assert_eq!(rec(a.world()).messages[0].id, rec(b.world()).messages[0].id);
 
     let log = b.world().resource::<ChatLog>();
-    let found = log.lines("lobby").any(|line| {
+    let found = log.channel_lines("lobby").any(|line| {
         line.kind
             == ChatLineKind::Message {
                 user_id: id_a.clone(),
@@ -84,9 +84,9 @@ fn two_apps_log_in_name_themselves_join_and_chat() {
     assert!(
         found,
         "the log of lobby has the message: {:?}",
-        log.lines("lobby").collect::<Vec<_>>()
+        log.channel_lines("lobby").collect::<Vec<_>>()
     );
-    assert!(log.channels().iter().any(|c| c == "lobby"));
+    assert!(log.keys().contains(&ChatLogKey::channel("lobby")));
     assert!(rec(a.world()).errors.is_empty(), "{:?}", rec(a.world()));
     assert!(rec(b.world()).errors.is_empty(), "{:?}", rec(b.world()));
 }
@@ -135,7 +135,7 @@ fn server_refusals_arrive_as_chat_errors() {
         !rec(w).errors.is_empty()
     });
     let error = rec(a.world()).errors[0].clone();
-    assert_eq!(error.request, "message");
+    assert_eq!(error.request, ChatRequest::Message);
     assert_eq!(error.code, ChatErrorCode::Server(ErrorCode::NotJoined));
     assert_eq!(error.target.as_deref(), Some("nowhere"));
     assert!(!error.message.is_empty());
@@ -145,7 +145,7 @@ fn server_refusals_arrive_as_chat_errors() {
         rec(w).errors.len() == 2
     });
     let error = rec(a.world()).errors[1].clone();
-    assert_eq!(error.request, "set-name");
+    assert_eq!(error.request, ChatRequest::SetName);
     assert_eq!(error.code, ChatErrorCode::Server(ErrorCode::BadName));
     assert_eq!(error.target.as_deref(), Some(""));
     assert_eq!(rec(a.world()).names.len(), 1, "only Ann was accepted");
@@ -156,7 +156,7 @@ fn server_refusals_arrive_as_chat_errors() {
         rec(w).errors.len() == 3
     });
     let error = rec(a.world()).errors[2].clone();
-    assert_eq!(error.request, "join");
+    assert_eq!(error.request, ChatRequest::Join);
     assert_eq!(error.code, ChatErrorCode::Server(ErrorCode::BadChannel));
     assert_eq!(error.target.as_deref(), Some(" spaced "));
     assert!(!rec(a.world()).joined(" spaced "));
@@ -194,7 +194,7 @@ fn direct_messages_presence_and_broadcasts() {
     assert!(
         b.world()
             .resource::<ChatLog>()
-            .lines(DIRECT_LOG)
+            .lines(&ChatLogKey::Direct)
             .any(|l| matches!(&l.kind, ChatLineKind::Message { text, .. } if text == "psst, Bob"))
     );
 
@@ -272,7 +272,7 @@ fn direct_messages_presence_and_broadcasts() {
         !rec(w).errors.is_empty()
     });
     let error = &rec(a.world()).errors[0];
-    assert_eq!(error.request, "direct");
+    assert_eq!(error.request, ChatRequest::Direct);
     assert_eq!(error.code, ChatErrorCode::Server(ErrorCode::NotFound));
     assert_eq!(error.target.as_deref(), Some("no-such-user"));
 }

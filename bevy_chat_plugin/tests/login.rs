@@ -88,7 +88,7 @@ fn an_invalid_token_is_an_auth_error_and_stops_until_a_new_token() {
     });
     let error = rec(app.world()).errors[0].clone();
     assert_eq!(error.code, ChatErrorCode::Auth, "{error:?}");
-    assert_eq!(error.request, "connect");
+    assert_eq!(error.request, ChatRequest::Connect);
     assert!(!error.message.is_empty());
     update_until(
         &mut app,
@@ -115,7 +115,7 @@ fn an_invalid_token_is_an_auth_error_and_stops_until_a_new_token() {
     });
     let error = rec(app.world()).errors[1].clone();
     assert_eq!(error.code, ChatErrorCode::NotConnected);
-    assert_eq!(error.request, "message");
+    assert_eq!(error.request, ChatRequest::Message);
     assert_eq!(error.target.as_deref(), Some("lobby"));
 
     // A new token from the game connects.
@@ -135,14 +135,14 @@ fn a_banned_player_is_told_keeps_its_login_and_comes_back_when_unbanned() {
     server.moderate("ban", &user, "cheating");
     update_until(&mut app, TIMEOUT, "the refusal on reconnect", |w| {
         rec(w).errors.iter().any(|e| {
-            e.request == "connect"
+            e.request == ChatRequest::Connect
                 && e.code == ChatErrorCode::Server(protocol::ErrorCode::Forbidden)
         })
     });
     let refusal = rec(app.world())
         .errors
         .iter()
-        .find(|e| e.request == "connect")
+        .find(|e| e.request == ChatRequest::Connect)
         .cloned();
     assert_eq!(refusal.unwrap().message, "You are banned: cheating");
     assert_ne!(state(app.world()), ChatConnectionState::Connected);
@@ -155,7 +155,7 @@ fn a_banned_player_is_told_keeps_its_login_and_comes_back_when_unbanned() {
     let connect_errors = rec(app.world())
         .errors
         .iter()
-        .filter(|e| e.request == "connect")
+        .filter(|e| e.request == ChatRequest::Connect)
         .count();
     assert_eq!(connect_errors, 1, "{:?}", rec(app.world()).errors);
 }
@@ -187,4 +187,36 @@ fn a_player_banned_before_starting_gets_one_clear_error() {
     );
     assert_eq!(errors[0].message, "You are banned");
     assert!(rec(app.world()).connected.is_empty());
+}
+
+#[test]
+fn a_server_url_without_a_scheme_turns_chat_off_without_a_panic() {
+    for url in ["127.0.0.1:8080", "ws://127.0.0.1:8080", "http://"] {
+        let mut app = app_with(ChatPlugin::new(url).with_reconnect(fast_reconnect()));
+        // A game system that takes `Chat` runs (before, its parameters failed validation and
+        // the app panicked), and its request is answered.
+        app.add_systems(
+            bevy::prelude::Update,
+            |mut chat: Chat, mut once: bevy::prelude::Local<bool>| {
+                if !std::mem::replace(&mut *once, true) {
+                    chat.join("lobby");
+                }
+            },
+        );
+        update_until(&mut app, TIMEOUT, "both errors", |w| {
+            rec(w).errors.len() >= 2
+        });
+        assert_eq!(state(app.world()), ChatConnectionState::Failed);
+        let errors = &rec(app.world()).errors;
+        assert_eq!(errors[0].request, ChatRequest::Connect, "{errors:?}");
+        assert_eq!(errors[0].code, ChatErrorCode::NotStarted);
+        assert!(errors[0].message.contains("http://"), "{errors:?}");
+        assert_eq!(errors[1].request, ChatRequest::Join);
+        assert_eq!(errors[1].target.as_deref(), Some("lobby"));
+        assert_eq!(errors[1].code, ChatErrorCode::NotStarted);
+        for _ in 0..5 {
+            app.update();
+        }
+        assert_eq!(rec(app.world()).errors.len(), 2, "reported once");
+    }
 }

@@ -191,7 +191,11 @@ fn a_refused_name_is_not_reapplied_after_a_reconnect() {
     });
     send(&mut a, "lobby", "still Ann?");
     update_until(&mut a, TIMEOUT, "the message or its error", |w| {
-        !rec(w).messages.is_empty() || rec(w).errors.iter().any(|e| e.request == "message")
+        !rec(w).messages.is_empty()
+            || rec(w)
+                .errors
+                .iter()
+                .any(|e| e.request == ChatRequest::Message)
     });
     // Today: a second BadName on the reconnect, then NameRequired for the message (the
     // restarted server never got "Ann" back).

@@ -49,19 +49,19 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    /// The request name used in errors.
-    pub fn request(&self) -> &'static str {
+    /// What the command is, for errors.
+    pub fn request(&self) -> ChatRequest {
         match self {
-            Command::Connect => "connect",
-            Command::Disconnect => "disconnect",
-            Command::SetToken(_) => "set-token",
-            Command::SetName(_) => "set-name",
-            Command::Join(_) => "join",
-            Command::Leave(_) => "leave",
-            Command::Send { .. } => "message",
-            Command::Direct { .. } => "direct",
-            Command::Who(_) => "who",
-            Command::History { .. } => "history",
+            Command::Connect => ChatRequest::Connect,
+            Command::Disconnect => ChatRequest::Disconnect,
+            Command::SetToken(_) => ChatRequest::SetToken,
+            Command::SetName(_) => ChatRequest::SetName,
+            Command::Join(_) => ChatRequest::Join,
+            Command::Leave(_) => ChatRequest::Leave,
+            Command::Send { .. } => ChatRequest::Message,
+            Command::Direct { .. } => ChatRequest::Direct,
+            Command::Who(_) => ChatRequest::Who,
+            Command::History { .. } => ChatRequest::History,
         }
     }
 
@@ -85,13 +85,13 @@ pub(crate) enum NetEvent {
     LoggedIn {
         user_id: String,
     },
-    Connected(Connected),
-    Disconnected(Disconnected),
+    Connected(ChatConnected),
+    Disconnected(ChatDisconnected),
     Message(ChatMessageReceived),
     Direct(DirectMessageReceived),
     Broadcast(BroadcastReceived),
-    Joined(Joined),
-    Left(Left),
+    Joined(ChatJoined),
+    Left(ChatLeft),
     NameSet(NameSet),
     Presence(PresenceChanged),
     /// Messages after a resume point were dropped from the server's history.

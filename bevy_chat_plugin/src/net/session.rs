@@ -52,7 +52,7 @@ enum Pending {
         rejoin: bool,
     },
     Leave(String),
-    Other(&'static str, Option<String>),
+    Other(ChatRequest, Option<String>),
 }
 
 type Socket =
@@ -129,7 +129,7 @@ impl Session<'_> {
         let user_id = tokens.user_id.clone().unwrap_or_default();
         self.worker.set_state(ChatConnectionState::Connected).await;
         self.worker
-            .emit(NetEvent::Connected(Connected { user_id, reconnect }))
+            .emit(NetEvent::Connected(ChatConnected { user_id, reconnect }))
             .await;
         if let Err(end) = self.restore().await {
             return end;
@@ -395,7 +395,7 @@ impl Session<'_> {
                         track.joined = true;
                         track.ever_joined = true;
                         self.worker
-                            .emit(NetEvent::Joined(Joined {
+                            .emit(NetEvent::Joined(ChatJoined {
                                 channel,
                                 rejoined: rejoin,
                             }))
@@ -403,7 +403,7 @@ impl Session<'_> {
                     }
                 }
                 Some(Pending::Leave(channel)) => {
-                    self.worker.emit(NetEvent::Left(Left { channel })).await;
+                    self.worker.emit(NetEvent::Left(ChatLeft { channel })).await;
                 }
                 Some(Pending::Other(..) | Pending::History) | None => {}
             },
@@ -418,16 +418,16 @@ impl Session<'_> {
                         if self.worker.name.as_deref() == Some(name.as_str()) {
                             self.worker.name = previous;
                         }
-                        ("set-name", Some(name))
+                        (ChatRequest::SetName, Some(name))
                     }
-                    Some(Pending::History) => ("history", None),
+                    Some(Pending::History) => (ChatRequest::History, None),
                     Some(Pending::Join { channel, .. }) => {
                         self.worker.channels.remove(&channel);
-                        ("join", Some(channel))
+                        (ChatRequest::Join, Some(channel))
                     }
-                    Some(Pending::Leave(channel)) => ("leave", Some(channel)),
+                    Some(Pending::Leave(channel)) => (ChatRequest::Leave, Some(channel)),
                     Some(Pending::Other(request, target)) => (request, target),
-                    None => ("unknown", None),
+                    None => (ChatRequest::Unknown, None),
                 };
                 self.worker
                     .error(request, target, ChatErrorCode::Server(code), error)
@@ -490,6 +490,9 @@ impl Session<'_> {
                     .await;
             }
             Event::Pong => {}
+            Event::UserTyping(_) => {} // plugin side: issue 13 typing (coordinator wires it)
+            // plugin side: issue 13 blocking (coordinator wires it)
+            Event::BlockedUsers(_) => {}
         }
     }
 

@@ -13,7 +13,7 @@ use super::session::{self, SessionEnd};
 use super::{Command, NetEvent};
 use crate::auth::{self, Tokens};
 use crate::config::{ChatLogin, ChatPlugin};
-use crate::messages::{ChatError, ChatErrorCode, Disconnected};
+use crate::messages::{ChatDisconnected, ChatError, ChatErrorCode, ChatRequest};
 use crate::state::ChatConnectionState;
 
 /// Refresh the access token this long before it expires.
@@ -127,7 +127,7 @@ impl Worker {
 
     pub(super) async fn error(
         &self,
-        request: &'static str,
+        request: ChatRequest,
         target: Option<String>,
         code: ChatErrorCode,
         message: String,
@@ -150,7 +150,7 @@ impl Worker {
                 continue;
             }
             if let Err(message) = self.ensure_tokens().await {
-                self.error("login", None, ChatErrorCode::Login, message)
+                self.error(ChatRequest::Login, None, ChatErrorCode::Login, message)
                     .await;
                 self.back_off(&mut attempt).await;
                 continue;
@@ -176,8 +176,13 @@ impl Worker {
                     if external {
                         self.want_connected = false;
                     }
-                    self.error("connect", None, ChatErrorCode::Auth, reason.clone())
-                        .await;
+                    self.error(
+                        ChatRequest::Connect,
+                        None,
+                        ChatErrorCode::Auth,
+                        reason.clone(),
+                    )
+                    .await;
                     (reason, !external)
                 }
                 SessionEnd::Refused(code, reason) => {
@@ -185,23 +190,33 @@ impl Worker {
                     // may end, a connection slot may free up).
                     if self.last_refusal.as_ref() != Some(&reason) {
                         self.last_refusal = Some(reason.clone());
-                        self.error("connect", None, ChatErrorCode::Server(code), reason.clone())
-                            .await;
+                        self.error(
+                            ChatRequest::Connect,
+                            None,
+                            ChatErrorCode::Server(code),
+                            reason.clone(),
+                        )
+                        .await;
                     }
                     (reason, true)
                 }
                 SessionEnd::Failed(reason) | SessionEnd::Dropped(reason) => (reason, true),
             };
             if was_up {
-                self.emit(NetEvent::Disconnected(Disconnected {
+                self.emit(NetEvent::Disconnected(ChatDisconnected {
                     reason: reason.clone(),
                     will_reconnect: retry && self.want_connected,
                 }))
                 .await;
             } else if retry && attempt == 0 && !refused {
                 // Reported once per outage, not once per attempt.
-                self.error("connect", None, ChatErrorCode::Connection, reason)
-                    .await;
+                self.error(
+                    ChatRequest::Connect,
+                    None,
+                    ChatErrorCode::Connection,
+                    reason,
+                )
+                .await;
             } else {
                 bevy::log::debug!(%reason, attempt, "chat: connect attempt failed");
             }
@@ -211,7 +226,7 @@ impl Worker {
         }
     }
 
-    /// Marks that a session was established (for `Connected::reconnect`). Returns whether it
+    /// Marks that a session was established (for `ChatConnected::reconnect`). Returns whether it
     /// is a reconnect.
     pub(super) fn mark_connected(&mut self) -> bool {
         self.last_refusal = None;
@@ -316,7 +331,7 @@ impl Worker {
             }
             Command::Leave(channel) => {
                 if self.channels.remove(&channel).is_some() {
-                    self.emit(NetEvent::Left(crate::messages::Left { channel }))
+                    self.emit(NetEvent::Left(crate::messages::ChatLeft { channel }))
                         .await;
                 }
             }

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use bevy::prelude::*;
 use bevy_egui::{EguiGlobalSettings, EguiPlugin, EguiPrimaryContextPass, egui};
 
-use crate::messages::{ChatMessageReceived, Joined, Left, PresenceChange, PresenceChanged};
+use crate::log::ChatLogKey;
+use crate::messages::{ChatJoined, ChatLeft, ChatMessageReceived, PresenceChange, PresenceChanged};
 use crate::{Chat, ChatSet};
 use protocol::PresenceUser;
 
@@ -102,7 +103,7 @@ pub struct ChatUiState {
     /// A line shown under the status (set by the game).
     pub notice: Option<String>,
     pub(crate) tabs: Vec<String>,
-    pub(crate) active: Option<String>,
+    pub(crate) active: Option<ChatLogKey>,
     pub(crate) input: String,
     pub(crate) name_input: String,
     pub(crate) join_input: String,
@@ -119,8 +120,8 @@ impl ChatUiState {
     }
 
     /// The tab shown now.
-    pub fn active_tab(&self) -> Option<&str> {
-        self.active.as_deref()
+    pub fn active_tab(&self) -> Option<&ChatLogKey> {
+        self.active.as_ref()
     }
 }
 
@@ -155,8 +156,8 @@ fn absorb_input_setting(config: Res<ChatUiConfig>, settings: Option<ResMut<EguiG
 fn track_chat(
     mut state: ResMut<ChatUiState>,
     mut chat: Chat,
-    mut joined: MessageReader<Joined>,
-    mut left: MessageReader<Left>,
+    mut joined: MessageReader<ChatJoined>,
+    mut left: MessageReader<ChatLeft>,
     mut received: MessageReader<ChatMessageReceived>,
     mut presence: MessageReader<PresenceChanged>,
 ) {
@@ -165,7 +166,7 @@ fn track_chat(
             state.tabs.push(joined.channel.clone());
         }
         if state.active.is_none() || !joined.rejoined {
-            state.active = Some(joined.channel.clone());
+            state.active = Some(ChatLogKey::channel(&joined.channel));
         }
         chat.who(&joined.channel);
     }
@@ -173,12 +174,13 @@ fn track_chat(
         state.tabs.retain(|t| *t != left.channel);
         state.presence.remove(&left.channel);
         state.unread.remove(&left.channel);
-        if state.active.as_deref() == Some(left.channel.as_str()) {
-            state.active = state.tabs.first().cloned();
+        if state.active.as_ref().and_then(ChatLogKey::as_channel) == Some(left.channel.as_str()) {
+            state.active = state.tabs.first().map(ChatLogKey::channel);
         }
     }
     for message in received.read() {
-        let active = state.active.as_deref() == Some(message.channel.as_str());
+        let active = state.active.as_ref().and_then(ChatLogKey::as_channel)
+            == Some(message.channel.as_str());
         if !active && !message.from_history {
             *state.unread.entry(message.channel.clone()).or_default() += 1;
         }

@@ -7,9 +7,8 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, egui};
 
 use super::{ChatUiConfig, ChatUiFocus, ChatUiState};
-use crate::log::{ChatLineKind, ChatLog, DIRECT_LOG};
+use crate::log::{ChatLineKind, ChatLog, ChatLogKey};
 use crate::state::ChatConnectionState;
-use crate::systems::SYSTEM_LOG;
 use crate::{Chat, ChatAuth};
 
 /// What the panel shows, read-only.
@@ -63,10 +62,7 @@ pub(super) fn draw(
             ui.separator();
             tabs(ui, &mut state, &log);
             ui.separator();
-            let active = state
-                .active
-                .clone()
-                .unwrap_or_else(|| SYSTEM_LOG.to_owned());
+            let active = state.active.clone().unwrap_or(ChatLogKey::System);
             let input_height = 64.0;
             let list_height = (ui.available_height() - input_height).max(60.0);
             let top_down = egui::Layout::top_down(egui::Align::Min);
@@ -109,6 +105,7 @@ fn status_line(
             (egui::Color32::from_rgb(240, 140, 60), "Reconnecting…")
         }
         ChatConnectionState::Disconnected => (egui::Color32::from_rgb(220, 80, 80), "Disconnected"),
+        ChatConnectionState::Failed => (egui::Color32::from_rgb(220, 80, 80), "Chat is off"),
     };
     ui.horizontal(|ui| {
         ui.colored_label(color, "●");
@@ -124,7 +121,7 @@ fn status_line(
 
 fn tabs(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog) {
     ui.horizontal_wrapped(|ui| {
-        let mut tabs: Vec<(String, String)> = state
+        let mut tabs: Vec<(ChatLogKey, String)> = state
             .tabs
             .iter()
             .map(|t| {
@@ -134,28 +131,29 @@ fn tabs(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog) {
                 } else {
                     format!("#{t}")
                 };
-                (t.clone(), label)
+                (ChatLogKey::channel(t), label)
             })
             .collect();
-        if log.lines(DIRECT_LOG).next().is_some() {
-            tabs.push((DIRECT_LOG.to_owned(), "Direct".to_owned()));
+        if log.lines(&ChatLogKey::Direct).next().is_some() {
+            tabs.push((ChatLogKey::Direct, "Direct".to_owned()));
         }
-        tabs.push((SYSTEM_LOG.to_owned(), "System".to_owned()));
-        let active = state
-            .active
-            .clone()
-            .unwrap_or_else(|| SYSTEM_LOG.to_owned());
+        tabs.push((ChatLogKey::System, "System".to_owned()));
+        let active = state.active.clone().unwrap_or(ChatLogKey::System);
         for (key, label) in tabs {
             if ui.selectable_label(active == key, label).clicked() {
-                state.unread.remove(&key);
+                if let Some(channel) = key.as_channel() {
+                    state.unread.remove(channel);
+                }
                 state.active = Some(key);
             }
         }
     });
 }
 
-fn messages(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog, active: &str) {
-    state.unread.remove(active);
+fn messages(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog, active: &ChatLogKey) {
+    if let Some(channel) = active.as_channel() {
+        state.unread.remove(channel);
+    }
     egui::ScrollArea::vertical()
         .id_salt(("chat-lines", active))
         .stick_to_bottom(true)
@@ -198,8 +196,11 @@ fn messages(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog, active: &
         });
 }
 
-fn people(ui: &mut egui::Ui, state: &mut ChatUiState, active: &str) {
-    let users = state.presence.get(active).cloned().unwrap_or_default();
+fn people(ui: &mut egui::Ui, state: &mut ChatUiState, active: &ChatLogKey) {
+    let Some(channel) = active.as_channel() else {
+        return;
+    };
+    let users = state.presence.get(channel).cloned().unwrap_or_default();
     ui.vertical(|ui| {
         ui.weak(format!("Here ({})", users.len()));
         egui::ScrollArea::vertical()
@@ -224,11 +225,15 @@ fn people(ui: &mut egui::Ui, state: &mut ChatUiState, active: &str) {
 }
 
 /// The message line. Returns whether it has the keyboard.
-fn input_line(ui: &mut egui::Ui, state: &mut ChatUiState, chat: &mut Chat, active: &str) -> bool {
-    let hint = if active.starts_with('@') {
-        "/join channel · /w user_id text · /name N"
-    } else {
-        "Say something… (Enter to send, /help)"
+fn input_line(
+    ui: &mut egui::Ui,
+    state: &mut ChatUiState,
+    chat: &mut Chat,
+    active: &ChatLogKey,
+) -> bool {
+    let hint = match active {
+        ChatLogKey::Channel(_) => "Say something… (Enter to send, /help)",
+        ChatLogKey::Direct | ChatLogKey::System => "/join channel · /w user_id text · /name N",
     };
     let response = ui.add(
         egui::TextEdit::singleline(&mut state.input)
@@ -248,7 +253,12 @@ fn input_line(ui: &mut egui::Ui, state: &mut ChatUiState, chat: &mut Chat, activ
 }
 
 /// Name and join fields. Returns whether one of them has the keyboard.
-fn controls(ui: &mut egui::Ui, state: &mut ChatUiState, chat: &mut Chat, active: &str) -> bool {
+fn controls(
+    ui: &mut egui::Ui,
+    state: &mut ChatUiState,
+    chat: &mut Chat,
+    active: &ChatLogKey,
+) -> bool {
     let mut typing = false;
     ui.horizontal(|ui| {
         let name = ui.add(
@@ -272,25 +282,29 @@ fn controls(ui: &mut egui::Ui, state: &mut ChatUiState, chat: &mut Chat, active:
             chat.join(state.join_input.trim());
             state.join_input.clear();
         }
-        if !active.starts_with('@') && ui.button("Leave").clicked() {
-            chat.leave(active);
+        if let Some(channel) = active.as_channel()
+            && ui.button("Leave").clicked()
+        {
+            chat.leave(channel);
         }
     });
     typing
 }
 
 /// Sends a line, or runs a slash command.
-fn submit(text: &str, state: &mut ChatUiState, chat: &mut Chat, active: &str) {
+fn submit(text: &str, state: &mut ChatUiState, chat: &mut Chat, active: &ChatLogKey) {
+    let channel = active.as_channel();
     if text.is_empty() {
         return;
     }
     let (command, rest) = match text.strip_prefix('/') {
         Some(command) => command.split_once(' ').unwrap_or((command, "")),
         None => {
-            if active.starts_with('@') {
-                state.notice = Some("Pick a channel tab to talk, or /w user_id text".into());
-            } else {
-                chat.send(active, text);
+            match channel {
+                Some(channel) => chat.send(channel, text),
+                None => {
+                    state.notice = Some("Pick a channel tab to talk, or /w user_id text".into())
+                }
             }
             return;
         }
@@ -298,9 +312,10 @@ fn submit(text: &str, state: &mut ChatUiState, chat: &mut Chat, active: &str) {
     let rest = rest.trim();
     match command {
         "join" | "j" if !rest.is_empty() => chat.join(rest),
-        "leave" => chat.leave(if rest.is_empty() { active } else { rest }),
+        "leave" if !rest.is_empty() => chat.leave(rest),
+        "leave" if channel.is_some() => chat.leave(channel.unwrap_or_default()),
         "name" | "nick" if !rest.is_empty() => chat.set_name(rest),
-        "who" if !active.starts_with('@') => chat.who(active),
+        "who" if channel.is_some() => chat.who(channel.unwrap_or_default()),
         "w" | "msg" => match rest.split_once(' ') {
             Some((to, message)) if !message.trim().is_empty() => chat.direct(to, message.trim()),
             _ => state.notice = Some("usage: /w user_id text".into()),

@@ -218,13 +218,13 @@ pub struct Recorded {
     pub messages: Vec<ChatMessageReceived>,
     pub directs: Vec<DirectMessageReceived>,
     pub broadcasts: Vec<BroadcastReceived>,
-    pub joined: Vec<Joined>,
-    pub left: Vec<Left>,
+    pub joined: Vec<ChatJoined>,
+    pub left: Vec<ChatLeft>,
     pub names: Vec<NameSet>,
     pub presence: Vec<PresenceChanged>,
     pub errors: Vec<ChatError>,
-    pub connected: Vec<Connected>,
-    pub disconnected: Vec<Disconnected>,
+    pub connected: Vec<ChatConnected>,
+    pub disconnected: Vec<ChatDisconnected>,
     /// `ChatConnectionState` each time it changed (as seen in `Update`).
     pub states: Vec<ChatConnectionState>,
 }
@@ -273,12 +273,15 @@ fn record(
     mut messages: MessageReader<ChatMessageReceived>,
     mut directs: MessageReader<DirectMessageReceived>,
     mut broadcasts: MessageReader<BroadcastReceived>,
-    mut joined: MessageReader<Joined>,
-    mut left: MessageReader<Left>,
+    mut joined: MessageReader<ChatJoined>,
+    mut left: MessageReader<ChatLeft>,
     mut names: MessageReader<NameSet>,
     mut presence: MessageReader<PresenceChanged>,
     mut errors: MessageReader<ChatError>,
-    (mut connected, mut disconnected): (MessageReader<Connected>, MessageReader<Disconnected>),
+    (mut connected, mut disconnected): (
+        MessageReader<ChatConnected>,
+        MessageReader<ChatDisconnected>,
+    ),
 ) {
     let rec = &mut *rec;
     rec.messages.extend(messages.read().cloned());
