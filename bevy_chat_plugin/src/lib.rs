@@ -54,6 +54,8 @@
 
 mod api;
 mod auth;
+#[cfg(feature = "bubbles")]
+pub mod bubbles;
 mod config;
 mod log;
 mod messages;
@@ -72,6 +74,8 @@ pub use auth::{ChatAuth, GuestCredentials, load_credentials, save_credentials};
 /// themselves.
 #[cfg(feature = "ui")]
 pub use bevy_egui;
+#[cfg(feature = "bubbles")]
+pub use bubbles::{ChatBubbleStyle, ChatBubblesPlugin, ChatSpeaker};
 pub use config::{ChatLogin, ChatPlugin, ReconnectPolicy};
 pub use log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 pub use messages::*;
