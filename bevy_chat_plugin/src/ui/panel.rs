@@ -8,7 +8,7 @@ use super::status::{outage, outage_banner, status_line};
 use super::{ChatUiConfig, ChatUiFocus, ChatUiState, fonts};
 use crate::log::{ChatLineKind, ChatLog, ChatLogKey};
 use crate::state::ChatConnectionState;
-use crate::{Chat, ChatAuth};
+use crate::{Chat, ChatAuth, ChatTyping};
 
 /// What the panel shows, read-only.
 #[derive(SystemParam)]
@@ -16,6 +16,7 @@ pub(super) struct Shown<'w> {
     log: Res<'w, ChatLog>,
     auth: Res<'w, ChatAuth>,
     connection: Res<'w, ChatConnectionState>,
+    typists: Res<'w, ChatTyping>,
 }
 
 /// Draws the panel and records whether it holds the keyboard.
@@ -31,6 +32,7 @@ pub(super) fn draw(
         log,
         auth,
         connection,
+        typists,
     } = shown;
     let ctx = contexts.ctx_mut()?;
     if !state.fonts_ready {
@@ -65,7 +67,8 @@ pub(super) fn draw(
             tabs(ui, &mut state, &log);
             ui.separator();
             let active = state.active.clone().unwrap_or(ChatLogKey::System);
-            let input_height = 64.0;
+            // The input line, the name and join fields, and the typing line.
+            let input_height = 84.0;
             let list_height = (ui.available_height() - input_height).max(60.0);
             let top_down = egui::Layout::top_down(egui::Align::Min);
             ui.horizontal_top(|ui| {
@@ -85,7 +88,7 @@ pub(super) fn draw(
                     people(ui, &mut state, &active, *connection);
                 });
             });
-            // Room for a "X is typing…" line under the messages.
+            typing_line(ui, &typists, &active);
             ui.separator();
             let keep_focus = config.0.keep_focus_after_send;
             typing = input_line(ui, &mut state, &mut chat, &active, keep_focus);
@@ -93,6 +96,21 @@ pub(super) fn draw(
         });
     focus.typing = typing;
     Ok(())
+}
+
+/// "Ann is typing…" under the messages of a channel; an empty line otherwise, so that the
+/// layout does not jump.
+fn typing_line(ui: &mut egui::Ui, typists: &ChatTyping, active: &ChatLogKey) {
+    let line = active
+        .as_channel()
+        .and_then(|channel| typists.describe(channel))
+        .unwrap_or_default();
+    ui.label(
+        egui::RichText::new(line)
+            .italics()
+            .small()
+            .color(egui::Color32::from_gray(170)),
+    );
 }
 
 fn tabs(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog) {
