@@ -6,7 +6,10 @@
 //! use bevy_chat_plugin::prelude::*;
 //!
 //! App::new()
-//!     .add_plugins((MinimalPlugins, ChatPlugin::new("http://127.0.0.1:8080")))
+//!     .add_plugins((
+//!         MinimalPlugins,
+//!         ChatPlugin::new("http://127.0.0.1:8080").with_app_name("my_game"),
+//!     ))
 //!     .add_systems(Startup, |mut chat: Chat| {
 //!         chat.set_name("Ann");
 //!         chat.join("lobby");
@@ -42,8 +45,8 @@ pub mod ui;
 
 use bevy::prelude::*;
 
-pub use api::{Chat, ChatOutbox};
-pub use auth::{ChatAuth, GuestCredentials, load_credentials, save_credentials};
+pub use api::Chat;
+pub(crate) use auth::ChatAuth;
 pub use config::{ChatLogin, ChatPlugin, ReconnectPolicy};
 pub use log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 pub use messages::*;
@@ -87,13 +90,11 @@ impl Plugin for ChatPlugin {
             .add_message::<ChatConnected>()
             .add_message::<ChatDisconnected>()
             .insert_resource(ChatLog::new(self.log_lines))
-            .insert_resource(ChatAuth {
-                user_id: None,
-                credentials_file: self.credentials_path(),
-            })
-            .init_resource::<ChatOutbox>();
+            .init_resource::<ChatAuth>()
+            .init_resource::<api::ChatOutbox>();
+        self.warn_if_identities_shared();
         let started = self.validate().and_then(|()| {
-            net::NetHandle::spawn(self.clone())
+            net::spawn(self.clone())
                 .map_err(|error| format!("cannot start the chat network thread: {error}"))
         });
         match started {
