@@ -242,19 +242,25 @@ impl ChatPlugin {
     /// game that did not name itself.
     pub(crate) fn warn_if_identities_shared(&self) {
         static WARNED: AtomicBool = AtomicBool::new(false);
-        let shared = matches!(
-            self.login,
-            ChatLogin::Guest {
-                credentials_file: None
-            }
-        ) && self.credentials_dir.is_none()
-            && self.app_name.is_none();
-        if shared && !WARNED.swap(true, Ordering::Relaxed) {
+        if self.shares_identities() && !WARNED.swap(true, Ordering::Relaxed) {
             bevy::log::warn!(
                 "chat: no app name set (ChatPlugin::with_app_name): the guest identity is saved \
                  in the {SHARED_APP_NAME:?} data directory that every game without one shares"
             );
         }
+    }
+}
+
+impl ChatPlugin {
+    /// Guest credentials go to the directory shared by every game that did not name itself.
+    fn shares_identities(&self) -> bool {
+        matches!(
+            self.login,
+            ChatLogin::Guest {
+                credentials_file: None
+            }
+        ) && self.credentials_dir.is_none()
+            && self.app_name.is_none()
     }
 }
 
@@ -397,6 +403,25 @@ mod tests {
         assert_eq!(file.credentials_path(), Some("/x/g.json".into()));
         let token = ChatPlugin::new("http://a").with_login(ChatLogin::Token("t".into()));
         assert_eq!(token.credentials_path(), None);
+    }
+
+    #[test]
+    fn only_an_unnamed_game_with_default_credentials_shares_identities() {
+        let url = "http://127.0.0.1:8080";
+        assert!(ChatPlugin::new(url).shares_identities());
+        assert!(!ChatPlugin::new(url).with_app_name("g").shares_identities());
+        assert!(
+            !ChatPlugin::new(url)
+                .with_credentials_dir("/d")
+                .shares_identities()
+        );
+        assert!(
+            !ChatPlugin::new(url)
+                .with_credentials_file("/f")
+                .shares_identities()
+        );
+        let token = ChatPlugin::new(url).with_login(ChatLogin::Token("t".into()));
+        assert!(!token.shares_identities());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //!
 //! Modules, each using only those listed before it: `bridge` (what crosses, and its three
 //! ends), `restore` (what outlives a connection), `failures` (the rate-limited failure log),
-//! `session` (one WebSocket connection, seeing the rest through a `SessionLink`), `worker`
-//! (the loop: log in, connect, back off, reconnect).
+//! `link` (what a session is given and how it ends), `session` (one WebSocket connection),
+//! `worker` (the loop: log in, connect, back off, reconnect).
 //!
 //! Channel policy: a command that does not fit is dropped on the main thread and reported as a
 //! [`ChatErrorCode::QueueFull`](crate::ChatErrorCode::QueueFull). An event that does not fit
@@ -16,6 +16,7 @@
 
 mod bridge;
 mod failures;
+mod link;
 mod restore;
 mod session;
 mod worker;

@@ -12,41 +12,11 @@ use tokio::time::{Instant, interval};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use super::bridge::{Command, CommandSource, EventSink, NetEvent};
-use super::restore::Restore;
+use super::bridge::{Command, NetEvent};
+use super::link::{SessionEnd, SessionLink};
 use crate::auth::{self, REFRESH_MARGIN, Tokens};
-use crate::config::ChatPlugin;
 use crate::messages::*;
 use crate::state::ChatConnectionState;
-
-/// All a session sees of the rest of the network thread.
-pub(super) struct SessionLink<'a> {
-    /// The plugin's settings.
-    pub config: &'a ChatPlugin,
-    /// Commands from the game.
-    pub commands: &'a CommandSource,
-    /// Events (and the connection state) to the game.
-    pub sink: &'a mut EventSink,
-    /// What to restore, kept up to date for the next session.
-    pub restore: &'a mut Restore,
-    /// A session was up before this one (for [`ChatConnected::reconnect`]).
-    pub reconnect: bool,
-}
-
-/// How a session ended.
-pub(super) enum SessionEnd {
-    /// The game asked to disconnect, or the app is closing.
-    Stopped,
-    /// The server refused the token.
-    AuthRefused(String),
-    /// The server refused the connection for another reason (too many connections, a ban):
-    /// the token is fine, so keep it and try again later.
-    Refused(ErrorCode, String),
-    /// The connection could not be opened.
-    Failed(String),
-    /// The connection was up and then ended.
-    Dropped(String),
-}
 
 /// How often the client pings, and after how many silent intervals it gives up on the server.
 const KEEPALIVE: Duration = Duration::from_secs(15);

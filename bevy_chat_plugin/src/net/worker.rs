@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::bridge::{Command, CommandSource, EventSink, NetEvent};
 use super::failures::{FailureKind, FailureLog};
+use super::link::{SessionEnd, SessionLink};
 use super::restore::Restore;
-use super::session::{self, SessionEnd, SessionLink};
+use super::session;
 use crate::auth::{self, REFRESH_MARGIN, Tokens};
 use crate::config::{ChatLogin, ChatPlugin};
 use crate::messages::{ChatDisconnected, ChatErrorCode, ChatLeft, ChatRequest};
