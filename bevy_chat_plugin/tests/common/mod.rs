@@ -43,6 +43,7 @@ pub struct TestServer {
     dir: tempfile::TempDir,
     addr: SocketAddr,
     running: Option<Running>,
+    tune: fn(&mut Config),
 }
 
 struct Running {
@@ -53,6 +54,12 @@ struct Running {
 impl TestServer {
     /// Starts a server on an ephemeral port.
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts a server on an ephemeral port with settings changed by `tune` (applied again on
+    /// a restart).
+    pub fn start_with(tune: fn(&mut Config)) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-chat-server")
@@ -67,6 +74,7 @@ impl TestServer {
             dir,
             addr: "127.0.0.1:0".parse().unwrap(),
             running: None,
+            tune,
         };
         server.launch();
         server
@@ -82,6 +90,7 @@ impl TestServer {
         // Every test app logs in from 127.0.0.1.
         config.limits.logins_per_minute = 100_000;
         config.limits.login_burst = 10_000;
+        (self.tune)(&mut config);
         config
     }
 
