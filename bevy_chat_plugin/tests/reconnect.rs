@@ -323,3 +323,24 @@ fn one_outage_is_one_change_to_reconnecting_and_one_back() {
         .unwrap_or(changes);
     assert_eq!(changes, expected);
 }
+
+/// Disconnecting while waiting to reconnect takes effect at once, not after the backoff delay.
+#[test]
+fn disconnecting_while_reconnecting_is_immediate() {
+    let mut server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let slow = ReconnectPolicy {
+        initial: std::time::Duration::from_secs(60),
+        max: std::time::Duration::from_secs(60),
+        jitter: 0.0,
+    };
+    let mut a =
+        app_with(guest_plugin(&server.url(), &dir.path().join("a.json")).with_reconnect(slow));
+    wait_connected(&mut a);
+    server.stop();
+    update_until(&mut a, TIMEOUT, "A to lose the server", reconnecting);
+    chat(&mut a, |chat| chat.disconnect());
+    update_until(&mut a, TIMEOUT, "the disconnect", |w| {
+        state(w) == ChatConnectionState::Disconnected
+    });
+}

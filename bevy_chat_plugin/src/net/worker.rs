@@ -242,7 +242,13 @@ impl Worker {
                     return;
                 }
             }
-            if self.stopping() || (limit.is_none() && self.want_connected) {
+            // Offline: until asked to connect. Backing off: until the delay ends, or at once
+            // when the game disconnects (so the state says so now, not after the delay).
+            let done = match limit {
+                None => self.want_connected,
+                Some(_) => !self.want_connected,
+            };
+            if self.stopping() || done {
                 return;
             }
             let queued = self.commands.queued();
