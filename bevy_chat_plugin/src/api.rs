@@ -21,6 +21,35 @@ pub(crate) struct ChatOutbox {
 /// [`ChatJoined`](crate::ChatJoined), [`ChatLeft`](crate::ChatLeft), [`NameSet`](crate::NameSet),
 /// [`ChatError`](crate::ChatError), and the traffic itself as
 /// [`ChatMessageReceived`](crate::ChatMessageReceived) and friends.
+///
+/// ```
+/// use bevy::prelude::*;
+/// use bevy_chat_plugin::prelude::*;
+///
+/// // Says hello in the lobby, once.
+/// fn greet(mut chat: Chat, mut done: Local<bool>) {
+///     if !std::mem::replace(&mut *done, true) {
+///         chat.join("lobby");
+///         chat.send("lobby", "hello");
+///     }
+/// }
+///
+/// // Every request is answered: here, while not connected, with an error.
+/// fn show_errors(mut errors: MessageReader<ChatError>) {
+///     for error in errors.read() {
+///         println!("{} failed: {}", error.request, error.message);
+///     }
+/// }
+///
+/// let mut plugin = ChatPlugin::new("http://127.0.0.1:8080");
+/// plugin.auto_connect = false; // this example runs without a server
+/// let mut app = App::new();
+/// app.add_plugins((MinimalPlugins, plugin))
+///     .add_systems(Update, (greet, show_errors));
+/// app.update();
+/// let state = *app.world().resource::<ChatConnectionState>();
+/// assert_ne!(state, ChatConnectionState::Connected);
+/// ```
 #[derive(SystemParam)]
 pub struct Chat<'w> {
     outbox: ResMut<'w, ChatOutbox>,

@@ -1,5 +1,6 @@
 //! Chat for Bevy games: add [`ChatPlugin`], then talk through the [`Chat`] system parameter and
-//! read what arrives as Bevy messages.
+//! read what arrives as Bevy messages. It talks to the bevy chat server (`chat-server` in the same
+//! repository) or any server of the same wire protocol.
 //!
 //! ```no_run
 //! use bevy::prelude::*;
@@ -23,14 +24,36 @@
 //! ```
 //!
 //! - Login (guest, with saved credentials, or your own token), the WebSocket, reconnects with
-//!   backoff and resume all run on a background thread; the main
-//!   thread only drains a channel in `PreUpdate` ([`ChatSet::Receive`]) and hands over commands in
-//!   `PostUpdate` ([`ChatSet::Send`]).
+//!   backoff and resume all run on a background thread; the main thread only drains a channel in
+//!   `PreUpdate` ([`ChatSet::Receive`]) and hands over commands in `PostUpdate`
+//!   ([`ChatSet::Send`]). Nothing on the main thread waits on the network.
 //! - The connection state is a resource, [`ChatConnectionState`], with run conditions
 //!   [`chat_connected`] and friends.
-//! - [`ChatLog`] keeps the last lines of every channel for UIs.
+//! - [`ChatLog`] keeps the last lines of every channel, of direct messages and of the chat's own
+//!   lines ([`ChatLogKey`]) for UIs.
 //! - Works headless with `MinimalPlugins`; at 100 messages a second it adds well under 0.1 ms
 //!   per frame (`cargo bench -p bevy_chat_plugin --bench frame_time`).
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | yes | `https://` / `wss://` servers (rustls with webpki roots; no system libraries) |
+//! | `ui` | no | `ChatUiPlugin`: an egui chat panel (bevy_egui), with the windowing and rendering features of Bevy it needs |
+//! | `ui-cjk-font` | no | embeds a Chinese and Japanese font (Droid Sans Fallback, ~3.9 MiB) in the panel; `ui` alone embeds DejaVu Sans (~742 KiB) |
+//! | `bubbles` | no | speech bubbles over players in the game world (`ChatSpeaker`), with Bevy UI |
+//!
+//! Without `ui` and `bubbles` the crate builds Bevy with no rendering at all (a headless bot or a
+//! dedicated server builds fast).
+//!
+//! # Bevy versions
+//!
+//! | bevy_chat_plugin | bevy | bevy_egui (feature `ui`) | Rust |
+//! |---|---|---|---|
+//! | 0.1 | 0.19 | 0.42 | 1.95 |
+
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod api;
 mod auth;
@@ -40,6 +63,7 @@ mod messages;
 mod net;
 mod state;
 mod systems;
+mod typing;
 #[cfg(feature = "ui")]
 pub mod ui;
 
@@ -47,22 +71,39 @@ use bevy::prelude::*;
 
 pub use api::Chat;
 pub(crate) use auth::ChatAuth;
+/// The bevy_egui the panel is built with (cargo feature `ui`), for games that add `EguiPlugin`
+/// themselves.
+#[cfg(feature = "ui")]
+pub use bevy_egui;
 pub use config::{ChatLogin, ChatPlugin, ReconnectPolicy};
 pub use log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 pub use messages::*;
 pub use protocol::{ErrorCode, MessageId, PresenceUser};
 pub use state::{ChatConnectionState, chat_connected, chat_disconnected, chat_just_connected};
+pub use typing::{ChatTyping, TYPING_SHOWN_FOR};
 #[cfg(feature = "ui")]
-pub use ui::{ChatUiFocus, ChatUiPlugin, ChatUiState, ChatUiStyle, chat_ui_typing};
+pub use ui::{
+    ChatUiFocus, ChatUiPlugin, ChatUiState, ChatUiStyle, ChatUiSystems, chat_has_keyboard,
+    chat_ui_typing,
+};
+
+/// The README's Rust snippets (the plugin, and the plugin with the chat panel), compiled by
+/// `cargo test --doc --features ui` so that they cannot drift from the API.
+#[cfg(all(doctest, feature = "ui"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 /// Everything a game usually needs.
 pub mod prelude {
     pub use crate::{
         BroadcastReceived, Chat, ChatConnected, ChatConnectionState, ChatDisconnected, ChatError,
         ChatErrorCode, ChatJoined, ChatLeft, ChatLineKind, ChatLog, ChatLogKey, ChatLogin,
-        ChatMessageReceived, ChatPlugin, ChatRequest, ChatSet, DirectMessageReceived, NameSet,
-        PresenceChange, PresenceChanged, chat_connected, chat_disconnected, chat_just_connected,
+        ChatMessageReceived, ChatPlugin, ChatRequest, ChatSet, ChatTyping, ChatUserTyping,
+        DirectMessageReceived, NameSet, PresenceChange, PresenceChanged, chat_connected,
+        chat_disconnected, chat_just_connected,
     };
+    #[cfg(feature = "ui")]
+    pub use crate::{ChatUiFocus, ChatUiPlugin, ChatUiState, chat_has_keyboard, chat_ui_typing};
 }
 
 /// System sets to order your systems against.
@@ -91,7 +132,16 @@ impl Plugin for ChatPlugin {
             .add_message::<ChatDisconnected>()
             .insert_resource(ChatLog::new(self.log_lines))
             .init_resource::<ChatAuth>()
-            .init_resource::<api::ChatOutbox>();
+            .add_message::<ChatUserTyping>()
+            .init_resource::<api::ChatOutbox>()
+            .init_resource::<ChatTyping>()
+            .add_systems(
+                PreUpdate,
+                typing::track_typing
+                    .in_set(ChatSet::Receive)
+                    .after(systems::receive)
+                    .after(systems::report_failure),
+            );
         self.warn_if_identities_shared();
         let started = self.validate().and_then(|()| {
             net::spawn(self.clone())

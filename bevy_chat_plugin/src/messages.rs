@@ -47,6 +47,18 @@ pub struct BroadcastReceived {
     pub ts: u64,
 }
 
+/// Another member of a channel is typing (the server passes about one every two seconds per
+/// user and channel). [`ChatTyping`](crate::ChatTyping) keeps the current list for UIs.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+pub struct ChatUserTyping {
+    /// The channel.
+    pub channel: String,
+    /// The typing user's id.
+    pub user_id: String,
+    /// The typing user's display name.
+    pub username: String,
+}
+
 /// This client is now in a channel.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
 pub struct ChatJoined {

@@ -69,6 +69,24 @@ pub enum ClientRequest {
     },
     /// `ping`: application-level keep-alive, answered with `pong`.
     Ping,
+    /// `typing`: tell a joined channel's other members that this user is typing (no reply).
+    Typing {
+        /// Channel the user types in (must be joined).
+        channel: String,
+    },
+    /// `block`: stop receiving this user's channel messages, direct messages and typing
+    /// indicators (kept across reconnects), answered with `blocked_users`.
+    Block {
+        /// The user to block.
+        user_id: String,
+    },
+    /// `unblock`: receive this user again, answered with `blocked_users`.
+    Unblock {
+        /// The user to unblock.
+        user_id: String,
+    },
+    /// `blocked`: the users this user blocks, answered with `blocked_users`.
+    Blocked,
 }
 
 impl ClientRequest {
@@ -83,6 +101,10 @@ impl ClientRequest {
             ClientRequest::Direct { .. } => "direct",
             ClientRequest::History { .. } => "history",
             ClientRequest::Ping => "ping",
+            ClientRequest::Typing { .. } => "typing",
+            ClientRequest::Block { .. } => "block",
+            ClientRequest::Unblock { .. } => "unblock",
+            ClientRequest::Blocked => "blocked",
         }
     }
 }
@@ -124,7 +146,9 @@ impl ClientFrame {
                 }
                 Value::Object(p)
             }
-            ClientRequest::Leave { channel } | ClientRequest::Who { channel } => {
+            ClientRequest::Leave { channel }
+            | ClientRequest::Who { channel }
+            | ClientRequest::Typing { channel } => {
                 json!({ "channel": channel })
             }
             ClientRequest::Message { channel, message } => {
@@ -146,7 +170,10 @@ impl ClientFrame {
                 }
                 Value::Object(p)
             }
-            ClientRequest::Ping => Value::Null,
+            ClientRequest::Ping | ClientRequest::Blocked => Value::Null,
+            ClientRequest::Block { user_id } | ClientRequest::Unblock { user_id } => {
+                json!({ "user_id": user_id })
+            }
         };
         let mut frame = Map::new();
         frame.insert("type".into(), json!(self.request.type_name()));
@@ -230,6 +257,11 @@ struct HistoryPayload {
     before: Option<MessageId>,
     #[serde(default)]
     limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct UserPayload {
+    user_id: String,
 }
 
 /// Parses one client text frame.
@@ -334,6 +366,19 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, RequestError> {
             }
         }
         "ping" => ClientRequest::Ping,
+        "typing" => {
+            let p: ChannelPayload = payload(raw.payload).map_err(bad)?;
+            ClientRequest::Typing { channel: p.channel }
+        }
+        "block" => {
+            let p: UserPayload = payload(raw.payload).map_err(bad)?;
+            ClientRequest::Block { user_id: p.user_id }
+        }
+        "unblock" => {
+            let p: UserPayload = payload(raw.payload).map_err(bad)?;
+            ClientRequest::Unblock { user_id: p.user_id }
+        }
+        "blocked" => ClientRequest::Blocked,
         _ => return Err(fail(ErrorCode::InvalidMessage, "Invalid message".into())),
     };
     Ok(ClientFrame { reference, request })
@@ -390,10 +435,43 @@ mod tests {
                 limit: Some(3),
             }),
             ClientFrame::with_ref(ClientRequest::Ping, 2),
+            ClientFrame::new(ClientRequest::Typing {
+                channel: "lobby".into(),
+            }),
+            ClientFrame::with_ref(
+                ClientRequest::Block {
+                    user_id: "u2".into(),
+                },
+                3,
+            ),
+            ClientFrame::new(ClientRequest::Unblock {
+                user_id: "u2".into(),
+            }),
+            ClientFrame::new(ClientRequest::Blocked),
         ];
         for frame in frames {
             assert_eq!(parse_client_frame(&frame.to_json()).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn typing_has_its_wire_shape() {
+        let frame = ClientFrame::new(ClientRequest::Typing {
+            channel: "lobby".into(),
+        });
+        // Field order is serde_json's; compare the values.
+        let json: serde_json::Value = serde_json::from_str(&frame.to_json()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "typing", "payload": {"channel": "lobby"}})
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"typing","payload":{"channel":"lobby"}}"#).unwrap(),
+            frame
+        );
+        let e = err(r#"{"type":"typing","ref":1}"#);
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert_eq!(e.message, "Error handling message: payload is missing");
     }
 
     #[test]
@@ -449,6 +527,33 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"type":"ping","ref":{"a":1}}"#).code,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn block_requests_parse_from_the_documented_wire() {
+        let f =
+            parse_client_frame(r#"{"type":"block","payload":{"user_id":"u9"},"ref":1}"#).unwrap();
+        assert_eq!(
+            f.request,
+            ClientRequest::Block {
+                user_id: "u9".into()
+            }
+        );
+        // `blocked` takes no payload; an empty one (or any) is ignored.
+        for text in [
+            r#"{"type":"blocked"}"#,
+            r#"{"type":"blocked","payload":{}}"#,
+        ] {
+            assert_eq!(
+                parse_client_frame(text).unwrap().request,
+                ClientRequest::Blocked
+            );
+        }
+        assert_eq!(err(r#"{"type":"block"}"#).code, ErrorCode::BadRequest);
+        assert_eq!(
+            err(r#"{"type":"unblock","payload":{"user_id":7}}"#).code,
             ErrorCode::BadRequest
         );
     }

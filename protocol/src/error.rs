@@ -45,6 +45,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The server failed unexpectedly; the request may not have been carried out.
     Internal,
+    /// The user blocks as many users as the server allows: unblock one first.
+    TooManyBlocks,
     /// A code this version of the crate does not know (a newer server).
     #[serde(other)]
     Unknown,
@@ -73,12 +75,13 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::TooManyBlocks => "too_many_blocks",
             ErrorCode::Unknown => "unknown",
         }
     }
 
     /// Every code a server sends, for documentation and metrics.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::AuthRequired,
         ErrorCode::InvalidToken,
         ErrorCode::BadJson,
@@ -98,6 +101,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::TooManyBlocks,
     ];
 }
 
@@ -113,6 +117,8 @@ mod tests {
                 format!("\"{}\"", code.as_str())
             );
         }
+        assert!(ErrorCode::ALL.contains(&ErrorCode::TooManyBlocks));
+        assert_eq!(ErrorCode::TooManyBlocks.as_str(), "too_many_blocks");
         let unknown: ErrorCode = serde_json::from_str("\"from_the_future\"").unwrap();
         assert_eq!(unknown, ErrorCode::Unknown);
     }

@@ -92,6 +92,26 @@ pub struct BroadcastMessage {
     pub ts: u64,
 }
 
+/// A member of a channel is typing there (`user_typing`). Sent to the channel's other members,
+/// at most once per `--typing-interval` per sender and channel; never kept in history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingUser {
+    /// The channel.
+    pub channel: String,
+    /// The typing user's id.
+    pub user_id: String,
+    /// The typing user's display name.
+    pub username: String,
+}
+
+/// The users this user blocks (`blocked_users`): the answer to `blocked`, and sent after every
+/// `block` and `unblock`, always the full current list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedUsers {
+    /// Blocked user ids, sorted.
+    pub user_ids: Vec<String>,
+}
+
 /// Every typed server → client frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
@@ -112,4 +132,8 @@ pub enum Event {
     Broadcast(BroadcastMessage),
     /// Answer to `ping`.
     Pong,
+    /// Another member of a channel this connection is in is typing.
+    UserTyping(TypingUser),
+    /// The user's block list (answer to `block`, `unblock` and `blocked`).
+    BlockedUsers(BlockedUsers),
 }

@@ -16,6 +16,7 @@
 //! assert!(matches!(frame.request, ClientRequest::Join { ref channel, .. } if channel == "lobby"));
 //! ```
 
+mod channels;
 mod client;
 mod error;
 mod events;
@@ -23,11 +24,12 @@ mod identity;
 mod ids;
 mod server;
 
+pub use channels::{RESERVED_CHANNEL_PREFIXES, is_reserved_channel};
 pub use client::{ClientFrame, ClientRequest, RequestError, parse_client_frame};
 pub use error::ErrorCode;
 pub use events::{
-    BroadcastMessage, ChatMessage, DirectMessage, Event, HistoryPage, PresenceChange, PresenceList,
-    PresenceUser,
+    BlockedUsers, BroadcastMessage, ChatMessage, DirectMessage, Event, HistoryPage, PresenceChange,
+    PresenceList, PresenceUser, TypingUser,
 };
 pub use identity::{LoginResponse, RefreshResponse};
 pub use ids::{MessageId, ParseMessageIdError, Ref};

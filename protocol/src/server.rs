@@ -210,6 +210,19 @@ mod tests {
     }
 
     #[test]
+    fn user_typing_has_its_wire_shape() {
+        let event = Event::UserTyping(TypingUser {
+            channel: "lobby".into(),
+            user_id: "u1".into(),
+            username: "Ann".into(),
+        });
+        assert_eq!(
+            event.to_json(None),
+            r#"{"type":"user_typing","payload":{"channel":"lobby","user_id":"u1","username":"Ann"}}"#
+        );
+    }
+
+    #[test]
     fn every_event_round_trips_through_the_client_parser() {
         let reference = Ref::from("x");
         let events = [
@@ -243,6 +256,9 @@ mod tests {
                 message: "m".into(),
                 ts: 9,
             }),
+            Event::BlockedUsers(BlockedUsers {
+                user_ids: vec!["u1".into(), "u2".into()],
+            }),
         ];
         for event in events {
             for r in [None, Some(&reference)] {
@@ -257,6 +273,10 @@ mod tests {
             }
         }
         assert_eq!(Event::Pong.to_json(None), r#"{"type":"pong"}"#);
+        assert_eq!(
+            Event::BlockedUsers(BlockedUsers { user_ids: vec![] }).to_json(None),
+            r#"{"type":"blocked_users","payload":{"user_ids":[]}}"#
+        );
         assert_eq!(
             parse_server_frame(r#"{"error":"Invalid token"}"#).unwrap(),
             ServerFrame::Error {

@@ -52,6 +52,10 @@ fn request() -> impl Strategy<Value = ClientRequest> {
             }
         }),
         Just(ClientRequest::Ping),
+        text().prop_map(|channel| ClientRequest::Typing { channel }),
+        text().prop_map(|user_id| ClientRequest::Block { user_id }),
+        text().prop_map(|user_id| ClientRequest::Unblock { user_id }),
+        Just(ClientRequest::Blocked),
     ]
 }
 
@@ -112,6 +116,15 @@ fn event() -> impl Strategy<Value = Event> {
         (text(), any::<u64>())
             .prop_map(|(message, ts)| Event::Broadcast(BroadcastMessage { message, ts })),
         Just(Event::Pong),
+        (text(), text(), text()).prop_map(|(channel, user_id, username)| {
+            Event::UserTyping(TypingUser {
+                channel,
+                user_id,
+                username,
+            })
+        }),
+        proptest::collection::vec(text(), 0..4)
+            .prop_map(|user_ids| Event::BlockedUsers(BlockedUsers { user_ids })),
     ]
 }
 

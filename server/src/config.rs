@@ -193,6 +193,10 @@ pub struct Limits {
     #[arg(long, env = "CHAT_MAX_CHANNELS", default_value_t = 32)]
     pub max_channels_per_connection: usize,
 
+    /// Users one user may block (`too_many_blocks`); the list is kept across reconnects.
+    #[arg(long, env = "CHAT_MAX_BLOCKS", default_value_t = 1000)]
+    pub max_blocks: usize,
+
     /// Chat and direct messages per second per connection, sustained (`rate_limited` past it).
     #[arg(long, env = "CHAT_MESSAGES_PER_SECOND", default_value_t = 5)]
     pub messages_per_second: u32,
@@ -271,6 +275,12 @@ pub struct Limits {
     /// Time a client has to send a complete HTTP request head (slow clients are cut off).
     #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub header_read_timeout: Duration,
+
+    /// Shortest time between two `typing` announcements of one connection in one channel;
+    /// more within it are dropped silently (a `message` to the channel opens the window again).
+    /// 0 announces every one.
+    #[arg(long, env = "CHAT_TYPING_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub typing_interval: Duration,
 }
 
 /// Who may connect: browser origins and the address a request comes from.
@@ -305,6 +315,9 @@ impl Limits {
         }
         if self.header_read_timeout.is_zero() || self.header_read_timeout > day {
             return Err("--header-read-timeout must be between 1ms and 1 day".into());
+        }
+        if self.typing_interval > day {
+            return Err("--typing-interval must be at most 1 day".into());
         }
         if !(1..=10_000).contains(&self.max_history_page) {
             return Err("--max-history-page must be between 1 and 10000".into());
@@ -371,6 +384,7 @@ mod tests {
         let c = Config::defaults();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.limits.ping_interval, Duration::from_secs(20));
+        assert_eq!(c.limits.typing_interval, Duration::from_secs(2));
         assert!(c.admin_token.is_none());
         assert!(c.validate().is_ok());
         assert_eq!(c.engine.memory_history_budget(), Ok(256 * 1024 * 1024));

@@ -19,6 +19,10 @@ use crate::engine::{Delivery, DeliverySink};
 use crate::metrics::{Limit, Metrics};
 use crate::moderation::{Sanction, muted_text};
 
+mod blocks;
+
+pub use blocks::BlockList;
+
 /// Identifies one WebSocket connection on this node.
 pub type ConnId = u64;
 
@@ -83,6 +87,8 @@ pub struct ConnHandle {
     pub id: ConnId,
     /// Owning user.
     pub user_id: Arc<str>,
+    /// The user's block list, shared by the user's connections on this node.
+    pub blocks: Arc<BlockList>,
     tx: mpsc::Sender<Outgoing>,
     kill: Arc<Kill>,
 }
@@ -234,18 +240,20 @@ impl Hub {
     pub fn connect(&self, user_id: Arc<str>) -> (ConnHandle, ConnInbox) {
         let (tx, rx) = mpsc::channel(self.queue_size);
         let kill = Arc::new(Kill::default());
-        let handle = ConnHandle {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            user_id: user_id.clone(),
-            tx,
-            kill: kill.clone(),
+        let handle = {
+            let mut users = self.users.write();
+            let list = users.entry(user_id.clone()).or_default();
+            let handle = ConnHandle {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                user_id,
+                blocks: list.first().map(|h| h.blocks.clone()).unwrap_or_default(),
+                tx,
+                kill: kill.clone(),
+            };
+            list.push(handle.clone());
+            handle
         };
         self.conns.write().insert(handle.id, handle.clone());
-        self.users
-            .write()
-            .entry(user_id)
-            .or_default()
-            .push(handle.clone());
         (
             handle,
             ConnInbox {
@@ -386,13 +394,32 @@ impl Hub {
         self.conns.read().values().cloned().collect()
     }
 
-    fn fan_out_channel(&self, channel: &str, id: Option<MessageId>, frame: Utf8Bytes) {
+    /// Applies a user's new block list to its connections here.
+    fn blocks(&self, user: &str, blocks: &crate::engine::BlockSnapshot, reset: bool) {
+        if let Some(handle) = self.users.read().get(user).and_then(|list| list.first()) {
+            handle.blocks.apply(blocks, reset);
+        }
+    }
+
+    /// Queues `frame` for every local member of `channel`, except those `origin` leaves out:
+    /// the members who block the sender, and for a typing indicator the typist's own
+    /// connections.
+    fn fan_out_channel(
+        &self,
+        channel: &str,
+        id: Option<MessageId>,
+        frame: Utf8Bytes,
+        origin: Origin<'_>,
+    ) {
         let Some(entry) = self.existing_entry(channel) else {
             return;
         };
         let channel: Arc<str> = Arc::from(channel);
         let members = entry.members.read();
         for member in members.values() {
+            if origin.leaves_out(&member.handle) {
+                continue;
+            }
             member.handle.send(
                 Outgoing::Channel {
                     channel: channel.clone(),
@@ -401,6 +428,29 @@ impl Hub {
                 },
                 &self.metrics,
             );
+        }
+    }
+}
+
+/// Where a channel frame comes from, which decides who does not get it.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// A presence event: every member gets it.
+    Presence,
+    /// A chat message of this user: not for the members who block the user.
+    Message(&'a str),
+    /// This user is typing: neither for the user's own connections nor for its blockers.
+    Typing(&'a str),
+}
+
+impl Origin<'_> {
+    /// Whether `member` does not get the frame. Costs one branch and an atomic load per member
+    /// who blocks nobody.
+    fn leaves_out(self, member: &ConnHandle) -> bool {
+        match self {
+            Origin::Presence => false,
+            Origin::Message(from) => member.blocks.blocks(from),
+            Origin::Typing(from) => *member.user_id == *from || member.blocks.blocks(from),
         }
     }
 }
@@ -425,21 +475,25 @@ impl DeliverySink for Hub {
         match delivery {
             Delivery::Message(message) => {
                 let frame = serialise("chat_message_received", &*message);
-                self.fan_out_channel(&message.channel, Some(message.id), frame);
+                let origin = Origin::Message(&message.user_id);
+                self.fan_out_channel(&message.channel, Some(message.id), frame, origin);
             }
             Delivery::UserJoined(change) => {
                 let frame = serialise("user_joined", &*change);
-                self.fan_out_channel(&change.channel, None, frame);
+                self.fan_out_channel(&change.channel, None, frame, Origin::Presence);
             }
             Delivery::UserLeft(change) => {
                 let frame = serialise("user_left", &*change);
-                self.fan_out_channel(&change.channel, None, frame);
+                self.fan_out_channel(&change.channel, None, frame, Origin::Presence);
             }
             Delivery::Direct { to, message } => {
                 let frame = serialise("direct_message_received", &*message);
                 let users = self.users.read();
                 for handle in users.get(&to).into_iter().flatten() {
-                    handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+                    // Not delivered to a blocker; the sender had its usual ack.
+                    if !handle.blocks.blocks(&message.from) {
+                        handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+                    }
                 }
             }
             Delivery::Broadcast(message) => {
@@ -449,6 +503,16 @@ impl DeliverySink for Hub {
                 }
             }
             Delivery::Sanction { user, sanction } => self.sanction(&user, &sanction),
+            Delivery::Typing(typing) => {
+                let frame = serialise("user_typing", &*typing);
+                let origin = Origin::Typing(&typing.user_id);
+                self.fan_out_channel(&typing.channel, None, frame, origin);
+            }
+            Delivery::Blocks {
+                user,
+                blocks,
+                reset,
+            } => self.blocks(&user, &blocks, reset),
         }
     }
 }
@@ -488,6 +552,15 @@ mod tests {
         assert_eq!(
             serialise("broadcast", &broadcast).as_str(),
             Event::Broadcast(broadcast).to_json(None)
+        );
+        let typing = protocol::TypingUser {
+            channel: "C".into(),
+            user_id: "u".into(),
+            username: "N".into(),
+        };
+        assert_eq!(
+            serialise("user_typing", &typing).as_str(),
+            Event::UserTyping(typing).to_json(None)
         );
     }
 }

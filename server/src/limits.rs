@@ -121,15 +121,29 @@ pub fn check_name(name: &str, limits: &Limits) -> Result<(), ChatError> {
     }
 }
 
-/// Checks a channel name.
+/// Checks a channel name: the naming rules, and no reserved `@…` name (see
+/// [`check_not_reserved`]).
 pub fn check_channel(channel: &str, limits: &Limits) -> Result<(), ChatError> {
     match label_problem(channel, limits.max_channel_chars) {
-        None => Ok(()),
+        None => check_not_reserved(channel),
         Some(problem) => Err(ChatError::new(
             ErrorCode::BadChannel,
             format!("Invalid channel name: {problem}"),
         )),
     }
+}
+
+/// Refuses a channel name that starts with `@` or a lookalike (U+FF20, U+FE6B): clients keep
+/// those for their own namespaces (the plugin's `@system` log). Requests on joined channels
+/// check only this, so that `message` to `@x` says why rather than `not_joined`.
+pub fn check_not_reserved(channel: &str) -> Result<(), ChatError> {
+    if protocol::is_reserved_channel(channel) {
+        return Err(ChatError::new(
+            ErrorCode::BadChannel,
+            "Invalid channel name: channel names starting with @ are reserved",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the text of a chat or direct message.
@@ -194,6 +208,27 @@ mod tests {
         assert_eq!(
             check_channel(&"c".repeat(65), &limits).unwrap_err().code,
             ErrorCode::BadChannel
+        );
+    }
+
+    #[test]
+    fn at_names_are_reserved_with_their_lookalikes() {
+        let limits = Config::defaults().limits;
+        for reserved in ["@system", "@", "\u{FF20}system", "\u{FE6B}system"] {
+            let error = check_channel(reserved, &limits).unwrap_err();
+            assert_eq!(error.code, ErrorCode::BadChannel, "{reserved:?}");
+            assert_eq!(
+                error.message,
+                "Invalid channel name: channel names starting with @ are reserved"
+            );
+        }
+        assert!(check_channel("team@home", &limits).is_ok());
+        // The naming rules come first: a blank is reported as blank.
+        assert!(
+            check_channel(" @x", &limits)
+                .unwrap_err()
+                .message
+                .contains("spaces")
         );
     }
 

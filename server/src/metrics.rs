@@ -62,6 +62,10 @@ pub enum Limit {
     /// `--memory-history-bytes`: one kept message dropped from memory-engine history (a
     /// resuming client sees `gap: true`).
     HistoryBytes,
+    /// `--typing-interval`: a `typing` within the window of the previous one, dropped silently.
+    TypingRate,
+    /// `--max-blocks` (`too_many_blocks`).
+    Blocks,
 }
 
 impl Limit {
@@ -83,6 +87,8 @@ impl Limit {
             Limit::TcpConnectionsPerIp => "tcp_connections_per_ip",
             Limit::OpenConnections => "open_connections",
             Limit::HistoryBytes => "history_bytes",
+            Limit::TypingRate => "typing_rate",
+            Limit::Blocks => "blocks",
         }
     }
 }
@@ -200,6 +206,7 @@ impl Metrics {
             ErrorCode::RateLimited => Limit::MessageRate,
             ErrorCode::TooLong => Limit::MessageSize,
             ErrorCode::TooManyChannels => Limit::ChannelsPerConnection,
+            ErrorCode::TooManyBlocks => Limit::Blocks,
             _ => return,
         };
         self.limit(limit);

@@ -15,6 +15,7 @@ per_engine!(
     oversized_frames_close_with_1009_and_others_keep_chatting,
     sustained_flooding_closes_with_1008,
     invisible_names_are_refused_and_emoji_sequences_are_delivered,
+    at_channels_are_reserved,
 );
 
 /// Ann and Bob in `lobby`, presence events consumed.
@@ -251,4 +252,28 @@ async fn invisible_names_are_refused_and_emoji_sequences_are_delivered() {
     );
     let got = ann.recv_type("chat_message_received").await;
     assert_eq!(got["payload"]["message"], coder);
+}
+
+/// `@…` names belong to clients (the plugin's `@system` log): joining one, or its fullwidth
+/// (U+FF20) and small (U+FE6B) lookalikes, is refused, and so is sending to one.
+async fn at_channels_are_reserved() {
+    let server = TestServer::start().await;
+    let (mut ann, mut bob) = pair(&server).await;
+    let reserved = "Invalid channel name: channel names starting with @ are reserved";
+    ann.send(json!({"type": "join", "payload": {"channel": "@system"}, "ref": 1}))
+        .await;
+    ann.expect(json!({"error": reserved, "code": "bad_channel", "ref": 1}))
+        .await;
+    for channel in ["\u{FF20}system", "\u{FE6B}system", "@"] {
+        ann.send_request("join", json!({"channel": channel})).await;
+        ann.expect(json!({"error": reserved, "code": "bad_channel"}))
+            .await;
+    }
+    ann.send_request("message", json!({"channel": "@x", "message": "hi"}))
+        .await;
+    ann.expect(json!({"error": reserved, "code": "bad_channel"}))
+        .await;
+    // An @ elsewhere in the name is fine.
+    ann.join("team@home").await;
+    still_serving(&mut ann, &mut bob).await;
 }

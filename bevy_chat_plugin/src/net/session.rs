@@ -503,6 +503,9 @@ impl Session<'_> {
                     .await;
             }
             Event::Pong => {}
+            Event::UserTyping(_) => {} // plugin side: issue 13 typing (coordinator wires it)
+            // plugin side: issue 13 blocking (coordinator wires it)
+            Event::BlockedUsers(_) => {}
         }
     }
 

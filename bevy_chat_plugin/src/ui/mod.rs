@@ -1,24 +1,38 @@
 //! [`ChatUiPlugin`]: an egui chat panel for a game overlay (cargo feature `ui`).
 //!
-//! Shows the connection status, joined channels as tabs with unread counts, the messages of
-//! the active tab with names, times and system lines (joins, leaves, errors), who is present,
-//! and an input line (Enter sends). Slash commands: `/join C`, `/leave`, `/name N`,
-//! `/w USER_ID text`, `/who`. While the player types, keystrokes do not reach the game: egui
-//! absorbs them, and [`ChatUiFocus`] / [`chat_ui_typing`] say so for systems that read input
-//! some other way.
+//! Shows the connection status (and a banner from any tab while not connected), joined channels
+//! as tabs with unread counts, the messages of the active tab with names, times and system lines
+//! (joins, leaves, errors), who is present, and an input line. Slash commands: `/join C`,
+//! `/leave`, `/name N`, `/w USER_ID text`, `/who`. Clicking a name opens a menu ("Whisper"
+//! prefills `/w user_id `).
+//!
+//! Keyboard: the focus key (Enter) opens the panel and puts the cursor in the input line; Enter
+//! sends and gives the keyboard back to the game (unless
+//! [`ChatUiPlugin::keep_focus_after_send`]); Escape leaves the input line without sending (the
+//! text stays). While the chat has the keyboard, [`chat_has_keyboard`] is true — from the frame
+//! the focus key is pressed — and the keys pressed while it has it are taken out of
+//! `ButtonInput<KeyCode>` and `ButtonInput<Key>` with `reset` (keys held since before stay
+//! pressed; `KeyboardInput` messages are left alone), so use `.run_if(not(chat_has_keyboard))`
+//! on game controls. The panel does not change `EguiGlobalSettings`: the game's own egui
+//! windows behave as before.
+//!
+//! The panel needs an egui context, which bevy_egui puts on the first camera: spawn one (e.g.
+//! `commands.spawn(Camera2d)`). Without it a warning says so after ~60 frames.
 
+mod fonts;
+mod input;
 mod panel;
+mod status;
+mod track;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
+use bevy::input::InputSystems;
 use bevy::prelude::*;
-use bevy_egui::{EguiGlobalSettings, EguiPlugin, EguiPrimaryContextPass, egui};
+use bevy_egui::{EguiPlugin, EguiPrimaryContextPass, PrimaryEguiContext, egui};
 
+use crate::ChatSet;
 use crate::log::ChatLogKey;
-use crate::messages::{ChatJoined, ChatLeft, ChatMessageReceived, PresenceChange, PresenceChanged};
-use crate::{Chat, ChatSet};
-use protocol::PresenceUser;
 
 /// Look of the panel.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,23 +64,29 @@ impl Default for ChatUiStyle {
     }
 }
 
-/// Adds the chat panel. Needs [`ChatPlugin`](crate::ChatPlugin) and a window; adds
-/// `EguiPlugin` when missing.
+/// Adds the chat panel. Needs [`ChatPlugin`](crate::ChatPlugin), a window and a camera.
+///
+/// bevy_egui's `EguiPlugin` is added in [`Plugin::finish`] when the game has not added it, so
+/// the game may add its own (with its settings) before or after this plugin.
 #[derive(Debug, Clone)]
 pub struct ChatUiPlugin {
-    /// Shows and hides the panel.
+    /// Shows and hides the panel (while the chat does not have the keyboard).
     pub toggle_key: KeyCode,
-    /// Puts the cursor in the input line (when the panel is shown).
+    /// Opens the panel and puts the cursor in the input line.
     pub focus_key: KeyCode,
-    /// Font files added after egui's own fonts, in fallback order (e.g. a CJK font), so that
-    /// names and messages in other scripts render.
+    /// After Enter sends a line, keep the cursor in the input line (chat keeps the keyboard)
+    /// instead of giving the keyboard back to the game. Default `false`.
+    pub keep_focus_after_send: bool,
+    /// Add the fonts compiled into the crate (DejaVu Sans, and Droid Sans Fallback with the
+    /// `ui-cjk-font` feature) as fallbacks after the context's fonts. Default `true`.
+    pub builtin_fonts: bool,
+    /// Font files added after those, in fallback order (e.g. another script's font), so that
+    /// names and messages in more scripts render.
     pub font_files: Vec<PathBuf>,
     /// Panel look.
     pub style: ChatUiStyle,
     /// Show the panel at start.
     pub start_open: bool,
-    /// Let egui swallow keyboard and mouse input it uses, so typing never moves the player.
-    pub absorb_input: bool,
 }
 
 impl Default for ChatUiPlugin {
@@ -74,25 +94,41 @@ impl Default for ChatUiPlugin {
         Self {
             toggle_key: KeyCode::F1,
             focus_key: KeyCode::Enter,
+            keep_focus_after_send: false,
+            builtin_fonts: true,
             font_files: Vec::new(),
             style: ChatUiStyle::default(),
             start_open: true,
-            absorb_input: true,
         }
     }
 }
 
-/// Whether the chat has the keyboard (the player is typing).
+/// Whether the chat has the keyboard.
 #[derive(Resource, Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ChatUiFocus {
-    /// A chat text field has keyboard focus.
+    /// A chat text field has keyboard focus, or the focus key was pressed this frame and the
+    /// input line gets it when the panel is drawn.
     pub typing: bool,
 }
 
-/// Run condition: the player is typing in the chat. Use `.run_if(not(chat_ui_typing))` on
-/// game controls that read input directly.
-pub fn chat_ui_typing(focus: Option<Res<ChatUiFocus>>) -> bool {
+/// Run condition: the chat has the keyboard — from the frame the focus key (Enter) is pressed
+/// until the line is sent or Escape is pressed. Use `.run_if(not(chat_has_keyboard))` on game
+/// controls.
+pub fn chat_has_keyboard(focus: Option<Res<ChatUiFocus>>) -> bool {
     focus.is_some_and(|f| f.typing)
+}
+
+/// Run condition: the same as [`chat_has_keyboard`] (its older name).
+pub fn chat_ui_typing(focus: Option<Res<ChatUiFocus>>) -> bool {
+    chat_has_keyboard(focus)
+}
+
+/// System sets of the panel, to order against.
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ChatUiSystems {
+    /// `PreUpdate`, after Bevy's input: the panel's keys; updates [`ChatUiFocus`] and takes the
+    /// keys chat uses out of `ButtonInput<KeyCode>`.
+    Keys,
 }
 
 /// State of the panel; `notice` is a line the game may show at the top (e.g. "embedded server").
@@ -107,8 +143,7 @@ pub struct ChatUiState {
     pub(crate) input: String,
     pub(crate) name_input: String,
     pub(crate) join_input: String,
-    pub(crate) unread: HashMap<String, u32>,
-    pub(crate) presence: HashMap<String, Vec<PresenceUser>>,
+    pub(crate) status: track::StatusInfo,
     pub(crate) focus_input: bool,
     pub(crate) fonts_ready: bool,
 }
@@ -116,12 +151,23 @@ pub struct ChatUiState {
 impl ChatUiState {
     /// Unread live messages in a channel (zero for the active tab).
     pub fn unread(&self, channel: &str) -> u32 {
-        self.unread.get(channel).copied().unwrap_or(0)
+        self.status.unread.get(channel).copied().unwrap_or(0)
     }
 
     /// The tab shown now.
     pub fn active_tab(&self) -> Option<&ChatLogKey> {
         self.active.as_ref()
+    }
+
+    /// The player's name as the server last confirmed it (a `NameSet`), if any.
+    pub fn player_name(&self) -> Option<&str> {
+        self.status.name.as_deref()
+    }
+
+    /// Why the chat is not connected, as last heard (a disconnect reason, a login or connection
+    /// error, or why the chat could not start); `None` once connected.
+    pub fn connection_problem(&self) -> Option<&str> {
+        self.status.problem.as_deref()
     }
 }
 
@@ -131,91 +177,92 @@ pub(crate) struct ChatUiConfig(pub ChatUiPlugin);
 
 impl Plugin for ChatUiPlugin {
     fn build(&self, app: &mut App) {
-        if !app.is_plugin_added::<EguiPlugin>() {
-            app.add_plugins(EguiPlugin::default());
-        }
         app.insert_resource(ChatUiConfig(self.clone()))
             .insert_resource(ChatUiState {
                 open: self.start_open,
                 ..default()
             })
             .init_resource::<ChatUiFocus>()
-            .add_systems(Startup, absorb_input_setting)
-            .add_systems(Update, (track_chat, keys).after(ChatSet::Receive))
+            .init_resource::<ContextWatch>()
+            .add_systems(
+                PreUpdate,
+                input::keys.in_set(ChatUiSystems::Keys).after(InputSystems),
+            )
+            .add_systems(
+                Update,
+                (track::track_chat.after(ChatSet::Receive), watch_context),
+            )
             .add_systems(EguiPrimaryContextPass, panel::draw);
     }
-}
 
-fn absorb_input_setting(config: Res<ChatUiConfig>, settings: Option<ResMut<EguiGlobalSettings>>) {
-    if let Some(mut settings) = settings {
-        settings.enable_absorb_bevy_input_system = config.0.absorb_input;
+    fn finish(&self, app: &mut App) {
+        // Here rather than in `build`, so that a game adding its own `EguiPlugin` after this
+        // plugin does not panic with "plugin was already added". `App::finish` only finishes
+        // the plugins there were when it started, so the new one is finished by hand.
+        if !app.is_plugin_added::<EguiPlugin>() {
+            app.add_plugins(EguiPlugin::default());
+            EguiPlugin::default().finish(app);
+        }
     }
 }
 
-/// Keeps tabs, unread counts and presence lists in step with the chat.
-fn track_chat(
-    mut state: ResMut<ChatUiState>,
-    mut chat: Chat,
-    mut joined: MessageReader<ChatJoined>,
-    mut left: MessageReader<ChatLeft>,
-    mut received: MessageReader<ChatMessageReceived>,
-    mut presence: MessageReader<PresenceChanged>,
+/// Frames the panel has been open with no egui context, and whether that was said.
+#[derive(Resource, Debug, Default)]
+struct ContextWatch {
+    frames: u32,
+    warned: bool,
+}
+
+/// Frames without a context before the warning.
+const NO_CONTEXT_FRAMES: u32 = 60;
+
+impl ContextWatch {
+    /// Counts a frame; true once, when the panel has been open long enough with no context.
+    fn should_warn(&mut self, open: bool, has_context: bool) -> bool {
+        if has_context || !open {
+            self.frames = 0;
+            return false;
+        }
+        self.frames += 1;
+        if self.frames >= NO_CONTEXT_FRAMES && !self.warned {
+            self.warned = true;
+            return true;
+        }
+        false
+    }
+}
+
+/// Warns once when the panel is open but bevy_egui has no context to draw it in.
+fn watch_context(
+    mut watch: ResMut<ContextWatch>,
+    state: Res<ChatUiState>,
+    contexts: Query<(), With<PrimaryEguiContext>>,
 ) {
-    for joined in joined.read() {
-        if !state.tabs.contains(&joined.channel) {
-            state.tabs.push(joined.channel.clone());
-        }
-        if state.active.is_none() || !joined.rejoined {
-            state.active = Some(ChatLogKey::channel(&joined.channel));
-        }
-        chat.who(&joined.channel);
-    }
-    for left in left.read() {
-        state.tabs.retain(|t| *t != left.channel);
-        state.presence.remove(&left.channel);
-        state.unread.remove(&left.channel);
-        if state.active.as_ref().and_then(ChatLogKey::as_channel) == Some(left.channel.as_str()) {
-            state.active = state.tabs.first().map(ChatLogKey::channel);
-        }
-    }
-    for message in received.read() {
-        let active = state.active.as_ref().and_then(ChatLogKey::as_channel)
-            == Some(message.channel.as_str());
-        if !active && !message.from_history {
-            *state.unread.entry(message.channel.clone()).or_default() += 1;
-        }
-    }
-    for update in presence.read() {
-        let users = state.presence.entry(update.channel.clone()).or_default();
-        match &update.change {
-            PresenceChange::Snapshot(all) => *users = all.clone(),
-            PresenceChange::Joined(user) => {
-                users.retain(|u| u.user_id != user.user_id);
-                users.push(user.clone());
-            }
-            PresenceChange::Left(user) => users.retain(|u| u.user_id != user.user_id),
-        }
+    if watch.should_warn(state.open, !contexts.is_empty()) {
+        warn!(
+            "chat: the chat panel has no egui context; add a camera (e.g. commands.spawn(Camera2d))"
+        );
     }
 }
 
-/// The toggle and focus keys (only seen while the player is not typing).
-fn keys(
-    keyboard: Option<Res<ButtonInput<KeyCode>>>,
-    config: Res<ChatUiConfig>,
-    focus: Res<ChatUiFocus>,
-    mut state: ResMut<ChatUiState>,
-) {
-    let Some(keyboard) = keyboard else {
-        return;
-    };
-    if focus.typing {
-        return;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_context_is_reported_once_after_sixty_open_frames() {
+        let mut watch = ContextWatch::default();
+        let warnings = (0..200).filter(|_| watch.should_warn(true, false)).count();
+        assert_eq!(warnings, 1);
+        let mut watch = ContextWatch::default();
+        assert!((0..59).all(|_| !watch.should_warn(true, false)));
+        assert!(watch.should_warn(true, false), "the 60th frame warns");
     }
-    if keyboard.just_pressed(config.0.toggle_key) {
-        state.open = !state.open;
-    }
-    if keyboard.just_pressed(config.0.focus_key) {
-        state.open = true;
-        state.focus_input = true;
+
+    #[test]
+    fn a_context_or_a_closed_panel_is_not_reported() {
+        let mut watch = ContextWatch::default();
+        assert!((0..200).all(|_| !watch.should_warn(true, true)));
+        assert!((0..200).all(|_| !watch.should_warn(false, false)));
     }
 }

@@ -1,12 +1,11 @@
 //! Drawing the chat panel with egui.
 
-use std::sync::Arc;
-
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, egui};
 
-use super::{ChatUiConfig, ChatUiFocus, ChatUiState};
+use super::status::{outage, outage_banner, status_line};
+use super::{ChatUiConfig, ChatUiFocus, ChatUiState, fonts};
 use crate::log::{ChatLineKind, ChatLog, ChatLogKey};
 use crate::state::ChatConnectionState;
 use crate::{Chat, ChatAuth};
@@ -35,7 +34,7 @@ pub(super) fn draw(
     } = shown;
     let ctx = contexts.ctx_mut()?;
     if !state.fonts_ready {
-        install_fonts(ctx, &config.0.font_files);
+        fonts::install(ctx, config.0.builtin_fonts, &config.0.font_files);
         state.fonts_ready = true;
     }
     if !state.open {
@@ -59,6 +58,9 @@ pub(super) fn draw(
                 font.size = font.size.max(style.text_size * 0.85);
             }
             status_line(ui, &state, *connection, &auth);
+            if let Some(banner) = outage_banner(*connection, state.status.problem.as_deref()) {
+                outage(ui, &banner);
+            }
             ui.separator();
             tabs(ui, &mut state, &log);
             ui.separator();
@@ -80,43 +82,17 @@ pub(super) fn draw(
                 let people_width = ui.available_width();
                 ui.allocate_ui_with_layout(egui::vec2(people_width, list_height), top_down, |ui| {
                     ui.set_min_size(egui::vec2(people_width, list_height));
-                    people(ui, &mut state, &active);
+                    people(ui, &mut state, &active, *connection);
                 });
             });
+            // Room for a "X is typing…" line under the messages.
             ui.separator();
-            typing = input_line(ui, &mut state, &mut chat, &active);
+            let keep_focus = config.0.keep_focus_after_send;
+            typing = input_line(ui, &mut state, &mut chat, &active, keep_focus);
             typing |= controls(ui, &mut state, &mut chat, &active);
         });
     focus.typing = typing;
     Ok(())
-}
-
-fn status_line(
-    ui: &mut egui::Ui,
-    state: &ChatUiState,
-    connection: ChatConnectionState,
-    auth: &ChatAuth,
-) {
-    let (color, text) = match connection {
-        ChatConnectionState::Connected => (egui::Color32::from_rgb(90, 200, 120), "Connected"),
-        ChatConnectionState::Connecting => (egui::Color32::from_rgb(230, 200, 80), "Connecting…"),
-        ChatConnectionState::LoggingIn => (egui::Color32::from_rgb(230, 200, 80), "Logging in…"),
-        ChatConnectionState::Reconnecting => {
-            (egui::Color32::from_rgb(240, 140, 60), "Reconnecting…")
-        }
-        ChatConnectionState::Disconnected => (egui::Color32::from_rgb(220, 80, 80), "Disconnected"),
-        ChatConnectionState::Failed => (egui::Color32::from_rgb(220, 80, 80), "Chat is off"),
-    };
-    ui.horizontal(|ui| {
-        ui.colored_label(color, "●");
-        ui.label(text);
-        if let Some(user) = &auth.user_id {
-            ui.weak(format!("· you are {}", short_id(user)));
-        }
-    });
-    if let Some(notice) = &state.notice {
-        ui.weak(notice);
-    }
 }
 
 fn tabs(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog) {
@@ -142,7 +118,7 @@ fn tabs(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog) {
         for (key, label) in tabs {
             if ui.selectable_label(active == key, label).clicked() {
                 if let Some(channel) = key.as_channel() {
-                    state.unread.remove(channel);
+                    state.status.unread.remove(channel);
                 }
                 state.active = Some(key);
             }
@@ -152,7 +128,7 @@ fn tabs(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog) {
 
 fn messages(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog, active: &ChatLogKey) {
     if let Some(channel) = active.as_channel() {
-        state.unread.remove(channel);
+        state.status.unread.remove(channel);
     }
     egui::ScrollArea::vertical()
         .id_salt(("chat-lines", active))
@@ -174,13 +150,7 @@ fn messages(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog, active: &
                                 .strong();
                             let response =
                                 ui.add(egui::Label::new(name).sense(egui::Sense::click()));
-                            if response
-                                .on_hover_text("click to send a direct message")
-                                .clicked()
-                            {
-                                state.input = format!("/w {user_id} ");
-                                state.focus_input = true;
-                            }
+                            name_menu(state, &response, user_id);
                             ui.label(text);
                         }
                         ChatLineKind::System(text) => {
@@ -196,13 +166,29 @@ fn messages(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog, active: &
         });
 }
 
-fn people(ui: &mut egui::Ui, state: &mut ChatUiState, active: &ChatLogKey) {
+fn people(
+    ui: &mut egui::Ui,
+    state: &mut ChatUiState,
+    active: &ChatLogKey,
+    connection: ChatConnectionState,
+) {
     let Some(channel) = active.as_channel() else {
         return;
     };
-    let users = state.presence.get(channel).cloned().unwrap_or_default();
+    let users = state
+        .status
+        .presence
+        .get(channel)
+        .cloned()
+        .unwrap_or_default();
+    let live = connection == ChatConnectionState::Connected;
     ui.vertical(|ui| {
-        ui.weak(format!("Here ({})", users.len()));
+        if live {
+            ui.weak(format!("Here ({})", users.len()));
+        } else {
+            ui.weak(format!("Here ({}) · reconnecting…", users.len()))
+                .on_hover_text("Not connected: this list may be out of date");
+        }
         egui::ScrollArea::vertical()
             .id_salt(("chat-people", active))
             .show(ui, |ui| {
@@ -211,16 +197,29 @@ fn people(ui: &mut egui::Ui, state: &mut ChatUiState, active: &ChatLogKey) {
                         .username
                         .clone()
                         .unwrap_or_else(|| short_id(&user.user_id));
-                    let label = egui::RichText::new(name).color(name_color(&user.user_id));
-                    if ui
-                        .add(egui::Label::new(label).sense(egui::Sense::click()))
-                        .clicked()
-                    {
-                        state.input = format!("/w {} ", user.user_id);
-                        state.focus_input = true;
-                    }
+                    let color = if live {
+                        name_color(&user.user_id)
+                    } else {
+                        egui::Color32::from_gray(120)
+                    };
+                    let label = egui::RichText::new(name).color(color);
+                    let response = ui.add(egui::Label::new(label).sense(egui::Sense::click()));
+                    name_menu(state, &response, &user.user_id);
                 }
             });
+    });
+}
+
+/// The menu a click (or right click) on a name opens.
+fn name_menu(state: &mut ChatUiState, response: &egui::Response, user_id: &str) {
+    let open = (response.clicked() || response.secondary_clicked())
+        .then_some(egui::SetOpenCommand::Toggle);
+    egui::Popup::menu(response).open_memory(open).show(|ui| {
+        if ui.button("Whisper").clicked() {
+            state.input = format!("/w {user_id} ");
+            state.focus_input = true;
+            ui.close();
+        }
     });
 }
 
@@ -230,6 +229,7 @@ fn input_line(
     state: &mut ChatUiState,
     chat: &mut Chat,
     active: &ChatLogKey,
+    keep_focus_after_send: bool,
 ) -> bool {
     let hint = match active {
         ChatLogKey::Channel(_) => "Say something… (Enter to send, /help)",
@@ -241,15 +241,22 @@ fn input_line(
             .desired_width(f32::INFINITY)
             .id(egui::Id::new("chat-input")),
     );
+    let mut focused = response.has_focus();
     if std::mem::take(&mut state.focus_input) {
         response.request_focus();
+        focused = true;
     }
+    // egui's single-line edit gives up the focus on Enter (send) and on Escape (leave, the
+    // text stays).
     if response.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
         let text = std::mem::take(&mut state.input);
         submit(text.trim(), state, chat, active);
-        response.request_focus();
+        if keep_focus_after_send {
+            response.request_focus();
+            focused = true;
+        }
     }
-    response.has_focus()
+    focused
 }
 
 /// Name and join fields. Returns whether one of them has the keyboard.
@@ -327,29 +334,6 @@ fn submit(text: &str, state: &mut ChatUiState, chat: &mut Chat, active: &ChatLog
     }
 }
 
-/// Loads extra fonts as fallbacks after egui's own.
-fn install_fonts(ctx: &egui::Context, files: &[std::path::PathBuf]) {
-    if files.is_empty() {
-        return;
-    }
-    let mut fonts = egui::FontDefinitions::default();
-    for (index, path) in files.iter().enumerate() {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let name = format!("chat-font-{index}");
-                fonts
-                    .font_data
-                    .insert(name.clone(), Arc::new(egui::FontData::from_owned(bytes)));
-                for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
-                    fonts.families.entry(family).or_default().push(name.clone());
-                }
-            }
-            Err(error) => warn!(%error, path = %path.display(), "chat: cannot load font"),
-        }
-    }
-    ctx.set_fonts(fonts);
-}
-
 /// `HH:MM` (UTC) of a timestamp in ms.
 fn clock(ts: u64) -> String {
     let minutes = ts / 60_000;
@@ -365,6 +349,7 @@ fn name_color(user_id: &str) -> egui::Color32 {
     egui::ecolor::Hsva::new(hue, 0.55, 0.95, 1.0).into()
 }
 
-fn short_id(user_id: &str) -> String {
+/// The first characters of a user id, for people.
+pub(super) fn short_id(user_id: &str) -> String {
     user_id.chars().take(8).collect()
 }

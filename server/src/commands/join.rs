@@ -54,8 +54,9 @@ pub(super) async fn run(
         // We are subscribed already, so anything newer than this read also arrives live;
         // `replay_until` drops the live copies of what the history holds.
         match node.engine.history(channel, query).await {
-            Ok(history) => {
+            Ok(mut history) => {
                 joined.replay_until = history.messages.last().map(|m| m.id);
+                super::without_blocked(session, &mut history.messages);
                 let event = Event::History(HistoryPage {
                     channel: channel.to_owned(),
                     messages: history.messages,

@@ -5,7 +5,7 @@ use protocol::{ErrorCode, Ref};
 use super::{Replies, Session, reply};
 use crate::engine::NewMessage;
 use crate::error::ChatError;
-use crate::limits::check_message;
+use crate::limits::{check_message, check_not_reserved};
 use crate::moderation::Target;
 use crate::node::Node;
 use crate::policy::Access;
@@ -18,6 +18,7 @@ pub(super) async fn run(
     reference: Option<&Ref>,
 ) -> Result<Replies, ChatError> {
     let username = session.require_name(node).await?;
+    check_not_reserved(channel)?;
     session.require_joined(channel)?;
     if let Access::Deny(text) = node.channels.may_send(&session.principal, channel) {
         return Err(ChatError::new(ErrorCode::Forbidden, text));
@@ -35,6 +36,10 @@ pub(super) async fn run(
         })
         .await?;
     node.metrics.messages_published.inc();
+    // The sender stopped typing: the next `typing` here is news again.
+    if let Some(joined) = session.channels.get_mut(channel) {
+        joined.typing_at = None;
+    }
     // The sender's own copy is queued by now; this reply is written before the queue is read,
     // so the sender sees "Message sent to ..." first, as with the seed.
     Ok(vec![ack])

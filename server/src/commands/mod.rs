@@ -1,12 +1,14 @@
 //! Client requests, one file per request type (as in mini-redis). Each returns the frames to
 //! send back to the requesting connection, in order; deliveries to others go through the engine.
 
+mod block;
 mod direct;
 mod history;
 mod join;
 mod leave;
 mod message;
 mod set_name;
+mod typing;
 mod who;
 
 use std::collections::HashMap;
@@ -27,6 +29,8 @@ use crate::node::Node;
 pub struct Joined {
     /// Live copies of messages up to this id were already sent as history: skip them.
     pub replay_until: Option<MessageId>,
+    /// When this connection last announced `typing` here (cleared by a `message`).
+    pub typing_at: Option<std::time::Instant>,
 }
 
 /// Per-connection state that requests read and change.
@@ -95,6 +99,15 @@ impl Session {
     }
 }
 
+/// Drops the messages of users this connection's user blocks from a history page (the page may
+/// then hold fewer messages than asked for; `more` still tells whether older ones are kept).
+fn without_blocked(session: &Session, messages: &mut Vec<protocol::ChatMessage>) {
+    let blocks = &session.conn.blocks;
+    if blocks.blocks_anyone() {
+        messages.retain(|m| !blocks.blocks(&m.user_id));
+    }
+}
+
 /// Frames to send back to the requester, in order.
 pub type Replies = Vec<String>;
 
@@ -106,10 +119,8 @@ pub fn screen(
     target: Target<'_>,
     text: String,
 ) -> Result<String, ChatError> {
-    if target != Target::Name
-        && let Some(muted) = node.hub.mute_of(&who.user_id, crate::engine::now_ms())
-    {
-        return Err(ChatError::new(ErrorCode::Forbidden, muted));
+    if target != Target::Name {
+        refuse_muted(node, who)?;
     }
     match node.moderator.review(who, target, &text) {
         Review::Pass => Ok(text),
@@ -123,6 +134,15 @@ pub fn screen(
             format!("Invalid username: {reason}"),
         )),
         Review::Reject(reason) => Err(ChatError::new(ErrorCode::Forbidden, reason)),
+    }
+}
+
+/// Refuses a muted user (`forbidden`, saying for how long): what `message`, `direct` and
+/// `typing` check first.
+pub fn refuse_muted(node: &Node, who: &Principal) -> Result<(), ChatError> {
+    match node.hub.mute_of(&who.user_id, crate::engine::now_ms()) {
+        Some(muted) => Err(ChatError::new(ErrorCode::Forbidden, muted)),
+        None => Ok(()),
     }
 }
 
@@ -161,6 +181,12 @@ pub async fn handle(session: &mut Session, node: &Node, frame: ClientFrame) -> R
             limit,
         } => history::run(session, node, &channel, before, limit, reference).await,
         ClientRequest::Ping => Ok(vec![Event::Pong.to_json(reference)]),
+        ClientRequest::Typing { channel } => typing::run(session, node, &channel).await,
+        ClientRequest::Block { user_id } => block::block(session, node, &user_id, reference).await,
+        ClientRequest::Unblock { user_id } => {
+            block::unblock(session, node, &user_id, reference).await
+        }
+        ClientRequest::Blocked => block::blocked(session, node, reference).await,
     };
     result.unwrap_or_else(|error| {
         node.metrics.error(error.code);

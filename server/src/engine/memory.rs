@@ -4,7 +4,7 @@
 
 mod budget;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -16,7 +16,8 @@ use crate::moderation::{Sanction, Standing};
 
 use self::budget::{Budget, Kept, kept_bytes};
 use super::{
-    Delivery, DeliverySink, Engine, EngineError, History, HistoryQuery, NewMessage, now_ms,
+    BlockOutcome, BlockSnapshot, Delivery, DeliverySink, Engine, EngineError, History,
+    HistoryQuery, NewMessage, now_ms,
 };
 
 /// Engine state kept in this process.
@@ -27,6 +28,8 @@ pub struct MemoryEngine {
     names: Mutex<Names>,
     online: Mutex<HashMap<String, usize>>,
     standings: Mutex<HashMap<String, Standing>>,
+    /// Block lists. Changes are delivered under this lock, in order.
+    blocks: Mutex<Blocks>,
     max_channels: usize,
     /// History bytes held in all channels. Lock order: `channels`, then a channel, then this.
     budget: Mutex<Budget>,
@@ -50,6 +53,26 @@ struct ChannelState {
     last_active_ms: u64,
 }
 
+/// Every user's block list, and the version of the newest change (of any list).
+#[derive(Default)]
+struct Blocks {
+    lists: HashMap<String, BTreeSet<String>>,
+    version: u64,
+}
+
+impl Blocks {
+    fn snapshot(&self, user: &str) -> BlockSnapshot {
+        BlockSnapshot {
+            version: self.version,
+            users: self
+                .lists
+                .get(user)
+                .map(|list| list.iter().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Names {
     by_user: HashMap<String, String>,
@@ -67,6 +90,7 @@ impl MemoryEngine {
             names: Mutex::default(),
             online: Mutex::default(),
             standings: Mutex::default(),
+            blocks: Mutex::default(),
             max_channels: usize::MAX,
             budget: Mutex::new(Budget::new(usize::MAX)),
             metrics: None,
@@ -195,6 +219,16 @@ impl MemoryEngine {
             }
             // Otherwise another caller dropped it meanwhile: look at the new oldest.
         }
+    }
+
+    /// Hands a user's new block list to the hub (called under the `blocks` lock, so that lists
+    /// arrive in the order they were made).
+    fn deliver_blocks(&self, user: &str, snapshot: &BlockSnapshot) {
+        self.sink.deliver(Delivery::Blocks {
+            user: Arc::from(user),
+            blocks: Arc::new(snapshot.clone()),
+            reset: false,
+        });
     }
 
     /// The id after `last` for a message accepted at `now` (the Redis stream rule).
@@ -433,6 +467,45 @@ impl Engine for MemoryEngine {
             .get(user_id)
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn block(
+        &self,
+        user: &str,
+        target: &str,
+        max: usize,
+    ) -> Result<BlockOutcome, EngineError> {
+        let mut blocks = self.blocks.lock();
+        let list = blocks.lists.entry(user.to_owned()).or_default();
+        if !list.contains(target) && list.len() >= max {
+            if list.is_empty() {
+                blocks.lists.remove(user);
+            }
+            return Ok(BlockOutcome::TooMany);
+        }
+        list.insert(target.to_owned());
+        blocks.version += 1;
+        let snapshot = blocks.snapshot(user);
+        self.deliver_blocks(user, &snapshot);
+        Ok(BlockOutcome::Blocked(snapshot))
+    }
+
+    async fn unblock(&self, user: &str, target: &str) -> Result<BlockSnapshot, EngineError> {
+        let mut blocks = self.blocks.lock();
+        if let Some(list) = blocks.lists.get_mut(user) {
+            list.remove(target);
+            if list.is_empty() {
+                blocks.lists.remove(user);
+            }
+        }
+        blocks.version += 1;
+        let snapshot = blocks.snapshot(user);
+        self.deliver_blocks(user, &snapshot);
+        Ok(snapshot)
+    }
+
+    async fn blocked(&self, user: &str) -> Result<BlockSnapshot, EngineError> {
+        Ok(self.blocks.lock().snapshot(user))
     }
 
     async fn ready(&self) -> bool {

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use crate::moderation::{Sanction, Standing};
 use protocol::{
     BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange, PresenceUser,
+    TypingUser,
 };
 
 pub use self::redis::{Keys as RedisKeys, RedisEngine, RedisGuestStore, RedisSettings};
@@ -56,6 +57,20 @@ pub enum Delivery {
         user: Arc<str>,
         /// The action.
         sanction: Arc<Sanction>,
+    },
+    /// A user is typing: for every local member of the channel but the typist's own
+    /// connections. Published through [`Engine::announce`], never kept in history.
+    Typing(Arc<TypingUser>),
+    /// `user`'s block list changed: the full list now (every node updates the cache of its
+    /// local connections of `user`).
+    Blocks {
+        /// The blocking user.
+        user: Arc<str>,
+        /// The list and its version.
+        blocks: Arc<BlockSnapshot>,
+        /// Read again after missed changes (a pub/sub outage): replaces the cached list even
+        /// when its version is not newer (the backend may have lost its data).
+        reset: bool,
     },
 }
 
@@ -128,6 +143,25 @@ pub struct History {
     pub gap: bool,
 }
 
+/// A user's block list as the engine holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockSnapshot {
+    /// Grows with every change of the list (0: never changed), so that a node applies only
+    /// lists newer than the one it has.
+    pub version: u64,
+    /// Every user blocked, sorted.
+    pub users: Vec<String>,
+}
+
+/// Result of [`Engine::block`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Blocked (or blocked already): the list now.
+    Blocked(BlockSnapshot),
+    /// The user blocks `max` users already and the target is not one of them: nothing changed.
+    TooMany,
+}
+
 /// The shared state of all server nodes. Every method may fail with
 /// [`EngineError::Unavailable`] when the backend is unreachable.
 #[async_trait]
@@ -163,7 +197,8 @@ pub trait Engine: Send + Sync + 'static {
     /// Users present in a channel, each once.
     async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError>;
 
-    /// Delivers a presence change to every member of the channel, on every node.
+    /// Delivers a presence change or a typing indicator to every member of the channel, on
+    /// every node (nothing is stored).
     async fn announce(&self, delivery: Delivery) -> Result<(), EngineError>;
 
     /// Records that `user_id` has a connection on this node (for direct messages).
@@ -185,6 +220,22 @@ pub trait Engine: Send + Sync + 'static {
 
     /// A user's mute and ban as recorded (expired ones may still be listed).
     async fn standing(&self, user_id: &str) -> Result<Standing, EngineError>;
+
+    /// Adds `target` to `user`'s block list unless that already holds `max` others (checked and
+    /// added in one atomic step), and delivers the new list to every node.
+    async fn block(
+        &self,
+        user: &str,
+        target: &str,
+        max: usize,
+    ) -> Result<BlockOutcome, EngineError>;
+
+    /// Removes `target` from `user`'s block list, delivers the new list to every node and
+    /// returns it.
+    async fn unblock(&self, user: &str, target: &str) -> Result<BlockSnapshot, EngineError>;
+
+    /// `user`'s block list.
+    async fn blocked(&self, user: &str) -> Result<BlockSnapshot, EngineError>;
 
     /// Whether the backend is reachable (for `/healthz`).
     async fn ready(&self) -> bool;

@@ -54,6 +54,7 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
     // Read after joining the hub: a mute or ban given from now on reaches the hub directly, and
     // one given before is in the engine. (The only ban check of a new connection.)
     let banned = load_standing(node, &principal.user_id).await;
+    load_blocks(node, &handle).await;
     metrics.connections.inc();
     metrics.connections_total.inc();
     tracing::debug!(conn = handle.id, "connected");
@@ -286,4 +287,19 @@ async fn load_standing(node: &Node, user_id: &std::sync::Arc<str>) -> Option<Str
         }
     }
     None
+}
+
+/// Reads the user's block list into the hub, unless another connection of the user here did
+/// already (changes from now on reach the hub directly; a read older than one of them is not
+/// applied). Without it (engine down) nothing is filtered until the next change or connection.
+async fn load_blocks(node: &Node, handle: &crate::hub::ConnHandle) {
+    if handle.blocks.loaded() {
+        return;
+    }
+    match node.engine.blocked(&handle.user_id).await {
+        Ok(blocks) => {
+            handle.blocks.apply(&blocks, false);
+        }
+        Err(error) => tracing::warn!(%error, "could not read the user's block list"),
+    }
 }

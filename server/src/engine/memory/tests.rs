@@ -310,3 +310,40 @@ async fn concurrent_publishers_stay_within_the_budget_without_deadlock() {
         budget.held()
     );
 }
+
+#[tokio::test]
+async fn block_lists_are_capped_versioned_and_delivered_in_order() {
+    let sink = Arc::new(Collect::default());
+    let engine = MemoryEngine::new(sink.clone(), 10);
+    let users = |outcome: BlockOutcome| match outcome {
+        BlockOutcome::Blocked(snapshot) => snapshot.users,
+        BlockOutcome::TooMany => panic!("too many"),
+    };
+    assert_eq!(users(engine.block("a", "c", 2).await.unwrap()), ["c"]);
+    assert_eq!(users(engine.block("a", "b", 2).await.unwrap()), ["b", "c"]);
+    assert_eq!(
+        engine.block("a", "d", 2).await.unwrap(),
+        BlockOutcome::TooMany
+    );
+    // Blocked already: no new entry, so the cap does not refuse it.
+    assert_eq!(users(engine.block("a", "b", 2).await.unwrap()), ["b", "c"]);
+    assert_eq!(engine.unblock("a", "c").await.unwrap().users, ["b"]);
+    assert_eq!(engine.blocked("a").await.unwrap().users, ["b"]);
+    assert!(engine.blocked("z").await.unwrap().users.is_empty());
+    // Every change was delivered, with growing versions, in order.
+    let delivered: Vec<(u64, Vec<String>)> = sink
+        .0
+        .lock()
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Blocks { user, blocks, .. } if &**user == "a" => {
+                Some((blocks.version, blocks.users.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let versions: Vec<u64> = delivered.iter().map(|(v, _)| *v).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    assert_eq!(delivered.len(), 4);
+    assert_eq!(delivered.last().unwrap().1, ["b"]);
+}

@@ -44,6 +44,16 @@ impl Keys {
         format!("{}ban:{user}", self.prefix)
     }
 
+    /// Set of the users a user blocks.
+    pub fn blocks(&self, user: &str) -> String {
+        format!("{}blocks:{user}", self.prefix)
+    }
+
+    /// Hash user → version of its block list (grows with every change).
+    pub fn block_versions(&self) -> String {
+        format!("{}block-versions", self.prefix)
+    }
+
     /// Stream of a channel's history.
     pub fn history(&self, channel: &str) -> String {
         format!("{}history:{channel}", self.prefix)

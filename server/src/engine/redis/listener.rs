@@ -48,6 +48,9 @@ pub(super) async fn run(
                         tracing::warn!(%error, "could not re-register presence after reconnecting");
                     }
                     replay(&shared).await;
+                    if let Err(error) = shared.reload_blocks().await {
+                        tracing::warn!(%error, "could not reload block lists after reconnecting");
+                    }
                 }
                 shared.pubsub_up.store(true, Ordering::Release);
                 let mut liveness = tokio::time::interval(LIVENESS);
@@ -188,6 +191,16 @@ fn handle(shared: &Shared, _channel: &str, payload: &[u8]) {
         Incoming::Sanction { user, sanction } => shared.sink.deliver(Delivery::Sanction {
             user: Arc::from(user),
             sanction: Arc::new(sanction),
+        }),
+        Incoming::Typing(typing) => {
+            if shared.subscribed.lock().contains_key(&typing.channel) {
+                shared.sink.deliver(Delivery::Typing(Arc::new(typing)));
+            }
+        }
+        Incoming::Blocks { user, blocks } => shared.sink.deliver(Delivery::Blocks {
+            user: Arc::from(user),
+            blocks: Arc::new(blocks),
+            reset: false,
         }),
     }
 }

@@ -4,6 +4,7 @@
 //! ([`listener`]), subscribed to the channels it has local members in; after a Redis outage it
 //! resubscribes and replays from the streams what it missed.
 
+mod blocks;
 mod entries;
 mod guests;
 mod keys;
@@ -28,7 +29,8 @@ pub use guests::RedisGuestStore;
 pub use keys::Keys;
 
 use super::{
-    Delivery, DeliverySink, Engine, EngineError, History, HistoryQuery, NewMessage, now_ms,
+    BlockOutcome, BlockSnapshot, Delivery, DeliverySink, Engine, EngineError, History,
+    HistoryQuery, NewMessage, now_ms,
 };
 use crate::moderation::{Sanction, Standing};
 use entries::{Entry, entry_message, parse_id};
@@ -434,6 +436,8 @@ impl Engine for RedisEngine {
                 &change.channel,
                 Wire::left(&change.channel, &change.user_id, change.username.as_deref()),
             ),
+            // Pub/sub only: a typing indicator is never written to the channel's stream.
+            Delivery::Typing(typing) => (&typing.channel, Wire::typing(typing)),
             _ => return Ok(()),
         };
         self.publish_raw(self.shared.keys.channel(channel), payload)
@@ -544,6 +548,23 @@ impl Engine for RedisEngine {
             muted: parse(mute),
             banned: parse(ban),
         })
+    }
+
+    async fn block(
+        &self,
+        user: &str,
+        target: &str,
+        max: usize,
+    ) -> Result<BlockOutcome, EngineError> {
+        self.shared.block(user, target, max).await
+    }
+
+    async fn unblock(&self, user: &str, target: &str) -> Result<BlockSnapshot, EngineError> {
+        self.shared.unblock(user, target).await
+    }
+
+    async fn blocked(&self, user: &str) -> Result<BlockSnapshot, EngineError> {
+        self.shared.blocked(user).await
     }
 
     async fn ready(&self) -> bool {

@@ -121,3 +121,39 @@ return gone
 "#,
     )
 });
+
+/// Adds a user to a block list unless the list holds `max` others already, bumps the list's
+/// version and publishes the new list on the control channel (so nodes apply lists in the order
+/// they were made). Returns `{version, list}`, or nil (nothing changed) when the list is full.
+///
+/// KEYS: block set, versions hash, control pub/sub channel. ARGV: max, target, blocking user.
+pub static BLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then
+  if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+  redis.call('SADD', KEYS[1], ARGV[2])
+end
+local v = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+local list = redis.call('SMEMBERS', KEYS[1])
+redis.call('PUBLISH', KEYS[3], cjson.encode({t = 'k', u = ARGV[3], v = v, b = list}))
+return {v, list}
+"#,
+    )
+});
+
+/// Removes a user from a block list, bumps its version and publishes the new list (cjson
+/// encodes an empty one as `{}`). Returns `{version, list}`.
+///
+/// KEYS: block set, versions hash, control pub/sub channel. ARGV: target, blocking user.
+pub static UNBLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('SREM', KEYS[1], ARGV[1])
+local v = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+local list = redis.call('SMEMBERS', KEYS[1])
+redis.call('PUBLISH', KEYS[3], cjson.encode({t = 'k', u = ARGV[2], v = v, b = list}))
+return {v, list}
+"#,
+    )
+});

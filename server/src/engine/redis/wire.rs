@@ -1,9 +1,12 @@
 //! What nodes publish to each other over Redis pub/sub (JSON; chat messages are written by the
 //! publish script with the same field names).
 
-use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange};
+use protocol::{
+    BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceChange, TypingUser,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::BlockSnapshot;
 use crate::moderation::Sanction;
 
 /// A pub/sub payload.
@@ -42,6 +45,34 @@ pub(super) enum Wire {
     /// A moderation action on every connection of `u`.
     #[serde(rename = "x")]
     Sanction { u: String, s: Sanction },
+    /// A user is typing in a channel (`w` for writing; published only, never streamed).
+    #[serde(rename = "w")]
+    Typing { c: String, u: String, n: String },
+    /// `u`'s block list changed: every user it blocks now (written by the block scripts).
+    #[serde(rename = "k")]
+    Blocks {
+        u: String,
+        v: u64,
+        #[serde(deserialize_with = "lua_list")]
+        b: Vec<String>,
+    },
+}
+
+/// A list as cjson writes it: an array, or `{}` when empty (Lua cannot tell the two apart).
+fn lua_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    use serde_json::Value;
+    match Value::deserialize(deserializer)? {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(text) => Ok(text),
+                _ => Err(D::Error::custom("a block list holds user ids")),
+            })
+            .collect(),
+        Value::Object(map) if map.is_empty() => Ok(Vec::new()),
+        _ => Err(D::Error::custom("expected a block list")),
+    }
 }
 
 /// A decoded payload.
@@ -52,6 +83,8 @@ pub(super) enum Incoming {
     Direct { to: String, message: DirectMessage },
     Broadcast(BroadcastMessage),
     Sanction { user: String, sanction: Sanction },
+    Typing(TypingUser),
+    Blocks { user: String, blocks: BlockSnapshot },
 }
 
 fn encode(wire: &Wire) -> String {
@@ -93,6 +126,14 @@ impl Wire {
         })
     }
 
+    pub fn typing(typing: &TypingUser) -> String {
+        encode(&Wire::Typing {
+            c: typing.channel.clone(),
+            u: typing.user_id.clone(),
+            n: typing.username.clone(),
+        })
+    }
+
     /// Decodes a payload; `None` (logged) for one this version does not understand.
     pub fn decode(payload: &[u8]) -> Option<Incoming> {
         let wire: Wire = match serde_json::from_slice(payload) {
@@ -130,6 +171,21 @@ impl Wire {
                 user: u,
                 sanction: s,
             },
+            Wire::Typing { c, u, n } => Incoming::Typing(TypingUser {
+                channel: c,
+                user_id: u,
+                username: n,
+            }),
+            Wire::Blocks { u, v, mut b } => {
+                b.sort_unstable();
+                Incoming::Blocks {
+                    user: u,
+                    blocks: BlockSnapshot {
+                        version: v,
+                        users: b,
+                    },
+                }
+            }
         })
     }
 }
@@ -153,5 +209,45 @@ mod tests {
             Wire::decode(Wire::left("c", "u", None).as_bytes()),
             Some(Incoming::Left(_))
         ));
+    }
+
+    #[test]
+    fn typing_round_trips() {
+        let typing = TypingUser {
+            channel: "a/b".into(),
+            user_id: "u1".into(),
+            username: "Ann".into(),
+        };
+        let payload = Wire::typing(&typing);
+        assert_eq!(payload, r#"{"t":"w","c":"a/b","u":"u1","n":"Ann"}"#);
+        let Some(Incoming::Typing(decoded)) = Wire::decode(payload.as_bytes()) else {
+            panic!("not a typing");
+        };
+        assert_eq!(decoded, typing);
+    }
+
+    #[test]
+    fn block_lists_decode_as_cjson_writes_them() {
+        for (payload, want) in [
+            (
+                &br#"{"t":"k","u":"a","v":2,"b":["c","b"]}"#[..],
+                vec!["b", "c"],
+            ),
+            // cjson writes an empty Lua table as an object.
+            (
+                &br#"{"t":"k","u":"a","v":2,"b":{}}"#[..],
+                Vec::<&str>::new(),
+            ),
+        ] {
+            let Some(Incoming::Blocks { user, blocks }) = Wire::decode(payload) else {
+                panic!("not a block list");
+            };
+            let want: Vec<String> = want.into_iter().map(String::from).collect::<Vec<_>>();
+            assert_eq!(
+                (user.as_str(), blocks.version, blocks.users),
+                ("a", 2, want)
+            );
+        }
+        assert!(Wire::decode(br#"{"t":"k","u":"a","v":1,"b":{"x":1}}"#).is_none());
     }
 }
