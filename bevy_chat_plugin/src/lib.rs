@@ -57,6 +57,8 @@
 
 mod api;
 mod auth;
+#[cfg(feature = "bubbles")]
+pub mod bubbles;
 mod config;
 mod log;
 mod messages;
@@ -75,6 +77,8 @@ pub(crate) use auth::ChatAuth;
 /// themselves.
 #[cfg(feature = "ui")]
 pub use bevy_egui;
+#[cfg(feature = "bubbles")]
+pub use bubbles::{ChatBubbleStyle, ChatBubblesPlugin, ChatSpeaker};
 pub use config::{ChatLogin, ChatPlugin, ReconnectPolicy};
 pub use log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 pub use messages::*;
