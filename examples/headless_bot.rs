@@ -41,8 +41,7 @@ fn main() {
         say_every: seconds("BOT_SAY_EVERY").map(|s| Timer::from_seconds(s, TimerMode::Repeating)),
         lifetime: seconds("BOT_SECONDS").map(|s| Timer::from_seconds(s, TimerMode::Once)),
     };
-    let mut chat = ChatPlugin::new(server_url);
-    chat.app_name = "bevy_chat_headless_bot".into();
+    let chat = ChatPlugin::new(server_url).with_app_name("bevy_chat_headless_bot");
     App::new()
         .add_plugins((
             MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(

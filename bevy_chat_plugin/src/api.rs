@@ -11,7 +11,7 @@ use crate::state::ChatConnectionState;
 /// Commands queued this frame; sent to the network thread in `PostUpdate`
 /// ([`ChatSet::Send`](crate::ChatSet::Send)).
 #[derive(Resource, Debug, Default)]
-pub struct ChatOutbox {
+pub(crate) struct ChatOutbox {
     pub(crate) commands: Vec<Command>,
 }
 

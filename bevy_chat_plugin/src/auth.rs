@@ -1,25 +1,26 @@
 //! Login over HTTP (run on the network thread, never the main thread) and the saved guest
 //! credentials.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use protocol::{LoginResponse, RefreshResponse};
 use serde::{Deserialize, Serialize};
 
-/// What the game can see of the login.
+/// Refresh the access token this long before it expires.
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// The login as the ECS sees it (games read it through [`Chat::user_id`](crate::Chat::user_id)).
 #[derive(Resource, Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChatAuth {
+pub(crate) struct ChatAuth {
     /// This player's user id, once logged in.
     pub user_id: Option<String>,
-    /// Where guest credentials are kept (none with a bring-your-own token).
-    pub credentials_file: Option<PathBuf>,
 }
 
 /// A guest's saved credentials: enough to log in as the same user again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestCredentials {
+pub(crate) struct GuestCredentials {
     /// The guest's user id.
     pub user_id: String,
     /// The guest's secret.
@@ -135,7 +136,7 @@ fn token_subject(token: &str) -> Option<String> {
 
 /// Why a login failed.
 #[derive(Debug, thiserror::Error)]
-pub enum LoginError {
+pub(crate) enum LoginError {
     /// The server could not be reached or did not answer in time.
     #[error("cannot reach the login server: {0}")]
     Unreachable(String),
@@ -252,7 +253,7 @@ pub(crate) fn refresh(
 }
 
 /// Reads saved credentials; none when the file is missing or unreadable.
-pub fn load_credentials(path: &Path) -> Option<GuestCredentials> {
+pub(crate) fn load_credentials(path: &Path) -> Option<GuestCredentials> {
     let text = std::fs::read_to_string(path).ok()?;
     match serde_json::from_str(&text) {
         Ok(credentials) => Some(credentials),
@@ -264,7 +265,7 @@ pub fn load_credentials(path: &Path) -> Option<GuestCredentials> {
 }
 
 /// Saves credentials (creating the directory; owner-only permissions on unix).
-pub fn save_credentials(path: &Path, credentials: &GuestCredentials) -> std::io::Result<()> {
+pub(crate) fn save_credentials(path: &Path, credentials: &GuestCredentials) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

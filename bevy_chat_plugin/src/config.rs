@@ -1,16 +1,18 @@
 //! The plugin's configuration.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How the plugin gets its access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatLogin {
     /// Log in as a guest through the server's `/login-as-guest`. The guest's credentials are
-    /// saved to `credentials_file` (default: `guest.json` in the platform data directory of the
-    /// app, see [`ChatPlugin::app_name`]) and reused, so the player stays the same user.
+    /// saved and reused, so the player stays the same user: by default in one file per server
+    /// (see [`ChatPlugin::credentials_path`]).
     Guest {
-        /// Where the guest credentials are kept; `None` for the platform data directory.
+        /// One file for the guest credentials whatever the server; `None` (the default) for
+        /// one file per server in [`ChatPlugin::credentials_dir`].
         credentials_file: Option<PathBuf>,
     },
     /// Use a token from your own identity service (external issuer mode on the server). When it
@@ -63,13 +65,20 @@ impl ReconnectPolicy {
 
 /// Adds chat to a Bevy app.
 ///
+/// Name your game with [`ChatPlugin::with_app_name`]: the guest identity is saved per game and
+/// per server (`<data dir>/<app name>/chat/<server>.json`). Without it every game using this
+/// plugin on the machine shares one identity per server, and the plugin warns once.
+///
 /// ```no_run
 /// use bevy::prelude::*;
 /// use bevy_chat_plugin::{Chat, ChatMessageReceived, ChatPlugin};
 ///
 /// fn main() {
 ///     App::new()
-///         .add_plugins((MinimalPlugins, ChatPlugin::new("http://127.0.0.1:8080")))
+///         .add_plugins((
+///             MinimalPlugins,
+///             ChatPlugin::new("http://127.0.0.1:8080").with_app_name("my_game"),
+///         ))
 ///         .add_systems(Startup, |mut chat: Chat| {
 ///             chat.set_name("Ann");
 ///             chat.join("lobby");
@@ -89,8 +98,13 @@ pub struct ChatPlugin {
     pub server_url: String,
     /// Where the access token comes from.
     pub login: ChatLogin,
-    /// Used for the default credentials directory (`<data dir>/<app_name>/guest.json`).
-    pub app_name: String,
+    /// The game's name, for the default credentials directory
+    /// (`<data dir>/<app_name>/chat/`). `None` uses `bevy_chat`, shared by every game that
+    /// leaves it unset (the plugin warns once).
+    pub app_name: Option<String>,
+    /// Where guest credentials are kept, one file per server (named after its host and port);
+    /// `None` for `<data dir>/<app_name>/chat/`.
+    pub credentials_dir: Option<PathBuf>,
     /// Reconnect backoff.
     pub reconnect: ReconnectPolicy,
     /// Messages of history asked for when joining a channel for the first time.
@@ -103,6 +117,10 @@ pub struct ChatPlugin {
     pub auto_connect: bool,
     /// Longest wait for an HTTP login or a WebSocket handshake.
     pub connect_timeout: Duration,
+    /// Write login and connection failures to the log (`warn!`, at most one line per kind of
+    /// failure every 30 s, counting those left out). They are [`ChatError`](crate::ChatError)
+    /// messages either way.
+    pub log_failures: bool,
 }
 
 impl ChatPlugin {
@@ -111,14 +129,35 @@ impl ChatPlugin {
         Self {
             server_url: server_url.into(),
             login: ChatLogin::default(),
-            app_name: "bevy_chat".into(),
+            app_name: None,
+            credentials_dir: None,
             reconnect: ReconnectPolicy::default(),
             history_on_join: 20,
             log_lines: 200,
             queue_capacity: 1024,
             auto_connect: true,
             connect_timeout: Duration::from_secs(10),
+            log_failures: true,
         }
+    }
+
+    /// Names the game: saved guest identities go to `<data dir>/<app_name>/chat/`, apart from
+    /// other games'.
+    pub fn with_app_name(mut self, app_name: impl Into<String>) -> Self {
+        self.app_name = Some(app_name.into());
+        self
+    }
+
+    /// Keeps guest credentials in `dir`, one file per server.
+    pub fn with_credentials_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.credentials_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether login and connection failures are written to the log (default: yes).
+    pub fn with_log_failures(mut self, log_failures: bool) -> Self {
+        self.log_failures = log_failures;
+        self
     }
 
     /// Sets how the token is obtained.
@@ -127,7 +166,9 @@ impl ChatPlugin {
         self
     }
 
-    /// Guest login with credentials kept in `path`.
+    /// Guest login with credentials kept in `path`, whatever the server (prefer
+    /// [`ChatPlugin::with_credentials_dir`] when the game may talk to several servers: a new
+    /// guest on one server would replace the identity saved for another).
     pub fn with_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.login = ChatLogin::Guest {
             credentials_file: Some(path.into()),
@@ -174,19 +215,111 @@ impl ChatPlugin {
         format!("{base}/?auth_token={token}")
     }
 
-    /// The credentials file for guest login.
-    pub(crate) fn credentials_path(&self) -> Option<PathBuf> {
-        match &self.login {
-            ChatLogin::Guest {
-                credentials_file: Some(path),
-            } => Some(path.clone()),
-            ChatLogin::Guest {
-                credentials_file: None,
-            } => directories::ProjectDirs::from("", "", &self.app_name)
-                .map(|dirs| dirs.data_dir().join("guest.json")),
-            ChatLogin::Token(_) => None,
+    /// The file the guest credentials for this server are saved to: the
+    /// [`credentials_file`](ChatLogin::Guest) when one is set, else `<server>.json` in
+    /// [`credentials_dir`](ChatPlugin::credentials_dir) or `<data dir>/<app_name>/chat/`.
+    /// `None` with a token of the game's own, or when the platform has no data directory.
+    pub fn credentials_path(&self) -> Option<PathBuf> {
+        let ChatLogin::Guest { credentials_file } = &self.login else {
+            return None;
+        };
+        if let Some(path) = credentials_file {
+            return Some(path.clone());
+        }
+        let dir = match &self.credentials_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let app = self.app_name.as_deref().unwrap_or(SHARED_APP_NAME);
+                directories::ProjectDirs::from("", "", app)?
+                    .data_dir()
+                    .join("chat")
+            }
+        };
+        Some(dir.join(format!("{}.json", server_file_stem(&self.server_url))))
+    }
+
+    /// Warns (once per process) when guest identities go to the directory shared by every
+    /// game that did not name itself.
+    pub(crate) fn warn_if_identities_shared(&self) {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if self.shares_identities() && !WARNED.swap(true, Ordering::Relaxed) {
+            bevy::log::warn!(
+                "chat: no app name set (ChatPlugin::with_app_name): the guest identity is saved \
+                 in the {SHARED_APP_NAME:?} data directory that every game without one shares"
+            );
         }
     }
+}
+
+impl ChatPlugin {
+    /// Guest credentials go to the directory shared by every game that did not name itself.
+    fn shares_identities(&self) -> bool {
+        matches!(
+            self.login,
+            ChatLogin::Guest {
+                credentials_file: None
+            }
+        ) && self.credentials_dir.is_none()
+            && self.app_name.is_none()
+    }
+}
+
+/// The data directory of games that did not set [`ChatPlugin::app_name`].
+const SHARED_APP_NAME: &str = "bevy_chat";
+
+/// A file name for a server URL: `host_port`, plus its path if any (`chat.example_443`,
+/// `127.0.0.1_8080`), with anything but letters, digits, `.` and `-` replaced by `_`; a hash
+/// of the whole is appended when something was replaced, so that two servers never share one.
+fn server_file_stem(server_url: &str) -> String {
+    let url = server_url.trim().trim_end_matches('/');
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let scheme = scheme.to_ascii_lowercase();
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(at) => (&rest[..at], rest[at..].trim_matches('/')),
+        None => (rest, ""),
+    };
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            (host, port.to_owned())
+        }
+        _ => (
+            authority,
+            if scheme == "https" { "443" } else { "80" }.to_owned(),
+        ),
+    };
+    let mut raw = format!("{}_{port}", host.to_ascii_lowercase());
+    if !path.is_empty() {
+        raw = format!("{raw}_{path}");
+    }
+    let mut replaced = false;
+    let mut stem: String = raw
+        .chars()
+        .enumerate()
+        .map(|(n, c)| {
+            let keep = c.is_ascii_alphanumeric() || c == '-' || (c == '.' && n > 0);
+            // The `_` between host and port is ours.
+            if !keep && (c != '_' || n != host.len()) {
+                replaced = true;
+            }
+            if keep { c } else { '_' }
+        })
+        .take(100)
+        .collect();
+    if replaced || raw.chars().count() > 100 {
+        // FNV-1a: stable across runs and platforms (a file name must not change).
+        let hash = raw.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        stem.push_str(&format!("-{:08x}", hash as u32));
+    }
+    stem
 }
 
 #[cfg(test)]
@@ -205,6 +338,90 @@ mod tests {
             plugin.websocket_url("t"),
             "wss://chat.example/?auth_token=t"
         );
+    }
+
+    #[test]
+    fn credentials_are_kept_per_game_and_server() {
+        let dir = std::path::Path::new("/saves");
+        let path = |url: &str| {
+            ChatPlugin::new(url)
+                .with_credentials_dir(dir)
+                .credentials_path()
+                .unwrap()
+        };
+        assert_eq!(
+            path("http://127.0.0.1:8080"),
+            dir.join("127.0.0.1_8080.json")
+        );
+        assert_eq!(
+            path("http://127.0.0.1:8080/"),
+            dir.join("127.0.0.1_8080.json")
+        );
+        assert_eq!(
+            path("https://Chat.Example"),
+            dir.join("chat.example_443.json")
+        );
+        assert_eq!(
+            path("http://chat.example"),
+            dir.join("chat.example_80.json")
+        );
+        assert_ne!(path("http://127.0.0.1:8080"), path("http://127.0.0.1:8081"));
+        // Anything unusual is replaced and the file name gets a hash of the whole.
+        let odd = [
+            path("http://[::1]:8080"),
+            path("http://chat.example/eu"),
+            path("http://chat.example/eu_"),
+            path("http://../x"),
+        ];
+        for (n, a) in odd.iter().enumerate() {
+            let name = a.file_name().unwrap().to_str().unwrap();
+            assert!(!name.starts_with('.'), "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+                "{name}"
+            );
+            assert_eq!(a.parent(), Some(dir), "{a:?}");
+            for b in &odd[n + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // The game's name picks the directory under the platform's data directory.
+        let game = ChatPlugin::new("http://127.0.0.1:8080").with_app_name("my_game");
+        if let Some(path) = game.credentials_path() {
+            assert!(path.ends_with("chat/127.0.0.1_8080.json"), "{path:?}");
+            assert!(
+                path.components()
+                    .any(|c| c.as_os_str().to_string_lossy().contains("my_game")),
+                "{path:?}"
+            );
+            let other = ChatPlugin::new("http://127.0.0.1:8080").with_app_name("other_game");
+            assert_ne!(other.credentials_path(), Some(path));
+        }
+        // A file of the game's choosing is used as is; a token of its own needs none.
+        let file = ChatPlugin::new("http://a").with_credentials_file("/x/g.json");
+        assert_eq!(file.credentials_path(), Some("/x/g.json".into()));
+        let token = ChatPlugin::new("http://a").with_login(ChatLogin::Token("t".into()));
+        assert_eq!(token.credentials_path(), None);
+    }
+
+    #[test]
+    fn only_an_unnamed_game_with_default_credentials_shares_identities() {
+        let url = "http://127.0.0.1:8080";
+        assert!(ChatPlugin::new(url).shares_identities());
+        assert!(!ChatPlugin::new(url).with_app_name("g").shares_identities());
+        assert!(
+            !ChatPlugin::new(url)
+                .with_credentials_dir("/d")
+                .shares_identities()
+        );
+        assert!(
+            !ChatPlugin::new(url)
+                .with_credentials_file("/f")
+                .shares_identities()
+        );
+        let token = ChatPlugin::new(url).with_login(ChatLogin::Token("t".into()));
+        assert!(!token.shares_identities());
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! use bevy_chat_plugin::prelude::*;
 //!
 //! App::new()
-//!     .add_plugins((MinimalPlugins, ChatPlugin::new("http://127.0.0.1:8080")))
+//!     .add_plugins((
+//!         MinimalPlugins,
+//!         ChatPlugin::new("http://127.0.0.1:8080").with_app_name("my_game"),
+//!     ))
 //!     .add_systems(Startup, |mut chat: Chat| {
 //!         chat.set_name("Ann");
 //!         chat.join("lobby");
@@ -68,8 +71,8 @@ pub mod ui;
 
 use bevy::prelude::*;
 
-pub use api::{Chat, ChatOutbox};
-pub use auth::{ChatAuth, GuestCredentials, load_credentials, save_credentials};
+pub use api::Chat;
+pub(crate) use auth::ChatAuth;
 /// The bevy_egui the panel is built with (cargo feature `ui`), for games that add `EguiPlugin`
 /// themselves.
 #[cfg(feature = "ui")]
@@ -132,12 +135,9 @@ impl Plugin for ChatPlugin {
             .add_message::<ChatConnected>()
             .add_message::<ChatDisconnected>()
             .insert_resource(ChatLog::new(self.log_lines))
-            .insert_resource(ChatAuth {
-                user_id: None,
-                credentials_file: self.credentials_path(),
-            })
+            .init_resource::<ChatAuth>()
             .add_message::<ChatUserTyping>()
-            .init_resource::<ChatOutbox>()
+            .init_resource::<api::ChatOutbox>()
             .init_resource::<ChatTyping>()
             .add_systems(
                 PreUpdate,
@@ -146,8 +146,9 @@ impl Plugin for ChatPlugin {
                     .after(systems::receive)
                     .after(systems::report_failure),
             );
+        self.warn_if_identities_shared();
         let started = self.validate().and_then(|()| {
-            net::NetHandle::spawn(self.clone())
+            net::spawn(self.clone())
                 .map_err(|error| format!("cannot start the chat network thread: {error}"))
         });
         match started {

@@ -7,12 +7,12 @@ use crate::api::ChatOutbox;
 use crate::auth::ChatAuth;
 use crate::log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 use crate::messages::*;
-use crate::net::{NetEvent, NetHandle};
+use crate::net::{GameEnd, NetEvent};
 use crate::state::ChatConnectionState;
 
 /// The network thread's handle.
 #[derive(Resource)]
-pub(crate) struct ChatNet(pub NetHandle);
+pub(crate) struct ChatNet(pub GameEnd);
 
 /// Every message the receive system writes.
 #[derive(SystemParam)]
@@ -38,11 +38,17 @@ pub(crate) fn receive(
     mut auth: ResMut<ChatAuth>,
     mut state: ResMut<ChatConnectionState>,
 ) {
-    while let Ok(event) = net.0.events.try_recv() {
+    let Some(first) = net.0.try_recv() else {
+        return;
+    };
+    // Only the last state of the frame is applied, so that a change and back within one frame
+    // is no change at all.
+    let mut new_state = None;
+    let mut next = Some(first);
+    while let Some(event) = next {
+        next = net.0.try_recv();
         match event {
-            NetEvent::State(new_state) => {
-                state.set_if_neq(new_state);
-            }
+            NetEvent::State(s) => new_state = Some(s),
             NetEvent::LoggedIn { user_id } => auth.user_id = Some(user_id),
             NetEvent::Connected(connected) => {
                 let text = if connected.reconnect {
@@ -154,6 +160,11 @@ pub(crate) fn receive(
                 out.errors.write(error);
             }
         }
+    }
+    // There is room in the event queue again.
+    net.0.drained();
+    if let Some(new_state) = new_state {
+        state.set_if_neq(new_state);
     }
 }
 

@@ -122,3 +122,46 @@ fn a_server_that_stops_answering_never_blocks_an_update() {
         start.elapsed()
     );
 }
+
+/// When the game does not drain the plugin's events (a long frame, a paused app), the network
+/// thread waits for room instead of dropping anything, and goes on when the game drains again.
+#[test]
+fn a_full_event_queue_waits_for_the_game_and_loses_nothing() {
+    const COUNT: usize = 300;
+    let server = TestServer::start_with(|config| {
+        config.limits.messages_per_second = 100_000;
+        config.limits.message_burst = 100_000;
+        config.limits.frames_per_second = 100_000;
+        config.limits.frame_burst = 100_000;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut plugin = guest_plugin(&server.url(), &dir.path().join("a.json"));
+    // The smallest queues: 16 commands, 64 events.
+    plugin.queue_capacity = 16;
+    let mut a = app_with(plugin);
+    let mut b = guest_app(&server.url(), &dir.path().join("b.json"));
+    ready_app(&mut a, "Ann", "lobby");
+    ready_app(&mut b, "Bob", "lobby");
+
+    let texts: Vec<String> = (0..COUNT).map(|n| format!("m{n}")).collect();
+    let sent = texts.clone();
+    chat(&mut b, move |chat| {
+        for text in sent {
+            chat.send("lobby", text);
+        }
+    });
+    // Only B is updated meanwhile: A's queue fills up and its network thread waits.
+    update_until(&mut b, TIMEOUT, "B's own copies", |w| {
+        rec(w).messages.len() == COUNT
+    });
+    update_until(&mut a, TIMEOUT, "A to get every message", |w| {
+        rec(w).messages.len() >= COUNT
+    });
+    assert_eq!(rec(a.world()).texts("lobby"), texts);
+    assert_eq!(state(a.world()), ChatConnectionState::Connected);
+    assert!(
+        rec(a.world()).errors.is_empty(),
+        "{:?}",
+        rec(a.world()).errors
+    );
+}

@@ -24,15 +24,12 @@ fn two_apps_log_in_name_themselves_join_and_chat() {
     let id_a = user_id(a.world()).unwrap();
     let id_b = user_id(b.world()).unwrap();
     assert_ne!(id_a, id_b);
-    for (app, id) in [(&a, &id_a), (&b, &id_b)] {
+    for (app, id, file) in [(&a, &id_a, &file_a), (&b, &id_b, &file_b)] {
         let connected = &rec(app.world()).connected[0];
         assert_eq!(&connected.user_id, id);
         assert!(!connected.reconnect);
-        let auth = app.world().resource::<ChatAuth>();
-        let saved = load_credentials(auth.credentials_file.as_deref().unwrap())
-            .expect("guest credentials were saved");
-        assert_eq!(&saved.user_id, id);
-        assert!(!saved.guest_secret.is_empty());
+        let saved = saved_user_id(file).expect("guest credentials were saved");
+        assert_eq!(&saved, id);
     }
     assert_eq!(
         rec(a.world()).states.last(),

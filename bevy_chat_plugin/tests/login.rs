@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use bevy_chat_plugin::*;
 use common::*;
 
@@ -13,32 +15,21 @@ fn saved_guest_credentials_keep_the_same_user() {
 
     let mut first = guest_app(&server.url(), &file);
     let id = wait_connected(&mut first);
-    let saved = load_credentials(&file).expect("credentials saved on first login");
-    assert_eq!(saved.user_id, id);
+    let saved = std::fs::read(&file).expect("credentials saved on first login");
+    assert_eq!(saved_user_id(&file).as_deref(), Some(id.as_str()));
     drop(first);
 
     let mut second = guest_app(&server.url(), &file);
     assert_eq!(wait_connected(&mut second), id, "same guest again");
-    assert_eq!(
-        load_credentials(&file),
-        Some(saved.clone()),
-        "file unchanged"
-    );
+    assert_eq!(std::fs::read(&file).unwrap(), saved, "file unchanged");
     drop(second);
 
     // Credentials the server does not know (e.g. its guest file was reset) are replaced.
-    save_credentials(
-        &file,
-        &GuestCredentials {
-            user_id: "00000000-0000-0000-0000-000000000000".into(),
-            guest_secret: "not-the-secret".into(),
-        },
-    )
-    .unwrap();
+    write_credentials(&file, UNKNOWN_GUEST, "not-the-secret");
     let mut third = guest_app(&server.url(), &file);
     let new_id = wait_connected(&mut third);
     assert_ne!(new_id, id);
-    assert_eq!(load_credentials(&file).unwrap().user_id, new_id);
+    assert_eq!(saved_user_id(&file), Some(new_id));
     assert!(
         rec(third.world()).errors.is_empty(),
         "{:?}",
@@ -46,24 +37,108 @@ fn saved_guest_credentials_keep_the_same_user() {
     );
 }
 
+/// A guest id no server knows.
+const UNKNOWN_GUEST: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Guest login against `url`, credentials in `dir` (one file per server).
+fn keyed_plugin(url: &str, dir: &Path) -> ChatPlugin {
+    ChatPlugin::new(url)
+        .with_credentials_dir(dir)
+        .with_reconnect(fast_reconnect())
+}
+
+#[test]
+fn each_server_has_its_own_saved_guest_and_a_refusal_touches_only_its_own() {
+    let one = TestServer::start();
+    let two = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file_one = keyed_plugin(&one.url(), dir.path())
+        .credentials_path()
+        .unwrap();
+    let file_two = keyed_plugin(&two.url(), dir.path())
+        .credentials_path()
+        .unwrap();
+    assert_ne!(file_one, file_two);
+
+    let mut a = app_with(keyed_plugin(&one.url(), dir.path()));
+    let mut b = app_with(keyed_plugin(&two.url(), dir.path()));
+    let id_one = wait_connected(&mut a);
+    let id_two = wait_connected(&mut b);
+    assert_ne!(id_one, id_two);
+    drop((a, b));
+    assert_eq!(saved_user_id(&file_one), Some(id_one.clone()));
+    assert_eq!(saved_user_id(&file_two), Some(id_two.clone()));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+
+    // Server one no longer knows its guest: the 401 makes a new guest there and replaces only
+    // server one's file.
+    write_credentials(&file_one, UNKNOWN_GUEST, "not-the-secret");
+    let saved_two = std::fs::read(&file_two).unwrap();
+    let mut c = app_with(keyed_plugin(&one.url(), dir.path()));
+    let new_one = wait_connected(&mut c);
+    assert_ne!(new_one, id_one);
+    assert_eq!(saved_user_id(&file_one), Some(new_one));
+    assert_eq!(std::fs::read(&file_two).unwrap(), saved_two);
+    drop(c);
+
+    // And server two's player is still the same user there.
+    let mut d = app_with(keyed_plugin(&two.url(), dir.path()));
+    assert_eq!(wait_connected(&mut d), id_two);
+}
+
+/// `http://` on a loopback port nothing listens on.
+fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+fn login_errors(world: &bevy::prelude::World) -> usize {
+    rec(world)
+        .errors
+        .iter()
+        .filter(|e| e.code == ChatErrorCode::Login)
+        .count()
+}
+
+#[test]
+fn failures_are_logged_once_per_kind_unless_turned_off() {
+    let logs = logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+
+    // No server: every attempt fails, one warning says so.
+    let url = dead_url();
+    let mut app = app_with(keyed_plugin(&url, dir.path()));
+    update_until(&mut app, TIMEOUT, "three failed logins", |w| {
+        login_errors(w) >= 3
+    });
+    let lines = logs.lines_with(&url);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("cannot log in"), "{lines:#?}");
+    drop(app);
+
+    // The game turned it off.
+    let url = dead_url();
+    let mut app = app_with(keyed_plugin(&url, dir.path()).with_log_failures(false));
+    update_until(&mut app, TIMEOUT, "three failed logins", |w| {
+        login_errors(w) >= 3
+    });
+    assert_eq!(logs.lines_with(&url), Vec::<String>::new());
+}
+
 #[test]
 fn a_valid_token_of_our_own_connects() {
     let server = TestServer::start();
     let login = server.login_as_guest();
-    let mut app = app_with(
-        ChatPlugin::new(server.url())
-            .with_login(ChatLogin::Token(login.auth_token.clone()))
-            .with_reconnect(fast_reconnect()),
-    );
-    assert_eq!(app.world().resource::<ChatAuth>().credentials_file, None);
+    let plugin = ChatPlugin::new(server.url())
+        .with_login(ChatLogin::Token(login.auth_token.clone()))
+        .with_reconnect(fast_reconnect());
+    assert_eq!(plugin.credentials_path(), None);
+    let mut app = app_with(plugin);
     update_until(&mut app, TIMEOUT, "the token to connect", |w| {
         state(w) == ChatConnectionState::Connected && !rec(w).connected.is_empty()
     });
     // The user id is read from the token's subject.
-    assert_eq!(
-        app.world().resource::<ChatAuth>().user_id.as_deref(),
-        Some(login.user_id.as_str())
-    );
+    assert_eq!(user_id(app.world()), Some(login.user_id.clone()));
     assert_eq!(rec(app.world()).connected[0].user_id, login.user_id);
     set_name(&mut app, "Tok");
     join(&mut app, "lobby");

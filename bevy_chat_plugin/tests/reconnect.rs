@@ -278,3 +278,69 @@ fn disconnecting_stays_disconnected_until_connect() {
     });
     assert!(rec(a.world()).connected[1].reconnect);
 }
+
+/// The state changes once per transition: the attempts made while reconnecting do not flip it.
+#[test]
+fn one_outage_is_one_change_to_reconnecting_and_one_back() {
+    let mut server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = guest_app(&server.url(), &dir.path().join("a.json"));
+    wait_connected(&mut a);
+    // Counted as `resource_changed::<ChatConnectionState>` sees it.
+    #[derive(Resource, Default)]
+    struct Changes(Vec<ChatConnectionState>);
+    a.init_resource::<Changes>().add_systems(
+        Update,
+        (|state: Res<ChatConnectionState>, mut changes: ResMut<Changes>| {
+            changes.0.push(*state);
+        })
+        .run_if(resource_changed::<ChatConnectionState>),
+    );
+    let before = rec(a.world()).states.len();
+
+    server.stop();
+    update_until(&mut a, TIMEOUT, "A to lose the server", reconnecting);
+    // A bounded window, well over several reconnect delays (50, 100, 200 ms), in which every
+    // attempt fails.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(800) {
+        a.update();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    server.restart();
+    update_until(&mut a, TIMEOUT, "A to reconnect", |w| {
+        state(w) == ChatConnectionState::Connected && rec(w).connected.len() == 2
+    });
+    let expected = [
+        ChatConnectionState::Reconnecting,
+        ChatConnectionState::Connected,
+    ];
+    assert_eq!(rec(a.world()).states[before..], expected);
+    // A system added after connecting may see the resource as changed on its first run.
+    let changes = &a.world().resource::<Changes>().0;
+    let changes = changes
+        .strip_prefix(&[ChatConnectionState::Connected])
+        .unwrap_or(changes);
+    assert_eq!(changes, expected);
+}
+
+/// Disconnecting while waiting to reconnect takes effect at once, not after the backoff delay.
+#[test]
+fn disconnecting_while_reconnecting_is_immediate() {
+    let mut server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let slow = ReconnectPolicy {
+        initial: std::time::Duration::from_secs(60),
+        max: std::time::Duration::from_secs(60),
+        jitter: 0.0,
+    };
+    let mut a =
+        app_with(guest_plugin(&server.url(), &dir.path().join("a.json")).with_reconnect(slow));
+    wait_connected(&mut a);
+    server.stop();
+    update_until(&mut a, TIMEOUT, "A to lose the server", reconnecting);
+    chat(&mut a, |chat| chat.disconnect());
+    update_until(&mut a, TIMEOUT, "the disconnect", |w| {
+        state(w) == ChatConnectionState::Disconnected
+    });
+}

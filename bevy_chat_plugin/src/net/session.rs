@@ -12,26 +12,11 @@ use tokio::time::{Instant, interval};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use super::worker::{REFRESH_MARGIN, Worker};
-use super::{Command, NetEvent};
-use crate::auth::{self, Tokens};
+use super::bridge::{Command, NetEvent};
+use super::link::{SessionEnd, SessionLink};
+use crate::auth::{self, REFRESH_MARGIN, Tokens};
 use crate::messages::*;
 use crate::state::ChatConnectionState;
-
-/// How a session ended.
-pub(super) enum SessionEnd {
-    /// The game asked to disconnect, or the app is closing.
-    Stopped,
-    /// The server refused the token.
-    AuthRefused(String),
-    /// The server refused the connection for another reason (too many connections, a ban):
-    /// the token is fine, so keep it and try again later.
-    Refused(ErrorCode, String),
-    /// The connection could not be opened.
-    Failed(String),
-    /// The connection was up and then ended.
-    Dropped(String),
-}
 
 /// How often the client pings, and after how many silent intervals it gives up on the server.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -59,19 +44,19 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Session<'a> {
-    worker: &'a mut Worker,
+    link: SessionLink<'a>,
     socket: Socket,
     pending: HashMap<u64, Pending>,
     next_ref: u64,
 }
 
 /// Connects and serves one session.
-pub(super) async fn run(worker: &mut Worker) -> SessionEnd {
-    let Some(tokens) = worker.tokens.clone() else {
+pub(super) async fn run(link: SessionLink<'_>) -> SessionEnd {
+    let Some(tokens) = link.restore.tokens.clone() else {
         return SessionEnd::AuthRefused("no token".into());
     };
-    let url = worker.config.websocket_url(&tokens.access);
-    let timeout = worker.config.connect_timeout;
+    let url = link.config.websocket_url(&tokens.access);
+    let timeout = link.config.connect_timeout;
     let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
     let mut socket = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok((socket, _))) => socket,
@@ -98,18 +83,16 @@ pub(super) async fn run(worker: &mut Worker) -> SessionEnd {
         Ok(_) => return SessionEnd::Failed("the server closed the connection".into()),
         Err(_) => return SessionEnd::Failed("no welcome from the server".into()),
     }
-    let reconnect = worker.mark_connected();
+    let reconnect = link.reconnect;
     let mut session = Session {
-        worker,
+        link,
         socket,
         pending: HashMap::new(),
         next_ref: 1,
     };
     let end = session.serve(tokens, reconnect).await;
     let _ = session.socket.close(None).await;
-    for track in session.worker.channels.values_mut() {
-        track.joined = false;
-    }
+    session.link.restore.connection_ended();
     end
 }
 
@@ -127,8 +110,12 @@ fn close_text(frame: Option<CloseFrame>) -> String {
 impl Session<'_> {
     async fn serve(&mut self, tokens: Tokens, reconnect: bool) -> SessionEnd {
         let user_id = tokens.user_id.clone().unwrap_or_default();
-        self.worker.set_state(ChatConnectionState::Connected).await;
-        self.worker
+        self.link
+            .sink
+            .set_state(ChatConnectionState::Connected)
+            .await;
+        self.link
+            .sink
             .emit(NetEvent::Connected(ChatConnected { user_id, reconnect }))
             .await;
         if let Err(end) = self.restore().await {
@@ -142,7 +129,7 @@ impl Session<'_> {
             .map(|at| Instant::from_std(at.checked_sub(REFRESH_MARGIN).unwrap_or(at)));
         let mut refresh_at = refresh_at.filter(|_| tokens.can_refresh());
         loop {
-            if self.worker.stopping() {
+            if self.link.commands.closed() {
                 return SessionEnd::Stopped;
             }
             let refresh_due = async {
@@ -162,7 +149,7 @@ impl Session<'_> {
                         None => return SessionEnd::Dropped("connection lost".into()),
                     }
                 }
-                () = self.worker.wake.notified() => {
+                () = self.link.commands.queued() => {
                     if let Err(end) = self.drain_commands().await {
                         return end;
                     }
@@ -186,13 +173,19 @@ impl Session<'_> {
     /// Refreshes the access token in the background of a live session, so that a later
     /// reconnect does not wait for a login.
     async fn refresh_tokens(&mut self) {
-        let Some(token) = self.worker.tokens.as_ref().and_then(|t| t.refresh.clone()) else {
+        let Some(token) = self
+            .link
+            .restore
+            .tokens
+            .as_ref()
+            .and_then(|t| t.refresh.clone())
+        else {
             return;
         };
-        let url = self.worker.config.server_url.clone();
-        let timeout = self.worker.config.connect_timeout;
+        let url = self.link.config.server_url.clone();
+        let timeout = self.link.config.connect_timeout;
         match tokio::task::spawn_blocking(move || auth::refresh(&url, &token, timeout)).await {
-            Ok(Ok(tokens)) => self.worker.tokens = Some(tokens),
+            Ok(Ok(tokens)) => self.link.restore.tokens = Some(tokens),
             Ok(Err(error)) => {
                 bevy::log::info!(%error, "chat: token refresh failed; will log in on reconnect")
             }
@@ -202,7 +195,7 @@ impl Session<'_> {
 
     /// Re-applies the name and re-joins every channel, resuming after the last message seen.
     async fn restore(&mut self) -> Result<(), SessionEnd> {
-        if let Some(name) = self.worker.name.clone() {
+        if let Some(name) = self.link.restore.name.clone() {
             self.request(
                 ClientRequest::SetName {
                     username: name.clone(),
@@ -216,14 +209,16 @@ impl Session<'_> {
             .await?;
         }
         let channels: Vec<(String, Option<MessageId>)> = self
-            .worker
+            .link
+            .restore
             .channels
             .iter()
             .map(|(channel, track)| (channel.clone(), track.last_id))
             .collect();
         for (channel, since) in channels {
             let rejoin = self
-                .worker
+                .link
+                .restore
                 .channels
                 .get(&channel)
                 .is_some_and(|t| t.ever_joined);
@@ -241,7 +236,7 @@ impl Session<'_> {
     ) -> Result<(), SessionEnd> {
         let history = match since {
             Some(_) => None,
-            None => Some(self.worker.config.history_on_join).filter(|h| *h > 0),
+            None => Some(self.link.config.history_on_join).filter(|h| *h > 0),
         };
         self.request(
             ClientRequest::Join {
@@ -255,7 +250,7 @@ impl Session<'_> {
     }
 
     async fn drain_commands(&mut self) -> Result<(), SessionEnd> {
-        while let Ok(command) = self.worker.commands.try_recv() {
+        while let Some(command) = self.link.commands.try_recv() {
             self.command(command).await?;
         }
         Ok(())
@@ -270,11 +265,11 @@ impl Session<'_> {
             Command::Disconnect => Err(SessionEnd::Stopped),
             Command::SetToken(token) => {
                 // Used from the next connect on.
-                self.worker.tokens = Some(Tokens::external(token));
+                self.link.restore.tokens = Some(Tokens::external(token));
                 Ok(())
             }
             Command::SetName(username) => {
-                let previous = self.worker.name.replace(username.clone());
+                let previous = self.link.restore.name.replace(username.clone());
                 self.request(
                     ClientRequest::SetName {
                         username: username.clone(),
@@ -291,11 +286,19 @@ impl Session<'_> {
                     .pending
                     .values()
                     .any(|p| matches!(p, Pending::Join { channel: c, .. } if *c == channel));
-                if joining || self.worker.channels.get(&channel).is_some_and(|t| t.joined) {
+                if joining
+                    || self
+                        .link
+                        .restore
+                        .channels
+                        .get(&channel)
+                        .is_some_and(|t| t.joined)
+                {
                     return Ok(());
                 }
                 let since = self
-                    .worker
+                    .link
+                    .restore
                     .channels
                     .entry(channel.clone())
                     .or_default()
@@ -303,7 +306,7 @@ impl Session<'_> {
                 self.join(channel, since, false).await
             }
             Command::Leave(channel) => {
-                self.worker.channels.remove(&channel);
+                self.link.restore.channels.remove(&channel);
                 self.request(
                     ClientRequest::Leave {
                         channel: channel.clone(),
@@ -359,7 +362,7 @@ impl Session<'_> {
     }
 
     async fn write(&mut self, message: Message) -> Result<(), SessionEnd> {
-        let timeout = self.worker.config.connect_timeout;
+        let timeout = self.link.config.connect_timeout;
         match tokio::time::timeout(timeout, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(SessionEnd::Dropped(format!("connection lost: {error}"))),
@@ -386,15 +389,17 @@ impl Session<'_> {
         match frame {
             ServerFrame::Reply { reference, .. } => match self.take_pending(reference.as_ref()) {
                 Some(Pending::SetName { name, .. }) => {
-                    self.worker
+                    self.link
+                        .sink
                         .emit(NetEvent::NameSet(NameSet { username: name }))
                         .await;
                 }
                 Some(Pending::Join { channel, rejoin }) => {
-                    if let Some(track) = self.worker.channels.get_mut(&channel) {
+                    if let Some(track) = self.link.restore.channels.get_mut(&channel) {
                         track.joined = true;
                         track.ever_joined = true;
-                        self.worker
+                        self.link
+                            .sink
                             .emit(NetEvent::Joined(ChatJoined {
                                 channel,
                                 rejoined: rejoin,
@@ -403,7 +408,10 @@ impl Session<'_> {
                     }
                 }
                 Some(Pending::Leave(channel)) => {
-                    self.worker.emit(NetEvent::Left(ChatLeft { channel })).await;
+                    self.link
+                        .sink
+                        .emit(NetEvent::Left(ChatLeft { channel }))
+                        .await;
                 }
                 Some(Pending::Other(..) | Pending::History) | None => {}
             },
@@ -415,21 +423,22 @@ impl Session<'_> {
                 let pending = self.take_pending(reference.as_ref());
                 let (request, target) = match pending {
                     Some(Pending::SetName { name, previous }) => {
-                        if self.worker.name.as_deref() == Some(name.as_str()) {
-                            self.worker.name = previous;
+                        if self.link.restore.name.as_deref() == Some(name.as_str()) {
+                            self.link.restore.name = previous;
                         }
                         (ChatRequest::SetName, Some(name))
                     }
                     Some(Pending::History) => (ChatRequest::History, None),
                     Some(Pending::Join { channel, .. }) => {
-                        self.worker.channels.remove(&channel);
+                        self.link.restore.channels.remove(&channel);
                         (ChatRequest::Join, Some(channel))
                     }
                     Some(Pending::Leave(channel)) => (ChatRequest::Leave, Some(channel)),
                     Some(Pending::Other(request, target)) => (request, target),
                     None => (ChatRequest::Unknown, None),
                 };
-                self.worker
+                self.link
+                    .sink
                     .error(request, target, ChatErrorCode::Server(code), error)
                     .await;
             }
@@ -450,7 +459,8 @@ impl Session<'_> {
             Event::ChatMessageReceived(message) => self.on_message(message, false).await,
             Event::History(page) => {
                 if page.gap {
-                    self.worker
+                    self.link
+                        .sink
                         .emit(NetEvent::HistoryGap {
                             channel: page.channel.clone(),
                         })
@@ -461,7 +471,8 @@ impl Session<'_> {
                 }
             }
             Event::Presence(list) => {
-                self.worker
+                self.link
+                    .sink
                     .emit(NetEvent::Presence(PresenceChanged {
                         channel: list.channel,
                         change: PresenceChange::Snapshot(list.users),
@@ -471,7 +482,8 @@ impl Session<'_> {
             Event::UserJoined(change) => self.on_presence(change, true).await,
             Event::UserLeft(change) => self.on_presence(change, false).await,
             Event::DirectMessageReceived(direct) => {
-                self.worker
+                self.link
+                    .sink
                     .emit(NetEvent::Direct(DirectMessageReceived {
                         id: direct.id,
                         from: direct.from,
@@ -482,7 +494,8 @@ impl Session<'_> {
                     .await;
             }
             Event::Broadcast(broadcast) => {
-                self.worker
+                self.link
+                    .sink
                     .emit(NetEvent::Broadcast(BroadcastReceived {
                         text: broadcast.message,
                         ts: broadcast.ts,
@@ -497,7 +510,7 @@ impl Session<'_> {
     }
 
     async fn on_presence(&mut self, change: protocol::PresenceChange, joined: bool) {
-        if !self.worker.channels.contains_key(&change.channel) {
+        if !self.link.restore.channels.contains_key(&change.channel) {
             return;
         }
         let user = protocol::PresenceUser {
@@ -509,7 +522,8 @@ impl Session<'_> {
         } else {
             PresenceChange::Left(user)
         };
-        self.worker
+        self.link
+            .sink
             .emit(NetEvent::Presence(PresenceChanged {
                 channel: change.channel,
                 change: change_kind,
@@ -520,11 +534,12 @@ impl Session<'_> {
     /// A page the game asked for with `Chat::history`: older than what it has, so delivered as
     /// is (the resume point stays where it is).
     async fn on_older_page(&mut self, page: protocol::HistoryPage) {
-        if !self.worker.channels.contains_key(&page.channel) {
+        if !self.link.restore.channels.contains_key(&page.channel) {
             return;
         }
         for message in page.messages {
-            self.worker
+            self.link
+                .sink
                 .emit(NetEvent::Message(received(message, true)))
                 .await;
         }
@@ -533,14 +548,15 @@ impl Session<'_> {
     /// Delivers a channel message once: skips it when the channel was left or the message was
     /// already seen (a replay overlapping what arrived live).
     async fn on_message(&mut self, message: protocol::ChatMessage, from_history: bool) {
-        let Some(track) = self.worker.channels.get_mut(&message.channel) else {
+        let Some(track) = self.link.restore.channels.get_mut(&message.channel) else {
             return;
         };
         if track.last_id.is_some_and(|last| message.id <= last) {
             return;
         }
         track.last_id = Some(message.id);
-        self.worker
+        self.link
+            .sink
             .emit(NetEvent::Message(received(message, from_history)))
             .await;
     }

@@ -6,6 +6,7 @@
 //! the proxies and the plugin's network thread run elsewhere.
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod net;
 
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ pub struct TestServer {
     dir: tempfile::TempDir,
     addr: SocketAddr,
     running: Option<Running>,
+    tune: fn(&mut Config),
 }
 
 struct Running {
@@ -52,6 +54,12 @@ struct Running {
 impl TestServer {
     /// Starts a server on an ephemeral port.
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts a server on an ephemeral port with settings changed by `tune` (applied again on
+    /// a restart).
+    pub fn start_with(tune: fn(&mut Config)) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-chat-server")
@@ -66,6 +74,7 @@ impl TestServer {
             dir,
             addr: "127.0.0.1:0".parse().unwrap(),
             running: None,
+            tune,
         };
         server.launch();
         server
@@ -81,6 +90,7 @@ impl TestServer {
         // Every test app logs in from 127.0.0.1.
         config.limits.logins_per_minute = 100_000;
         config.limits.login_burst = 10_000;
+        (self.tune)(&mut config);
         config
     }
 
@@ -227,6 +237,8 @@ pub struct Recorded {
     pub disconnected: Vec<ChatDisconnected>,
     /// `ChatConnectionState` each time it changed (as seen in `Update`).
     pub states: Vec<ChatConnectionState>,
+    /// The player's user id as `Chat::user_id` reports it.
+    pub user_id: Option<String>,
 }
 
 impl Recorded {
@@ -270,6 +282,7 @@ impl Plugin for Recorder {
 fn record(
     mut rec: ResMut<Recorded>,
     state: Res<ChatConnectionState>,
+    chat: Chat,
     mut messages: MessageReader<ChatMessageReceived>,
     mut directs: MessageReader<DirectMessageReceived>,
     mut broadcasts: MessageReader<BroadcastReceived>,
@@ -297,6 +310,9 @@ fn record(
     if state.is_changed() {
         rec.states.push(*state);
     }
+    if rec.user_id.as_deref() != chat.user_id() {
+        rec.user_id = chat.user_id().map(str::to_owned);
+    }
 }
 
 /// What the recorder saw in this world.
@@ -309,9 +325,23 @@ pub fn state(world: &World) -> ChatConnectionState {
     *world.resource::<ChatConnectionState>()
 }
 
-/// The user id the plugin reports (`ChatAuth`).
+/// The user id the plugin reports (`Chat::user_id`, as last recorded).
 pub fn user_id(world: &World) -> Option<String> {
-    world.resource::<ChatAuth>().user_id.clone()
+    rec(world).user_id.clone()
+}
+
+/// The user id in a saved guest credentials file, if there is a readable one.
+pub fn saved_user_id(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let saved: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(saved["user_id"].as_str()?.to_owned())
+}
+
+/// Writes a guest credentials file as the plugin saves them.
+pub fn write_credentials(path: &Path, user_id: &str, guest_secret: &str) {
+    let text = serde_json::json!({ "user_id": user_id, "guest_secret": guest_secret });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text.to_string()).unwrap();
 }
 
 /// Queues chat commands as a game system would; they go out in the next update's `PostUpdate`.
