@@ -117,7 +117,8 @@ fn main() -> AppExit {
         println!("{notice}");
     }
 
-    let credentials = data_dir("bevy_chat_scene").join(format!("guest-{slot}.json"));
+    // One saved guest per window slot and server (two windows side by side are two players).
+    let credentials = data_dir("bevy_chat_scene").join(format!("slot-{slot}"));
     let fonts = assets_dir().join("fonts");
     let name = std::env::var("CHAT_SCENE_NAME").unwrap_or_else(|_| format!("Player{}", slot + 1));
     let timeout = std::env::var("CHAT_SCENE_TIMEOUT")
@@ -145,7 +146,11 @@ fn main() -> AppExit {
             }),
             ..default()
         }))
-        .add_plugins(ChatPlugin::new(url_in_use).with_credentials_file(credentials))
+        .add_plugins(
+            ChatPlugin::new(url_in_use)
+                .with_app_name("bevy_chat_scene")
+                .with_credentials_dir(credentials),
+        )
         .add_plugins(ChatUiPlugin {
             font_files: vec![
                 fonts.join("DejaVuSans.ttf"),

@@ -7,7 +7,8 @@
 //!
 //! Settings (environment): `CHAT_SERVER_URL` (default `http://127.0.0.1:8080`), `BOT_NAME`
 //! (`EchoBot`), `BOT_CHANNEL` (`lobby`), `BOT_SAY` (a line to say after joining, e.g. for demos),
-//! `BOT_SAY_EVERY` (repeat `BOT_SAY` every N seconds), `BOT_SECONDS` (exit after N seconds).
+//! `BOT_SAY_EVERY` (repeat `BOT_SAY` every N seconds), `BOT_SECONDS` (exit after N seconds),
+//! `BOT_ECHO=0` (do not echo), `BOT_TYPING=1` (always "typing", for demos of the typing line).
 
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ struct Bot {
     say: Option<String>,
     say_every: Option<Timer>,
     lifetime: Option<Timer>,
+    echo: bool,
+    typing: bool,
 }
 
 fn env(name: &str, default: &str) -> String {
@@ -40,6 +43,8 @@ fn main() {
         say: std::env::var("BOT_SAY").ok(),
         say_every: seconds("BOT_SAY_EVERY").map(|s| Timer::from_seconds(s, TimerMode::Repeating)),
         lifetime: seconds("BOT_SECONDS").map(|s| Timer::from_seconds(s, TimerMode::Once)),
+        echo: env("BOT_ECHO", "1") != "0",
+        typing: env("BOT_TYPING", "0") == "1",
     };
     let chat = ChatPlugin::new(server_url).with_app_name("bevy_chat_headless_bot");
     App::new()
@@ -56,7 +61,8 @@ fn main() {
             Update,
             (
                 say_hello.run_if(on_message::<ChatJoined>),
-                echo,
+                echo.run_if(|bot: Res<Bot>| bot.echo),
+                keep_typing.run_if(|bot: Res<Bot>| bot.typing),
                 report,
                 talk_and_exit,
             ),
@@ -92,6 +98,11 @@ fn echo(mut received: MessageReader<ChatMessageReceived>, mut chat: Chat) {
         }
         chat.send(&message.channel, format!("echo: {}", message.text));
     }
+}
+
+/// Says it is typing on every frame; the plugin sends at most one announcement per 2.5 s.
+fn keep_typing(bot: Res<Bot>, mut chat: Chat) {
+    chat.typing(&bot.channel);
 }
 
 fn report(

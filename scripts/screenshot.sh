@@ -49,6 +49,11 @@ CHAT_SERVER_URL=$url BOT_NAME=EchoBot BOT_SAY="Hello! ようこそ · Приве
   HOME="$work/bot" "$bin/examples/headless_bot" >"$work/bot.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q "connected" "$work/bot.log" 2>/dev/null && break; sleep 0.1; done
+# A second player who greets and then keeps typing: the panel's typing line.
+CHAT_SERVER_URL=$url BOT_NAME=Mia BOT_SAY="brb, writing a long story" BOT_ECHO=0 BOT_TYPING=1 \
+  HOME="$work/mia" "$bin/examples/headless_bot" >"$work/mia.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q "connected" "$work/mia.log" 2>/dev/null && break; sleep 0.1; done
 
 mkdir -p "$work/xdg" && chmod 700 "$work/xdg"
 mkdir -p "$(dirname "$out")"

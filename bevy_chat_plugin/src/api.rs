@@ -94,6 +94,33 @@ impl Chat<'_> {
         });
     }
 
+    /// Says that the player is typing in a joined channel: call it while they type (every
+    /// frame is fine). The other members get a [`ChatUserTyping`](crate::ChatUserTyping)
+    /// about every two and a half seconds while it goes on; sending a message there ends it.
+    /// Nothing is sent while not connected or for a channel not joined.
+    pub fn typing(&mut self, channel: impl Into<String>) {
+        self.push(Command::Typing(channel.into()));
+    }
+
+    /// Blocks a user: the server stops delivering their channel messages, direct messages and
+    /// typing to this player (on every connection, kept across reconnects) until
+    /// [`Chat::unblock`]. They are not told. The new list arrives as
+    /// [`ChatBlockListChanged`](crate::ChatBlockListChanged) and in
+    /// [`ChatBlockList`](crate::ChatBlockList).
+    pub fn block(&mut self, user_id: impl Into<String>) {
+        self.push(Command::Block(user_id.into()));
+    }
+
+    /// Unblocks a user blocked with [`Chat::block`].
+    pub fn unblock(&mut self, user_id: impl Into<String>) {
+        self.push(Command::Unblock(user_id.into()));
+    }
+
+    /// Reads the block list from the server again (it is read on every connect already).
+    pub fn refresh_block_list(&mut self) {
+        self.push(Command::Blocked);
+    }
+
     /// Asks who is in a joined channel; the answer arrives as
     /// [`PresenceChanged`](crate::PresenceChanged) with a `Snapshot`.
     pub fn who(&mut self, channel: impl Into<String>) {

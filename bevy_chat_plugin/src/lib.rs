@@ -57,6 +57,7 @@
 
 mod api;
 mod auth;
+mod blocks;
 #[cfg(feature = "bubbles")]
 pub mod bubbles;
 mod config;
@@ -77,6 +78,7 @@ pub(crate) use auth::ChatAuth;
 /// themselves.
 #[cfg(feature = "ui")]
 pub use bevy_egui;
+pub use blocks::ChatBlockList;
 #[cfg(feature = "bubbles")]
 pub use bubbles::{ChatBubbleStyle, ChatBubblesPlugin, ChatSpeaker};
 pub use config::{ChatLogin, ChatPlugin, ReconnectPolicy};
@@ -91,21 +93,24 @@ pub use ui::{
     chat_ui_typing,
 };
 
-/// The README's Rust snippets (the plugin, and the plugin with the chat panel), compiled by
-/// `cargo test --doc --features ui` so that they cannot drift from the API.
-#[cfg(all(doctest, feature = "ui"))]
+/// The README's Rust snippets (the plugin, the chat panel, speech bubbles), compiled by
+/// `cargo test --doc --features ui,bubbles` (and by `cargo test --workspace`, where the examples
+/// turn both on) so that they cannot drift from the API.
+#[cfg(all(doctest, feature = "ui", feature = "bubbles"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
 /// Everything a game usually needs.
 pub mod prelude {
     pub use crate::{
-        BroadcastReceived, Chat, ChatConnected, ChatConnectionState, ChatDisconnected, ChatError,
-        ChatErrorCode, ChatJoined, ChatLeft, ChatLineKind, ChatLog, ChatLogKey, ChatLogin,
-        ChatMessageReceived, ChatPlugin, ChatRequest, ChatSet, ChatTyping, ChatUserTyping,
-        DirectMessageReceived, NameSet, PresenceChange, PresenceChanged, chat_connected,
-        chat_disconnected, chat_just_connected,
+        BroadcastReceived, Chat, ChatBlockList, ChatBlockListChanged, ChatConnected,
+        ChatConnectionState, ChatDisconnected, ChatError, ChatErrorCode, ChatJoined, ChatLeft,
+        ChatLineKind, ChatLog, ChatLogKey, ChatLogin, ChatMessageReceived, ChatPlugin, ChatRequest,
+        ChatSet, ChatTyping, ChatUserTyping, DirectMessageReceived, NameSet, PresenceChange,
+        PresenceChanged, chat_connected, chat_disconnected, chat_just_connected,
     };
+    #[cfg(feature = "bubbles")]
+    pub use crate::{ChatBubbleStyle, ChatBubblesPlugin, ChatSpeaker};
     #[cfg(feature = "ui")]
     pub use crate::{ChatUiFocus, ChatUiPlugin, ChatUiState, chat_has_keyboard, chat_ui_typing};
 }
@@ -137,6 +142,8 @@ impl Plugin for ChatPlugin {
             .insert_resource(ChatLog::new(self.log_lines))
             .init_resource::<ChatAuth>()
             .add_message::<ChatUserTyping>()
+            .add_message::<ChatBlockListChanged>()
+            .init_resource::<ChatBlockList>()
             .init_resource::<api::ChatOutbox>()
             .init_resource::<ChatTyping>()
             .add_systems(

@@ -59,6 +59,15 @@ pub struct ChatUserTyping {
     pub username: String,
 }
 
+/// The player's block list changed (after [`Chat::block`](crate::Chat::block) or
+/// [`Chat::unblock`](crate::Chat::unblock), from any of the player's connections) or was read
+/// on connect. [`ChatBlockList`](crate::ChatBlockList) holds the latest.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+pub struct ChatBlockListChanged {
+    /// Every blocked user id, sorted.
+    pub user_ids: Vec<String>,
+}
+
 /// This client is now in a channel.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
 pub struct ChatJoined {
@@ -142,6 +151,14 @@ pub enum ChatRequest {
     Who,
     /// [`Chat::history`](crate::Chat::history).
     History,
+    /// [`Chat::typing`](crate::Chat::typing).
+    Typing,
+    /// [`Chat::block`](crate::Chat::block).
+    Block,
+    /// [`Chat::unblock`](crate::Chat::unblock).
+    Unblock,
+    /// Reading the block list (on connect, or [`Chat::refresh_block_list`](crate::Chat::refresh_block_list)).
+    Blocked,
     /// An error the server sent that answers none of this client's pending requests.
     Unknown,
 }
@@ -162,6 +179,10 @@ impl ChatRequest {
             Self::Direct => "direct",
             Self::Who => "who",
             Self::History => "history",
+            Self::Typing => "typing",
+            Self::Block => "block",
+            Self::Unblock => "unblock",
+            Self::Blocked => "blocked",
             Self::Unknown => "unknown",
         }
     }
@@ -170,7 +191,7 @@ impl ChatRequest {
     pub fn is_channel_request(self) -> bool {
         matches!(
             self,
-            Self::Join | Self::Leave | Self::Message | Self::Who | Self::History
+            Self::Join | Self::Leave | Self::Message | Self::Who | Self::History | Self::Typing
         )
     }
 }

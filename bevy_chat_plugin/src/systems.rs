@@ -5,6 +5,7 @@ use bevy::prelude::*;
 
 use crate::api::ChatOutbox;
 use crate::auth::ChatAuth;
+use crate::blocks::ChatBlockList;
 use crate::log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 use crate::messages::*;
 use crate::net::{GameEnd, NetEvent};
@@ -27,6 +28,8 @@ pub(crate) struct ChatWriters<'w> {
     errors: MessageWriter<'w, ChatError>,
     connected: MessageWriter<'w, ChatConnected>,
     disconnected: MessageWriter<'w, ChatDisconnected>,
+    typing: MessageWriter<'w, ChatUserTyping>,
+    block_list: MessageWriter<'w, ChatBlockListChanged>,
 }
 
 /// `PreUpdate`: drains the network thread's events into Bevy messages, the log and the state.
@@ -37,6 +40,7 @@ pub(crate) fn receive(
     mut log: ResMut<ChatLog>,
     mut auth: ResMut<ChatAuth>,
     mut state: ResMut<ChatConnectionState>,
+    mut blocked: ResMut<ChatBlockList>,
 ) {
     let Some(first) = net.0.try_recv() else {
         return;
@@ -148,6 +152,17 @@ pub(crate) fn receive(
                     &ChatLogKey::Channel(channel),
                     "Some earlier messages are no longer available",
                 );
+            }
+            NetEvent::Typing(typing) => {
+                out.typing.write(typing);
+            }
+            NetEvent::BlockList(list) => {
+                blocked.set(list.user_ids.clone());
+                out.block_list.write(list);
+            }
+            // A refused `typing` is not news for the log (the player sees why when sending).
+            NetEvent::Error(error) if error.request == ChatRequest::Typing => {
+                out.errors.write(error);
             }
             NetEvent::Error(error) => {
                 let key = match &error.target {

@@ -43,6 +43,10 @@ pub(crate) enum Command {
         before: Option<MessageId>,
         limit: u32,
     },
+    Typing(String),
+    Block(String),
+    Unblock(String),
+    Blocked,
 }
 
 impl Command {
@@ -59,13 +63,20 @@ impl Command {
             Command::Direct { .. } => ChatRequest::Direct,
             Command::Who(_) => ChatRequest::Who,
             Command::History { .. } => ChatRequest::History,
+            Command::Typing(_) => ChatRequest::Typing,
+            Command::Block(_) => ChatRequest::Block,
+            Command::Unblock(_) => ChatRequest::Unblock,
+            Command::Blocked => ChatRequest::Blocked,
         }
     }
 
     /// The channel or user the command concerns.
     pub fn target(&self) -> Option<String> {
         match self {
-            Command::Join(c) | Command::Leave(c) | Command::Who(c) => Some(c.clone()),
+            Command::Join(c) | Command::Leave(c) | Command::Who(c) | Command::Typing(c) => {
+                Some(c.clone())
+            }
+            Command::Block(user) | Command::Unblock(user) => Some(user.clone()),
             Command::Send { channel, .. } | Command::History { channel, .. } => {
                 Some(channel.clone())
             }
@@ -91,6 +102,8 @@ pub(crate) enum NetEvent {
     Left(ChatLeft),
     NameSet(NameSet),
     Presence(PresenceChanged),
+    Typing(ChatUserTyping),
+    BlockList(ChatBlockListChanged),
     /// Messages after a resume point were dropped from the server's history.
     HistoryGap {
         channel: String,

@@ -18,9 +18,16 @@ use crate::auth::{self, REFRESH_MARGIN, Tokens};
 use crate::messages::*;
 use crate::state::ChatConnectionState;
 
+mod events;
+
 /// How often the client pings, and after how many silent intervals it gives up on the server.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 const KEEPALIVE_MISSES: u32 = 3;
+
+/// Shortest time between two `typing` announcements for one channel. The server passes one per
+/// `--typing-interval` (2 s by default) and drops the rest; a little more than that here means
+/// none is sent only to be dropped, and receivers show a typist for 4 s after the last one.
+const TYPING_RESEND: Duration = Duration::from_millis(2_500);
 
 /// A request in flight, by `ref`.
 #[derive(Debug, Clone)]
@@ -37,6 +44,9 @@ enum Pending {
         rejoin: bool,
     },
     Leave(String),
+    /// A `typing` announcement: silent on success, so its entry is replaced by the channel's
+    /// next one (or dropped with a message there) rather than answered.
+    Typing(String),
     Other(ChatRequest, Option<String>),
 }
 
@@ -48,6 +58,8 @@ struct Session<'a> {
     socket: Socket,
     pending: HashMap<u64, Pending>,
     next_ref: u64,
+    /// Per channel: the `ref` and time of the last `typing` sent.
+    typing_sent: HashMap<String, (u64, Instant)>,
 }
 
 /// Connects and serves one session.
@@ -89,6 +101,7 @@ pub(super) async fn run(link: SessionLink<'_>) -> SessionEnd {
         socket,
         pending: HashMap::new(),
         next_ref: 1,
+        typing_sent: HashMap::new(),
     };
     let end = session.serve(tokens, reconnect).await;
     let _ = session.socket.close(None).await;
@@ -224,6 +237,12 @@ impl Session<'_> {
                 .is_some_and(|t| t.ever_joined);
             self.join(channel, since, rejoin).await?;
         }
+        // The server keeps the block list: read it, so the game knows it after every connect.
+        self.request(
+            ClientRequest::Blocked,
+            Pending::Other(ChatRequest::Blocked, None),
+        )
+        .await?;
         // Commands sent while connecting.
         self.drain_commands().await
     }
@@ -307,6 +326,9 @@ impl Session<'_> {
             }
             Command::Leave(channel) => {
                 self.link.restore.channels.remove(&channel);
+                if let Some((reference, _)) = self.typing_sent.remove(&channel) {
+                    self.pending.remove(&reference);
+                }
                 self.request(
                     ClientRequest::Leave {
                         channel: channel.clone(),
@@ -316,6 +338,10 @@ impl Session<'_> {
                 .await
             }
             Command::Send { channel, text } => {
+                // The server opens the typing window again with a message; so does this.
+                if let Some((reference, _)) = self.typing_sent.remove(&channel) {
+                    self.pending.remove(&reference);
+                }
                 self.request(
                     ClientRequest::Message {
                         channel,
@@ -330,6 +356,13 @@ impl Session<'_> {
                     .await
             }
             Command::Who(channel) => self.request(ClientRequest::Who { channel }, other).await,
+            Command::Typing(channel) => self.typing(channel).await,
+            Command::Block(user_id) => self.request(ClientRequest::Block { user_id }, other).await,
+            Command::Unblock(user_id) => {
+                self.request(ClientRequest::Unblock { user_id }, other)
+                    .await
+            }
+            Command::Blocked => self.request(ClientRequest::Blocked, other).await,
             Command::History {
                 channel,
                 before,
@@ -347,6 +380,35 @@ impl Session<'_> {
                 .await
             }
         }
+    }
+
+    /// Announces typing in a joined channel, at most once per [`TYPING_RESEND`].
+    async fn typing(&mut self, channel: String) -> Result<(), SessionEnd> {
+        let joined = self
+            .link
+            .restore
+            .channels
+            .get(&channel)
+            .is_some_and(|t| t.joined);
+        if !joined {
+            return Ok(());
+        }
+        if let Some((reference, sent)) = self.typing_sent.get(&channel) {
+            if sent.elapsed() < TYPING_RESEND {
+                return Ok(());
+            }
+            self.pending.remove(reference);
+        }
+        let reference = self.next_ref;
+        self.typing_sent
+            .insert(channel.clone(), (reference, Instant::now()));
+        self.request(
+            ClientRequest::Typing {
+                channel: channel.clone(),
+            },
+            Pending::Typing(channel),
+        )
+        .await
     }
 
     async fn request(
@@ -413,7 +475,7 @@ impl Session<'_> {
                         .emit(NetEvent::Left(ChatLeft { channel }))
                         .await;
                 }
-                Some(Pending::Other(..) | Pending::History) | None => {}
+                Some(Pending::Other(..) | Pending::History | Pending::Typing(_)) | None => {}
             },
             ServerFrame::Error {
                 error,
@@ -434,6 +496,7 @@ impl Session<'_> {
                         (ChatRequest::Join, Some(channel))
                     }
                     Some(Pending::Leave(channel)) => (ChatRequest::Leave, Some(channel)),
+                    Some(Pending::Typing(channel)) => (ChatRequest::Typing, Some(channel)),
                     Some(Pending::Other(request, target)) => (request, target),
                     None => (ChatRequest::Unknown, None),
                 };
@@ -452,124 +515,5 @@ impl Session<'_> {
                 }
             }
         }
-    }
-
-    async fn on_event(&mut self, event: Event) {
-        match event {
-            Event::ChatMessageReceived(message) => self.on_message(message, false).await,
-            Event::History(page) => {
-                if page.gap {
-                    self.link
-                        .sink
-                        .emit(NetEvent::HistoryGap {
-                            channel: page.channel.clone(),
-                        })
-                        .await;
-                }
-                for message in page.messages {
-                    self.on_message(message, true).await;
-                }
-            }
-            Event::Presence(list) => {
-                self.link
-                    .sink
-                    .emit(NetEvent::Presence(PresenceChanged {
-                        channel: list.channel,
-                        change: PresenceChange::Snapshot(list.users),
-                    }))
-                    .await;
-            }
-            Event::UserJoined(change) => self.on_presence(change, true).await,
-            Event::UserLeft(change) => self.on_presence(change, false).await,
-            Event::DirectMessageReceived(direct) => {
-                self.link
-                    .sink
-                    .emit(NetEvent::Direct(DirectMessageReceived {
-                        id: direct.id,
-                        from: direct.from,
-                        username: direct.username,
-                        text: direct.message,
-                        ts: direct.ts,
-                    }))
-                    .await;
-            }
-            Event::Broadcast(broadcast) => {
-                self.link
-                    .sink
-                    .emit(NetEvent::Broadcast(BroadcastReceived {
-                        text: broadcast.message,
-                        ts: broadcast.ts,
-                    }))
-                    .await;
-            }
-            Event::Pong => {}
-            Event::UserTyping(_) => {} // plugin side: issue 13 typing (coordinator wires it)
-            // plugin side: issue 13 blocking (coordinator wires it)
-            Event::BlockedUsers(_) => {}
-        }
-    }
-
-    async fn on_presence(&mut self, change: protocol::PresenceChange, joined: bool) {
-        if !self.link.restore.channels.contains_key(&change.channel) {
-            return;
-        }
-        let user = protocol::PresenceUser {
-            user_id: change.user_id,
-            username: change.username,
-        };
-        let change_kind = if joined {
-            PresenceChange::Joined(user)
-        } else {
-            PresenceChange::Left(user)
-        };
-        self.link
-            .sink
-            .emit(NetEvent::Presence(PresenceChanged {
-                channel: change.channel,
-                change: change_kind,
-            }))
-            .await;
-    }
-
-    /// A page the game asked for with `Chat::history`: older than what it has, so delivered as
-    /// is (the resume point stays where it is).
-    async fn on_older_page(&mut self, page: protocol::HistoryPage) {
-        if !self.link.restore.channels.contains_key(&page.channel) {
-            return;
-        }
-        for message in page.messages {
-            self.link
-                .sink
-                .emit(NetEvent::Message(received(message, true)))
-                .await;
-        }
-    }
-
-    /// Delivers a channel message once: skips it when the channel was left or the message was
-    /// already seen (a replay overlapping what arrived live).
-    async fn on_message(&mut self, message: protocol::ChatMessage, from_history: bool) {
-        let Some(track) = self.link.restore.channels.get_mut(&message.channel) else {
-            return;
-        };
-        if track.last_id.is_some_and(|last| message.id <= last) {
-            return;
-        }
-        track.last_id = Some(message.id);
-        self.link
-            .sink
-            .emit(NetEvent::Message(received(message, from_history)))
-            .await;
-    }
-}
-
-fn received(message: protocol::ChatMessage, from_history: bool) -> ChatMessageReceived {
-    ChatMessageReceived {
-        channel: message.channel,
-        id: message.id,
-        user_id: message.user_id,
-        username: message.username,
-        text: message.message,
-        ts: message.ts,
-        from_history,
     }
 }

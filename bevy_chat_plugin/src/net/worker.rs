@@ -268,6 +268,8 @@ impl Worker {
     async fn offline_command(&mut self, command: Command) {
         match command {
             Command::Connect => self.want_connected = true,
+            // Nobody to tell: typing is only news while connected.
+            Command::Typing(_) => {}
             Command::Disconnect => self.want_connected = false,
             Command::SetToken(token) => {
                 self.restore.tokens = Some(Tokens::external(token));

@@ -145,6 +145,8 @@ pub struct ChatUiState {
     pub(crate) join_input: String,
     pub(crate) status: track::StatusInfo,
     pub(crate) focus_input: bool,
+    /// Block or unblock chosen in a name's menu, carried out after drawing.
+    pub(crate) name_action: Option<NameAction>,
     pub(crate) fonts_ready: bool,
 }
 
@@ -169,6 +171,13 @@ impl ChatUiState {
     pub fn connection_problem(&self) -> Option<&str> {
         self.status.problem.as_deref()
     }
+}
+
+/// What a name's menu asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NameAction {
+    Block(String),
+    Unblock(String),
 }
 
 /// The panel's configuration, as a resource for its systems.

@@ -4,11 +4,12 @@ use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, egui};
 
+use super::NameAction;
 use super::status::{outage, outage_banner, status_line};
 use super::{ChatUiConfig, ChatUiFocus, ChatUiState, fonts};
 use crate::log::{ChatLineKind, ChatLog, ChatLogKey};
 use crate::state::ChatConnectionState;
-use crate::{Chat, ChatAuth, ChatTyping};
+use crate::{Chat, ChatAuth, ChatBlockList, ChatTyping};
 
 /// What the panel shows, read-only.
 #[derive(SystemParam)]
@@ -17,6 +18,7 @@ pub(super) struct Shown<'w> {
     auth: Res<'w, ChatAuth>,
     connection: Res<'w, ChatConnectionState>,
     typists: Res<'w, ChatTyping>,
+    blocked: Res<'w, ChatBlockList>,
 }
 
 /// Draws the panel and records whether it holds the keyboard.
@@ -33,6 +35,7 @@ pub(super) fn draw(
         auth,
         connection,
         typists,
+        blocked,
     } = shown;
     let ctx = contexts.ctx_mut()?;
     if !state.fonts_ready {
@@ -67,6 +70,10 @@ pub(super) fn draw(
             tabs(ui, &mut state, &log);
             ui.separator();
             let active = state.active.clone().unwrap_or(ChatLogKey::System);
+            let names = NameMenu {
+                blocked: &blocked,
+                me: auth.user_id.as_deref(),
+            };
             // The input line, the name and join fields, and the typing line.
             let input_height = 84.0;
             let list_height = (ui.available_height() - input_height).max(60.0);
@@ -78,14 +85,14 @@ pub(super) fn draw(
                     top_down,
                     |ui| {
                         ui.set_min_size(egui::vec2(messages_width, list_height));
-                        messages(ui, &mut state, &log, &active);
+                        messages(ui, &mut state, &log, &active, &names);
                     },
                 );
                 ui.separator();
                 let people_width = ui.available_width();
                 ui.allocate_ui_with_layout(egui::vec2(people_width, list_height), top_down, |ui| {
                     ui.set_min_size(egui::vec2(people_width, list_height));
-                    people(ui, &mut state, &active, *connection);
+                    people(ui, &mut state, &active, *connection, &names);
                 });
             });
             typing_line(ui, &typists, &active);
@@ -95,6 +102,11 @@ pub(super) fn draw(
             typing |= controls(ui, &mut state, &mut chat, &active);
         });
     focus.typing = typing;
+    match state.name_action.take() {
+        Some(NameAction::Block(user_id)) => chat.block(user_id),
+        Some(NameAction::Unblock(user_id)) => chat.unblock(user_id),
+        None => {}
+    }
     Ok(())
 }
 
@@ -144,7 +156,13 @@ fn tabs(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog) {
     });
 }
 
-fn messages(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog, active: &ChatLogKey) {
+fn messages(
+    ui: &mut egui::Ui,
+    state: &mut ChatUiState,
+    log: &ChatLog,
+    active: &ChatLogKey,
+    names: &NameMenu,
+) {
     if let Some(channel) = active.as_channel() {
         state.status.unread.remove(channel);
     }
@@ -168,7 +186,7 @@ fn messages(ui: &mut egui::Ui, state: &mut ChatUiState, log: &ChatLog, active: &
                                 .strong();
                             let response =
                                 ui.add(egui::Label::new(name).sense(egui::Sense::click()));
-                            name_menu(state, &response, user_id);
+                            names.show(state, &response, user_id);
                             ui.label(text);
                         }
                         ChatLineKind::System(text) => {
@@ -189,6 +207,7 @@ fn people(
     state: &mut ChatUiState,
     active: &ChatLogKey,
     connection: ChatConnectionState,
+    names: &NameMenu,
 ) {
     let Some(channel) = active.as_channel() else {
         return;
@@ -222,23 +241,47 @@ fn people(
                     };
                     let label = egui::RichText::new(name).color(color);
                     let response = ui.add(egui::Label::new(label).sense(egui::Sense::click()));
-                    name_menu(state, &response, &user.user_id);
+                    names.show(state, &response, &user.user_id);
                 }
             });
     });
 }
 
-/// The menu a click (or right click) on a name opens.
-fn name_menu(state: &mut ChatUiState, response: &egui::Response, user_id: &str) {
-    let open = (response.clicked() || response.secondary_clicked())
-        .then_some(egui::SetOpenCommand::Toggle);
-    egui::Popup::menu(response).open_memory(open).show(|ui| {
-        if ui.button("Whisper").clicked() {
-            state.input = format!("/w {user_id} ");
-            state.focus_input = true;
-            ui.close();
-        }
-    });
+/// The menu a click (or right click) on a name opens: whisper, block or unblock.
+struct NameMenu<'a> {
+    blocked: &'a ChatBlockList,
+    /// This player's user id (no block entry for oneself).
+    me: Option<&'a str>,
+}
+
+impl NameMenu<'_> {
+    fn show(&self, state: &mut ChatUiState, response: &egui::Response, user_id: &str) {
+        let open = (response.clicked() || response.secondary_clicked())
+            .then_some(egui::SetOpenCommand::Toggle);
+        egui::Popup::menu(response).open_memory(open).show(|ui| {
+            if ui.button("Whisper").clicked() {
+                state.input = format!("/w {user_id} ");
+                state.focus_input = true;
+                ui.close();
+            }
+            if self.me == Some(user_id) {
+                return;
+            }
+            if self.blocked.contains(user_id) {
+                if ui.button("Unblock").clicked() {
+                    state.name_action = Some(NameAction::Unblock(user_id.to_owned()));
+                    ui.close();
+                }
+            } else if ui
+                .button("Block")
+                .on_hover_text("stop seeing their messages, whispers and typing")
+                .clicked()
+            {
+                state.name_action = Some(NameAction::Block(user_id.to_owned()));
+                ui.close();
+            }
+        });
+    }
 }
 
 /// The message line. Returns whether it has the keyboard.
@@ -260,6 +303,13 @@ fn input_line(
             .id(egui::Id::new("chat-input")),
     );
     let mut focused = response.has_focus();
+    if response.changed()
+        && !state.input.trim().is_empty()
+        && !state.input.starts_with('/')
+        && let Some(channel) = active.as_channel()
+    {
+        chat.typing(channel);
+    }
     if std::mem::take(&mut state.focus_input) {
         response.request_focus();
         focused = true;

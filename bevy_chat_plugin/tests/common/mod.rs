@@ -235,6 +235,8 @@ pub struct Recorded {
     pub errors: Vec<ChatError>,
     pub connected: Vec<ChatConnected>,
     pub disconnected: Vec<ChatDisconnected>,
+    pub typing: Vec<ChatUserTyping>,
+    pub block_lists: Vec<ChatBlockListChanged>,
     /// `ChatConnectionState` each time it changed (as seen in `Update`).
     pub states: Vec<ChatConnectionState>,
     /// The player's user id as `Chat::user_id` reports it.
@@ -291,9 +293,11 @@ fn record(
     mut names: MessageReader<NameSet>,
     mut presence: MessageReader<PresenceChanged>,
     mut errors: MessageReader<ChatError>,
-    (mut connected, mut disconnected): (
+    (mut connected, mut disconnected, mut typing, mut block_lists): (
         MessageReader<ChatConnected>,
         MessageReader<ChatDisconnected>,
+        MessageReader<ChatUserTyping>,
+        MessageReader<ChatBlockListChanged>,
     ),
 ) {
     let rec = &mut *rec;
@@ -307,6 +311,8 @@ fn record(
     rec.errors.extend(errors.read().cloned());
     rec.connected.extend(connected.read().cloned());
     rec.disconnected.extend(disconnected.read().cloned());
+    rec.typing.extend(typing.read().cloned());
+    rec.block_lists.extend(block_lists.read().cloned());
     if state.is_changed() {
         rec.states.push(*state);
     }
