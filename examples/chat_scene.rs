@@ -216,7 +216,7 @@ fn load_fonts(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
     });
 }
 
-/// Once the fonts are in the text system's collection, Chinese, Japanese and Korean characters
+/// Once the fonts are in the text system's collection, Chinese and Japanese characters
 /// that DejaVu lacks fall back to Droid Sans Fallback.
 fn link_cjk_fallback(
     mut fonts: ResMut<SceneFonts>,

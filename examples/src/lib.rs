@@ -85,9 +85,10 @@ pub fn data_dir(app: &str) -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join(app))
 }
 
-/// The repository's `assets/` directory.
+/// The plugin crate's `assets/` directory (fonts with wide script coverage and their licenses;
+/// they live in the crate so that it can embed and package them).
 pub fn assets_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bevy_chat_plugin/assets")
 }
 
 #[cfg(test)]
