@@ -69,27 +69,30 @@ impl ReconnectPolicy {
 /// per server (`<data dir>/<app name>/chat/<server>.json`). Without it every game using this
 /// plugin on the machine shares one identity per server, and the plugin warns once.
 ///
-/// ```no_run
+/// ```
 /// use bevy::prelude::*;
-/// use bevy_chat_plugin::{Chat, ChatMessageReceived, ChatPlugin};
+/// use bevy_chat_plugin::{Chat, ChatConnectionState, ChatMessageReceived, ChatPlugin};
 ///
-/// fn main() {
-///     App::new()
-///         .add_plugins((
-///             MinimalPlugins,
-///             ChatPlugin::new("http://127.0.0.1:8080").with_app_name("my_game"),
-///         ))
-///         .add_systems(Startup, |mut chat: Chat| {
-///             chat.set_name("Ann");
-///             chat.join("lobby");
-///         })
-///         .add_systems(Update, |mut received: MessageReader<ChatMessageReceived>| {
-///             for m in received.read() {
-///                 println!("[{}] {}: {}", m.channel, m.username, m.text);
-///             }
-///         })
-///         .run();
-/// }
+/// let mut plugin = ChatPlugin::new("http://127.0.0.1:8080").with_app_name("my_game");
+/// // A game leaves this on; off, the example runs without a server.
+/// plugin.auto_connect = false;
+/// let mut app = App::new();
+/// app.add_plugins((MinimalPlugins, plugin))
+///     .add_systems(Startup, |mut chat: Chat| {
+///         // Remembered and applied on every connect.
+///         chat.set_name("Ann");
+///         chat.join("lobby");
+///     })
+///     .add_systems(Update, |mut received: MessageReader<ChatMessageReceived>| {
+///         for m in received.read() {
+///             println!("[{}] {}: {}", m.channel, m.username, m.text);
+///         }
+///     });
+/// app.update(); // a game calls `app.run()`
+/// assert_eq!(
+///     *app.world().resource::<ChatConnectionState>(),
+///     ChatConnectionState::Disconnected
+/// );
 /// ```
 #[derive(Debug, Clone)]
 pub struct ChatPlugin {

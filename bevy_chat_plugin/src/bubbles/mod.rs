@@ -29,29 +29,31 @@ pub use layout::{StackPlacement, place_stack, project_to_viewport};
 /// Marks an entity as a chat user in the world: that user's live channel messages appear as
 /// speech bubbles above it.
 ///
-/// ```no_run
+/// ```
 /// use bevy::prelude::*;
 /// use bevy_chat_plugin::prelude::*;
 /// use bevy_chat_plugin::bubbles::{ChatBubbleStyle, ChatBubblesPlugin, ChatSpeaker};
 ///
-/// App::new()
-///     .add_plugins(DefaultPlugins)
-///     .add_plugins((ChatPlugin::new("http://127.0.0.1:8080"), ChatBubblesPlugin))
+/// // A game uses `DefaultPlugins`, a camera (`commands.spawn(Camera2d)`) and a connected chat;
+/// // this runs headless and offline, where bubbles are kept but not drawn.
+/// let mut chat = ChatPlugin::new("http://127.0.0.1:8080").with_app_name("my_game");
+/// chat.auto_connect = false;
+/// let mut app = App::new();
+/// app.add_plugins((MinimalPlugins, chat, ChatBubblesPlugin))
 ///     .insert_resource(ChatBubbleStyle {
 ///         lifetime: 8.0,
 ///         ..default()
 ///     })
-///     .add_systems(Startup, |mut commands: Commands, mut chat: Chat| {
-///         chat.join("lobby");
-///         commands.spawn(Camera2d);
+///     .add_systems(Startup, |mut commands: Commands| {
 ///         // Another player's avatar, whose user id came from presence or a message.
 ///         commands.spawn((
-///             Sprite::from_color(Color::WHITE, Vec2::splat(48.0)),
 ///             Transform::from_xyz(100.0, 0.0, 0.0),
 ///             ChatSpeaker::new("their-user-id").with_offset(Vec3::Y * 24.0),
 ///         ));
-///     })
-///     .run();
+///     });
+/// app.update(); // a game calls `app.run()`
+/// let mut speakers = app.world_mut().query::<&ChatSpeaker>();
+/// assert_eq!(speakers.iter(app.world()).count(), 1);
 /// ```
 #[derive(Component, Debug, Clone, PartialEq)]
 pub struct ChatSpeaker {

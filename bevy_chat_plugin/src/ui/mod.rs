@@ -31,7 +31,6 @@ use bevy::input::InputSystems;
 use bevy::prelude::*;
 use bevy_egui::{EguiPlugin, EguiPrimaryContextPass, PrimaryEguiContext, egui};
 
-use crate::ChatSet;
 use crate::log::ChatLogKey;
 
 /// Look of the panel.
@@ -197,10 +196,9 @@ impl Plugin for ChatUiPlugin {
                 PreUpdate,
                 input::keys.in_set(ChatUiSystems::Keys).after(InputSystems),
             )
-            .add_systems(
-                Update,
-                (track::track_chat.after(ChatSet::Receive), watch_context),
-            )
+            // `Update` runs after `PreUpdate`, where `ChatSet::Receive` wrote this frame's chat
+            // messages: no ordering needed (a set of another schedule would order nothing).
+            .add_systems(Update, (track::track_chat, watch_context))
             .add_systems(EguiPrimaryContextPass, panel::draw);
     }
 
