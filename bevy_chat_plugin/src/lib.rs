@@ -145,14 +145,7 @@ impl Plugin for ChatPlugin {
             .add_message::<ChatBlockListChanged>()
             .init_resource::<ChatBlockList>()
             .init_resource::<api::ChatOutbox>()
-            .init_resource::<ChatTyping>()
-            .add_systems(
-                PreUpdate,
-                typing::track_typing
-                    .in_set(ChatSet::Receive)
-                    .after(systems::receive)
-                    .after(systems::report_failure),
-            );
+            .init_resource::<ChatTyping>();
         self.warn_if_identities_shared();
         let started = self.validate().and_then(|()| {
             net::spawn(self.clone())

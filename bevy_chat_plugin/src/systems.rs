@@ -10,6 +10,7 @@ use crate::log::{ChatLine, ChatLineKind, ChatLog, ChatLogKey};
 use crate::messages::*;
 use crate::net::{GameEnd, NetEvent};
 use crate::state::ChatConnectionState;
+use crate::typing::ChatTyping;
 
 /// The network thread's handle.
 #[derive(Resource)]
@@ -41,7 +42,14 @@ pub(crate) fn receive(
     mut auth: ResMut<ChatAuth>,
     mut state: ResMut<ChatConnectionState>,
     mut blocked: ResMut<ChatBlockList>,
+    (time, mut typists): (Res<Time<Real>>, ResMut<ChatTyping>),
 ) {
+    // Typing kept here rather than in a system of its own: every system costs the executor
+    // several µs a frame (`cargo bench -p bevy_chat_plugin --bench frame_time`).
+    let now = time.elapsed();
+    if typists.any() && typists.bypass_change_detection().expire(now) {
+        typists.set_changed();
+    }
     let Some(first) = net.0.try_recv() else {
         return;
     };
@@ -74,6 +82,9 @@ pub(crate) fn receive(
                 out.disconnected.write(disconnected);
             }
             NetEvent::Message(message) => {
+                if !message.from_history && typists.is_typing(&message.channel, &message.user_id) {
+                    typists.stopped(&message.channel, &message.user_id);
+                }
                 log.push(
                     &ChatLogKey::channel(&message.channel),
                     ChatLine {
@@ -120,6 +131,9 @@ pub(crate) fn receive(
                 out.joined.write(joined);
             }
             NetEvent::Left(left) => {
+                if typists.any() {
+                    typists.forget(&left.channel);
+                }
                 log.system(
                     &ChatLogKey::channel(&left.channel),
                     format!("You left {}", left.channel),
@@ -154,6 +168,7 @@ pub(crate) fn receive(
                 );
             }
             NetEvent::Typing(typing) => {
+                typists.started(&typing, now);
                 out.typing.write(typing);
             }
             NetEvent::BlockList(list) => {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 
-use crate::messages::{ChatLeft, ChatMessageReceived, ChatUserTyping};
+use crate::messages::ChatUserTyping;
 
 /// How long a `user_typing` counts after it arrived, unless that user's message comes first.
 /// A client announces typing about every second and the server passes one per two seconds
@@ -13,7 +13,7 @@ use crate::messages::{ChatLeft, ChatMessageReceived, ChatUserTyping};
 pub const TYPING_SHOWN_FOR: Duration = Duration::from_secs(4);
 
 /// Who is typing in each channel, for a "Ann is typing…" line. Updated in `PreUpdate` from
-/// [`ChatUserTyping`] messages: a user counts for [`TYPING_SHOWN_FOR`] after the last one, or until
+/// [`ChatUserTyping`] messages (by the plugin's receive system): a user counts for [`TYPING_SHOWN_FOR`] after the last one, or until
 /// their next message in that channel arrives.
 ///
 /// ```
@@ -95,6 +95,11 @@ impl ChatTyping {
         }
     }
 
+    /// Whether anyone is typing anywhere.
+    pub(crate) fn any(&self) -> bool {
+        !self.channels.is_empty()
+    }
+
     /// Forgets a channel (this client left it).
     pub(crate) fn forget(&mut self, channel: &str) {
         self.channels.remove(channel);
@@ -108,37 +113,6 @@ impl ChatTyping {
             !typists.is_empty()
         });
         before != self.channels.values().map(Vec::len).sum::<usize>()
-    }
-}
-
-/// `PreUpdate`, after the messages are written: keeps [`ChatTyping`] current. Does nothing
-/// (not even touch the resource) on frames with no typing, no message and nothing to expire.
-pub(crate) fn track_typing(
-    time: Res<Time<Real>>,
-    mut typing: ResMut<ChatTyping>,
-    mut announced: MessageReader<ChatUserTyping>,
-    mut received: MessageReader<ChatMessageReceived>,
-    mut left: MessageReader<ChatLeft>,
-) {
-    let now = time.elapsed();
-    for message in received.read() {
-        if !message.from_history && typing.is_typing(&message.channel, &message.user_id) {
-            typing.stopped(&message.channel, &message.user_id);
-        }
-    }
-    for announcement in announced.read() {
-        typing.started(announcement, now);
-    }
-    for left in left.read() {
-        if typing.channels.contains_key(&left.channel) {
-            typing.forget(&left.channel);
-        }
-    }
-    if !typing.channels.is_empty() {
-        typing.bypass_change_detection();
-        if typing.expire(now) {
-            typing.set_changed();
-        }
     }
 }
 
