@@ -204,21 +204,32 @@ fn encode(value: &str) -> String {
 }
 
 /// Logs in as the saved guest, or as a new guest (saving its credentials) when there is none
-/// or the server no longer knows it. Blocking: call it off the main thread.
+/// or the server no longer knows it. With no `credentials_file` yet, the guest saved at
+/// `legacy_file` by an older version is tried first and, when the server knows it, saved to
+/// `credentials_file` (the legacy file is left as it is). Blocking: call it off the main thread.
 pub(crate) fn login_guest(
     server_url: &str,
     credentials_file: Option<&Path>,
+    legacy_file: Option<&Path>,
     timeout: Duration,
 ) -> Result<Tokens, LoginError> {
     let base = server_url.trim_end_matches('/');
-    if let Some(saved) = credentials_file.and_then(load_credentials) {
+    let saved = credentials_file.and_then(load_credentials);
+    let migrating = saved.is_none() && credentials_file.is_some_and(|path| !path.exists());
+    let saved = saved.or_else(|| legacy_file.filter(|_| migrating).and_then(load_credentials));
+    if let Some(saved) = saved {
         let url = format!(
             "{base}/login-as-guest?user_id={}&guest_secret={}",
             encode(&saved.user_id),
             encode(&saved.guest_secret)
         );
         match get_json::<LoginResponse>(&url, timeout) {
-            Ok(login) => return Ok(Tokens::from_login(login)),
+            Ok(login) => {
+                if migrating && let Some(path) = credentials_file {
+                    keep(path, &saved);
+                }
+                return Ok(Tokens::from_login(login));
+            }
             Err(error) if error.is_refusal() => {
                 warn!(%error, "saved guest refused; logging in as a new guest");
             }
@@ -231,11 +242,16 @@ pub(crate) fn login_guest(
             user_id: login.user_id.clone(),
             guest_secret: login.guest_secret.clone(),
         };
-        if let Err(error) = save_credentials(path, &credentials) {
-            warn!(%error, path = %path.display(), "could not save guest credentials");
-        }
+        keep(path, &credentials);
     }
     Ok(Tokens::from_login(login))
+}
+
+/// Saves credentials, warning when that fails (the player then gets a new guest next time).
+fn keep(path: &Path, credentials: &GuestCredentials) {
+    if let Err(error) = save_credentials(path, credentials) {
+        warn!(%error, path = %path.display(), "could not save guest credentials");
+    }
 }
 
 /// Trades a refresh token for new tokens. Blocking.

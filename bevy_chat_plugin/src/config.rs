@@ -241,6 +241,27 @@ impl ChatPlugin {
         Some(dir.join(format!("{}.json", server_file_stem(&self.server_url))))
     }
 
+    /// Where versions before per-server files kept the guest (`<data dir>/<app_name>/guest.json`,
+    /// one file for every server). Read once when this server's file does not exist yet, so a
+    /// player keeps their identity across the upgrade; never written.
+    pub(crate) fn legacy_credentials_path(&self) -> Option<PathBuf> {
+        let default_place = matches!(
+            self.login,
+            ChatLogin::Guest {
+                credentials_file: None
+            }
+        ) && self.credentials_dir.is_none();
+        if !default_place {
+            return None;
+        }
+        let app = self.app_name.as_deref().unwrap_or(SHARED_APP_NAME);
+        Some(
+            directories::ProjectDirs::from("", "", app)?
+                .data_dir()
+                .join("guest.json"),
+        )
+    }
+
     /// Warns (once per process) when guest identities go to the directory shared by every
     /// game that did not name itself.
     pub(crate) fn warn_if_identities_shared(&self) {

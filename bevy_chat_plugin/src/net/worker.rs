@@ -198,6 +198,7 @@ impl Worker {
             .and_then(|t| t.refresh.clone());
         let url = self.config.server_url.clone();
         let path = self.config.credentials_path();
+        let legacy = self.config.legacy_credentials_path();
         let timeout = self.config.connect_timeout;
         let result = tokio::task::spawn_blocking(move || {
             if let Some(token) = refresh_token {
@@ -208,7 +209,7 @@ impl Worker {
                     }
                 }
             }
-            auth::login_guest(&url, path.as_deref(), timeout)
+            auth::login_guest(&url, path.as_deref(), legacy.as_deref(), timeout)
         })
         .await;
         match result {
