@@ -44,15 +44,6 @@ async fn expect_refused(client: &mut Client, text: &str) {
     assert_eq!(code, 1008);
 }
 
-/// The value of `chat_limit_hits_total{limit="..."}` (0 when absent).
-async fn limit_hits(server: &TestServer, limit: &str) -> u64 {
-    let (_, body) = server.get("/metrics").await;
-    let needle = format!("chat_limit_hits_total{{limit=\"{limit}\"}} ");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&needle))
-        .map_or(0, |n| n.trim().parse().unwrap())
-}
-
 #[tokio::test]
 async fn connections_per_address_are_limited_and_given_back() {
     let server = TestServer::start_with(|c| c.limits.max_connections_per_ip = 2).await;
@@ -61,7 +52,7 @@ async fn connections_per_address_are_limited_and_given_back() {
     let login = server.login().await;
     let mut third = server.connect(&login.auth_token).await;
     expect_refused(&mut third, "Too many connections from your address").await;
-    assert_eq!(limit_hits(&server, "connections_per_ip").await, 1);
+    assert_eq!(server.limit_hits("connections_per_ip").await, 1);
 
     // The others keep chatting, and a closed connection frees its place.
     drop(a);
@@ -94,7 +85,7 @@ async fn connections_per_user_are_limited() {
     // Another user is not affected; the first connection still works.
     let _other = server.guest().await;
     first.set_name("Ann").await;
-    assert_eq!(limit_hits(&server, "connections_per_user").await, 1);
+    assert_eq!(server.limit_hits("connections_per_user").await, 1);
 }
 
 #[tokio::test]
@@ -164,7 +155,7 @@ async fn logins_and_refreshes_per_address_are_rate_limited() {
     // The JWKS is not a login: other services keep fetching it.
     let (status, _) = server.get("/.well-known/jwks.json").await;
     assert_eq!(status, 200);
-    assert_eq!(limit_hits(&server, "login_rate").await, 1);
+    assert_eq!(server.limit_hits("login_rate").await, 1);
 }
 
 #[tokio::test]
@@ -189,7 +180,7 @@ async fn browsers_from_other_origins_are_refused() {
             .expect_text(r#"{"message":"Successfully connected!"}"#)
             .await;
     }
-    assert_eq!(limit_hits(&server, "origin").await, 1);
+    assert_eq!(server.limit_hits("origin").await, 1);
 }
 
 #[tokio::test]
@@ -216,7 +207,7 @@ async fn a_client_trickling_its_request_head_is_cut_off() {
     .await;
     assert!(ended.is_ok(), "the connection was held open");
     assert!(started.elapsed() >= Duration::from_millis(250));
-    assert_eq!(limit_hits(&server, "header_timeout").await, 1);
+    assert_eq!(server.limit_hits("header_timeout").await, 1);
     // Well-behaved requests are unaffected.
     assert_eq!(server.get("/healthz").await.0, 200);
 }

@@ -61,15 +61,6 @@ async fn next_is_message(client: &mut Client, text: &str) {
     assert_eq!(next["payload"]["message"], text, "{next}");
 }
 
-/// The value of `chat_limit_hits_total{limit="..."}` (0 when absent).
-async fn limit_hits(server: &TestServer, limit: &str) -> u64 {
-    let (_, body) = server.get("/metrics").await;
-    let needle = format!("chat_limit_hits_total{{limit=\"{limit}\"}} ");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&needle))
-        .map_or(0, |n| n.trim().parse().unwrap())
-}
-
 /// A client of the user holding `token`, on `server`, with the welcome read.
 async fn connect_as(server: &TestServer, token: &str, user_id: &str) -> Client {
     let mut client = server.connect(token).await;
@@ -139,7 +130,7 @@ async fn a_typing_within_the_window_is_dropped_until_a_message() {
     // The dropped `hall` typing was handled before this message, so it would have come first.
     say(&mut ann, "hall", "and here").await;
     next_is_message(&mut bob, "and here").await;
-    assert_eq!(limit_hits(&server, "typing_rate").await, 2);
+    assert_eq!(server.limit_hits("typing_rate").await, 2);
 }
 
 async fn the_window_ends_by_itself() {
@@ -162,7 +153,7 @@ async fn the_window_ends_by_itself() {
         next_non_presence(&mut bob).await,
         typing_of(&ann, "Ann", "lobby")
     );
-    assert_eq!(limit_hits(&server, "typing_rate").await, 0);
+    assert_eq!(server.limit_hits("typing_rate").await, 0);
 }
 
 async fn typing_needs_a_joined_channel_and_a_name() {

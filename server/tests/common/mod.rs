@@ -160,6 +160,15 @@ impl TestServer {
         http_get(format!("{}{}", self.http(), path_and_query)).await
     }
 
+    /// The value of `chat_limit_hits_total{limit="..."}` (0 when absent).
+    pub async fn limit_hits(&self, limit: &str) -> u64 {
+        let (_, body) = self.get("/metrics").await;
+        let needle = format!("chat_limit_hits_total{{limit=\"{limit}\"}} ");
+        body.lines()
+            .find_map(|line| line.strip_prefix(&needle))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    }
+
     /// POST JSON with optional bearer token: (status, body).
     pub async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> (u16, String) {
         let url = format!("{}{}", self.http(), path);
