@@ -93,30 +93,35 @@ impl ChatLog {
     /// Adds a line, in id order when it has an id (a line whose id is already kept is
     /// ignored), else at the end; drops the oldest line past capacity.
     pub fn push(&mut self, key: &ChatLogKey, line: ChatLine) {
-        let capacity = self.capacity;
-        let lines = match key {
-            ChatLogKey::Direct => &mut self.direct,
-            ChatLogKey::System => &mut self.system,
-            ChatLogKey::Channel(name) => match self.channels.get_mut(name.as_str()) {
-                Some(lines) => lines,
-                None => self.channels.entry(name.clone()).or_default(),
-            },
-        };
-        if lines.is_empty() && !self.order.contains(key) {
-            self.order.push(key.clone());
-        }
-        let Some(mut at) = insertion_point(lines, line.id) else {
-            return;
-        };
-        if lines.len() >= capacity {
-            if at == 0 {
-                return;
+        match key {
+            ChatLogKey::Channel(name) => self.push_to_channel(name, line),
+            ChatLogKey::Direct | ChatLogKey::System => {
+                if !self.order.contains(key) {
+                    self.order.push(key.clone());
+                }
+                let lines = match key {
+                    ChatLogKey::Direct => &mut self.direct,
+                    _ => &mut self.system,
+                };
+                if insert(lines, line, self.capacity) {
+                    self.revision += 1;
+                }
             }
-            lines.pop_front();
-            at -= 1;
         }
-        lines.insert(at, line);
-        self.revision += 1;
+    }
+
+    /// [`ChatLog::push`] to a channel's log, without building a key (the per-message path).
+    pub(crate) fn push_to_channel(&mut self, channel: &str, line: ChatLine) {
+        let lines = match self.channels.get_mut(channel) {
+            Some(lines) => lines,
+            None => {
+                self.order.push(ChatLogKey::channel(channel));
+                self.channels.entry(channel.to_owned()).or_default()
+            }
+        };
+        if insert(lines, line, self.capacity) {
+            self.revision += 1;
+        }
     }
 
     /// Adds a system line (local time, no id) at the end of a log.
@@ -155,6 +160,23 @@ impl ChatLog {
     pub fn revision(&self) -> u64 {
         self.revision
     }
+}
+
+/// Inserts a line where [`insertion_point`] says, dropping the oldest past `capacity`.
+/// Returns whether the line was kept.
+fn insert(lines: &mut VecDeque<ChatLine>, line: ChatLine, capacity: usize) -> bool {
+    let Some(mut at) = insertion_point(lines, line.id) else {
+        return false;
+    };
+    if lines.len() >= capacity {
+        if at == 0 {
+            return false;
+        }
+        lines.pop_front();
+        at -= 1;
+    }
+    lines.insert(at, line);
+    true
 }
 
 /// Where a line goes: after every kept line with a smaller id and before the first with a

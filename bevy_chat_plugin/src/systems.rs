@@ -85,8 +85,8 @@ pub(crate) fn receive(
                 if !message.from_history && typists.is_typing(&message.channel, &message.user_id) {
                     typists.stopped(&message.channel, &message.user_id);
                 }
-                log.push(
-                    &ChatLogKey::channel(&message.channel),
+                log.push_to_channel(
+                    &message.channel,
                     ChatLine {
                         id: Some(message.id),
                         ts: message.ts,
