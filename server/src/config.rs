@@ -111,8 +111,24 @@ pub struct EngineConfig {
 
     /// Redis URL (e.g. `redis://127.0.0.1:6379`); nodes with the same URL and key prefix share
     /// channels, names, presence and history.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", conflicts_with = "redis_cluster")]
     pub redis_url: Option<String>,
+
+    /// A Redis Cluster (Redis 7+ or Valkey), named by some of its nodes, comma-separated
+    /// (`redis://h1:7000,redis://h2:7000`; the rest are discovered). Channel traffic uses
+    /// sharded pub/sub. Giving it selects `redis`.
+    #[arg(long, env = "REDIS_CLUSTER", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
+
+    /// Replicas that must confirm a chat message (Redis `WAIT`) before it is acknowledged; 0
+    /// acknowledges once the master has it (a master lost right after may lose it).
+    #[arg(long, env = "CHAT_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
+    /// Longest wait for those replicas; past it the sender gets `unavailable` (the message may
+    /// still have been delivered and kept).
+    #[arg(long, env = "CHAT_REDIS_WAIT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub redis_wait_timeout: Duration,
 
     /// Prefix of every Redis key and pub/sub channel, so that deployments can share a Redis.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat:")]
@@ -164,13 +180,43 @@ impl EngineConfig {
         }
     }
 
-    /// The engine to run: the one named, else Redis when a URL is given, else memory.
+    /// Where the Redis engine's Redis is: the cluster named, else the URL.
+    pub fn redis_target(&self) -> Result<crate::engine::RedisTarget, String> {
+        if self.redis_prefix.contains(['{', '}']) {
+            return Err(format!(
+                "--redis-prefix {:?} holds a brace: braces mark Redis Cluster hash tags, and \
+                 would put every key in one slot",
+                self.redis_prefix
+            ));
+        }
+        let seeds: Vec<String> = self
+            .redis_cluster
+            .iter()
+            .map(|seed| seed.trim().to_owned())
+            .filter(|seed| !seed.is_empty())
+            .collect();
+        if !seeds.is_empty() {
+            return Ok(crate::engine::RedisTarget::Cluster(seeds));
+        }
+        match &self.redis_url {
+            Some(url) => Ok(crate::engine::RedisTarget::Single(url.clone())),
+            None => Err(
+                "the Redis engine needs --redis-url (or REDIS_URL) or --redis-cluster (or \
+                 REDIS_CLUSTER)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The engine to run: the one named, else Redis when a URL or cluster is given, else memory.
     pub fn selected(&self) -> EngineKind {
-        self.kind.unwrap_or(if self.redis_url.is_some() {
-            EngineKind::Redis
-        } else {
-            EngineKind::Memory
-        })
+        self.kind.unwrap_or(
+            if self.redis_url.is_some() || !self.redis_cluster.is_empty() {
+                EngineKind::Redis
+            } else {
+                EngineKind::Memory
+            },
+        )
     }
 }
 

@@ -43,6 +43,10 @@ impl From<EngineError> for ChatError {
                 tracing::warn!(%detail, "engine unavailable");
                 ChatError::new(ErrorCode::Unavailable, error.to_string())
             }
+            EngineError::Unconfirmed(detail) => {
+                tracing::warn!(%detail, "a message was not confirmed by a Redis replica");
+                ChatError::new(ErrorCode::Unavailable, error.to_string())
+            }
             EngineError::NameTaken(_) => ChatError::new(ErrorCode::NameTaken, error.to_string()),
         }
     }

@@ -135,14 +135,14 @@ impl Server {
                     .with_metrics(metrics.clone()),
             ),
             EngineKind::Redis => {
-                let url = config.engine.redis_url.clone().ok_or(ServerError::Engine(
-                    "the Redis engine needs --redis-url (or REDIS_URL)".into(),
-                ))?;
+                let target = config.engine.redis_target().map_err(ServerError::Engine)?;
                 let settings = RedisSettings {
-                    url,
+                    target,
                     prefix: config.engine.redis_prefix.clone(),
                     history_size: config.engine.history_size,
                     history_max_age: config.engine.history_max_age,
+                    wait_replicas: config.engine.redis_wait_replicas,
+                    wait_timeout: config.engine.redis_wait_timeout,
                 };
                 let engine = RedisEngine::connect(settings, hub.clone())
                     .await

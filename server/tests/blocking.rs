@@ -52,9 +52,10 @@ async fn block_lists_are_read_again_after_a_pubsub_outage() {
 
     // A change the node misses: written into Redis without being published.
     let mut conn = redis_connection(&url).await;
+    let keys = server::engine::RedisKeys::new(&prefix);
     let _: () = ::redis::pipe()
-        .sadd(format!("{prefix}blocks:{}", ann.user_id), &bob.user_id)
-        .hincr(format!("{prefix}block-versions"), &ann.user_id, 1)
+        .sadd(keys.blocks(&ann.user_id), &bob.user_id)
+        .incr(keys.block_version(&ann.user_id), 1)
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -314,13 +314,14 @@ async fn users_of_a_dead_node_leave_presence() {
     // What a node that crashed leaves behind: its share of presence and online users.
     let dead = "dead-node";
     let mut redis = redis_connection(&url).await;
+    let keys = server::engine::RedisKeys::new(&prefix);
     let _: () = ::redis::pipe()
-        .sadd(format!("{prefix}node-presence:{dead}"), "lobby\nghost")
-        .hincr(format!("{prefix}presence:lobby"), "ghost", 1)
-        .hset(format!("{prefix}names"), "ghost", "Ghost")
-        .sadd(format!("{prefix}node-users:{dead}"), "ghost")
-        .hincr(format!("{prefix}online"), "ghost", 1)
-        .zadd(format!("{prefix}nodes"), dead, 1)
+        .sadd(keys.node_presence(dead), "lobby\nghost")
+        .hincr(keys.presence("lobby"), "ghost", 1)
+        .set(keys.name("ghost"), "Ghost")
+        .sadd(keys.node_users(dead), "ghost")
+        .sadd(keys.online("ghost"), dead)
+        .zadd(keys.nodes(), dead, 1)
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -338,7 +339,7 @@ async fn users_of_a_dead_node_leave_presence() {
         .await;
     assert_eq!(ann.recv_type_or_error().await["code"], "not_found");
     let nodes: Vec<String> = ::redis::cmd("ZRANGE")
-        .arg(format!("{prefix}nodes"))
+        .arg(keys.nodes())
         .arg(0)
         .arg(-1)
         .query_async(&mut redis)

@@ -19,7 +19,9 @@ use protocol::{
     TypingUser,
 };
 
-pub use self::redis::{Keys as RedisKeys, RedisEngine, RedisGuestStore, RedisSettings};
+pub use self::redis::{
+    Keys as RedisKeys, RedisEngine, RedisGuestStore, RedisSettings, RedisTarget,
+};
 pub use memory::MemoryEngine;
 
 /// An engine failure, reported to the client as `unavailable` / `name_taken`.
@@ -28,6 +30,13 @@ pub enum EngineError {
     /// The shared backend cannot be reached; the request was not carried out.
     #[error("the chat backend is unavailable, try again shortly")]
     Unavailable(String),
+    /// The message was stored and delivered, but no replica confirmed it in time
+    /// (`--redis-wait-replicas`): a failover now could lose it. Reported as `unavailable`.
+    #[error(
+        "the message was not confirmed by a Redis replica in time and may be lost; it may \
+         also have been delivered"
+    )]
+    Unconfirmed(String),
     /// The name is held by another user (unique names only).
     #[error("the name {0:?} is taken")]
     NameTaken(String),

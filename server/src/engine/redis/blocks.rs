@@ -1,10 +1,12 @@
-//! Block lists in Redis: one set per user (`{prefix}blocks:{user}`) and a version per user
-//! (`{prefix}block-versions`). Each change runs in one script that also publishes the new full
-//! list and its version on the control channel, so every node learns the lists in the order
-//! they were made; after a pub/sub outage a node reads the lists of its local users again.
+//! Block lists in Redis: one set per user (`blocks:{user}`) and its version (`block-version:{user}`,
+//! the same slot). Each change runs in one script that bumps the version; the new full list is
+//! then published with its version on the bus, and nodes apply only lists newer than theirs, so
+//! they end on the last change whatever order the publications arrive in. After a pub/sub outage a
+//! node reads the lists of its local users again.
 
 use std::sync::Arc;
 
+use super::wire::Wire;
 use super::{Shared, scripts, unavailable};
 use crate::engine::{BlockOutcome, BlockSnapshot, Delivery, EngineError};
 
@@ -18,16 +20,16 @@ impl Shared {
     ) -> Result<BlockOutcome, EngineError> {
         let changed: Option<(u64, Vec<String>)> = scripts::BLOCK
             .key(self.keys.blocks(user))
-            .key(self.keys.block_versions())
-            .key(self.keys.broadcast())
+            .key(self.keys.block_version(user))
             .arg(max)
             .arg(target)
-            .arg(user)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         Ok(match changed {
-            Some((version, users)) => BlockOutcome::Blocked(snapshot(version, users)),
+            Some((version, users)) => {
+                BlockOutcome::Blocked(self.announce_blocks(user, snapshot(version, users)).await?)
+            }
             None => BlockOutcome::TooMany,
         })
     }
@@ -40,21 +42,31 @@ impl Shared {
     ) -> Result<BlockSnapshot, EngineError> {
         let (version, users): (u64, Vec<String>) = scripts::UNBLOCK
             .key(self.keys.blocks(user))
-            .key(self.keys.block_versions())
-            .key(self.keys.broadcast())
+            .key(self.keys.block_version(user))
             .arg(target)
-            .arg(user)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(snapshot(version, users))
+        self.announce_blocks(user, snapshot(version, users)).await
+    }
+
+    /// Tells every node `user`'s new list.
+    async fn announce_blocks(
+        &self,
+        user: &str,
+        blocks: BlockSnapshot,
+    ) -> Result<BlockSnapshot, EngineError> {
+        self.publish(self.keys.bus(), Wire::blocks(user, &blocks))
+            .await
+            .map_err(unavailable)?;
+        Ok(blocks)
     }
 
     /// `user`'s list and its version, read together (MULTI).
     pub(super) async fn blocked(&self, user: &str) -> Result<BlockSnapshot, EngineError> {
         let (version, users): (Option<u64>, Vec<String>) = redis::pipe()
             .atomic()
-            .hget(self.keys.block_versions(), user)
+            .get(self.keys.block_version(user))
             .smembers(self.keys.blocks(user))
             .query_async(&mut self.conn.clone())
             .await

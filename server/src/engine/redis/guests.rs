@@ -1,20 +1,20 @@
 //! Guest accounts in Redis, so that a guest created on one node logs in on any node.
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
+use super::{Conn, Keys};
 use crate::identity::guests::{GuestStore, GuestStoreError, SecretHash};
 
-/// Guests in a Redis hash: user id → hex SHA-256 of the secret.
+/// Guests in Redis: one key per user id (its slot) holding the hex SHA-256 of the secret.
 pub struct RedisGuestStore {
-    conn: ConnectionManager,
-    key: String,
+    conn: Conn,
+    keys: Keys,
 }
 
 impl RedisGuestStore {
-    /// A store in the hash `key`.
-    pub fn new(conn: ConnectionManager, key: String) -> Self {
-        Self { conn, key }
+    /// A store on the engine's connection.
+    pub(super) fn new(conn: Conn, keys: Keys) -> Self {
+        Self { conn, keys }
     }
 }
 
@@ -34,7 +34,7 @@ impl GuestStore for RedisGuestStore {
         let _: bool = self
             .conn
             .clone()
-            .hset_nx(&self.key, user_id, secret.to_hex())
+            .set_nx(self.keys.guest(user_id), secret.to_hex())
             .await
             .map_err(failed)?;
         Ok(())
@@ -44,7 +44,7 @@ impl GuestStore for RedisGuestStore {
         let hex: Option<String> = self
             .conn
             .clone()
-            .hget(&self.key, user_id)
+            .get(self.keys.guest(user_id))
             .await
             .map_err(failed)?;
         Ok(hex.and_then(|h| SecretHash::from_hex(&h)))

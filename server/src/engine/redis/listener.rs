@@ -1,6 +1,6 @@
-//! The node's one pub/sub connection: receives channel traffic, direct messages and
-//! broadcasts, and after an outage reconnects, resubscribes and replays what it missed from the
-//! channel streams.
+//! The node's one pub/sub connection to a single Redis: receives channel traffic, direct
+//! messages and broadcasts, and after an outage reconnects, resubscribes and replays what it
+//! missed from the channel streams. (On a cluster: [`super::sharded`].)
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,20 +8,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use protocol::MessageId;
-use redis::AsyncCommands;
 use redis::aio::PubSubStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::Shared;
 use super::wire::{Incoming, Wire};
-use super::{Entry, Shared, entry_message};
 use crate::engine::Delivery;
 
 /// How often the pub/sub connection is pinged.
 const LIVENESS: Duration = Duration::from_secs(5);
-
-/// Most messages replayed per channel after an outage.
-const REPLAY_LIMIT: usize = 10_000;
 
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -59,7 +55,7 @@ pub(super) async fn run(
                     tokio::select! {
                         () = stop.cancelled() => return,
                         message = stream.next() => match message {
-                            Some(message) => handle(&shared, message.get_channel_name(), message.get_payload_bytes()),
+                            Some(message) => handle(&shared, message.get_payload_bytes()),
                             None => break,
                         },
                         _ = liveness.tick() => {
@@ -105,8 +101,12 @@ async fn alive(shared: &Shared) -> bool {
 /// throughout, so a concurrent `subscribe` either is in the list or waits and adds itself.
 async fn open(shared: &Shared) -> redis::RedisResult<PubSubStream> {
     let mut slot = shared.pubsub.lock().await;
-    let (mut sink, stream) = shared.client.get_async_pubsub().await?.split();
-    sink.subscribe(&[shared.keys.direct(), shared.keys.broadcast()])
+    let client = shared
+        .client
+        .as_ref()
+        .expect("classic pub/sub runs only with a single Redis");
+    let (mut sink, stream) = client.get_async_pubsub().await?.split();
+    sink.subscribe(&[shared.keys.inbox(&shared.node), shared.keys.bus()])
         .await?;
     let channels: Vec<String> = shared
         .subscribed
@@ -129,23 +129,13 @@ async fn replay(shared: &Shared) {
         .subscribed
         .lock()
         .iter()
-        .map(|(c, last)| (c.clone(), *last))
+        .map(|(c, subscription)| (c.clone(), subscription.last))
         .collect();
-    let mut conn = shared.conn.clone();
     for (channel, last) in channels {
-        let start = match last {
-            Some(last) => format!("({last}"),
-            None => "-".to_owned(),
-        };
-        let entries: redis::RedisResult<Vec<Entry>> = conn
-            .xrange_count(shared.keys.history(&channel), start, "+", REPLAY_LIMIT)
-            .await;
-        match entries {
-            Ok(entries) => {
-                for entry in entries {
-                    if let Ok(message) = entry_message(&channel, entry) {
-                        deliver_message(shared, message);
-                    }
+        match shared.read_since(&channel, last).await {
+            Ok(messages) => {
+                for message in messages {
+                    shared.deliver_message(message);
                 }
             }
             Err(error) => tracing::warn!(%error, channel, "replay after reconnect failed"),
@@ -153,26 +143,13 @@ async fn replay(shared: &Shared) {
     }
 }
 
-/// Delivers a channel message once, in order: drops it when the channel is no longer wanted or
-/// it was already delivered (replay overlap).
-fn deliver_message(shared: &Shared, message: protocol::ChatMessage) {
-    let mut subscribed = shared.subscribed.lock();
-    let Some(last) = subscribed.get_mut(&message.channel) else {
-        return;
-    };
-    if last.is_some_and(|last| message.id <= last) {
-        return;
-    }
-    *last = Some(message.id);
-    shared.sink.deliver(Delivery::Message(Arc::new(message)));
-}
-
-fn handle(shared: &Shared, _channel: &str, payload: &[u8]) {
+/// Hands one pub/sub payload (classic or sharded) to the hub.
+pub(super) fn handle(shared: &Shared, payload: &[u8]) {
     let Some(incoming) = Wire::decode(payload) else {
         return;
     };
     match incoming {
-        Incoming::Message(message) => deliver_message(shared, message),
+        Incoming::Message(message) => shared.deliver_message(message),
         Incoming::Joined(change) => {
             if shared.subscribed.lock().contains_key(&change.channel) {
                 shared.sink.deliver(Delivery::UserJoined(Arc::new(change)));

@@ -1,16 +1,21 @@
 //! The Redis engine: stateless nodes sharing channels, names, presence and history through one
-//! Redis. Channel history lives in a capped stream per channel; a message is appended and
-//! published in one script, so its id is the stream id. Each node keeps one pub/sub connection
-//! ([`listener`]), subscribed to the channels it has local members in; after a Redis outage it
-//! resubscribes and replays from the streams what it missed.
+//! Redis or a Redis Cluster. Channel history lives in a capped stream per channel; a message is
+//! appended and published in one script, so its id is the stream id. Each node receives the
+//! channels it has local members in: with one Redis on one classic pub/sub connection
+//! ([`listener`]), on a cluster with sharded pub/sub on the master owning each channel's slot
+//! ([`sharded`]). After an outage, a failover or a slot migration it subscribes again and
+//! replays from the streams what it missed ([`subscriptions`]).
 
 mod blocks;
+mod conn;
 mod entries;
 mod guests;
 mod keys;
 mod listener;
 mod nodes;
 mod scripts;
+mod sharded;
+mod subscriptions;
 mod wire;
 
 use std::collections::HashMap;
@@ -22,9 +27,10 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceUser};
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::PubSubSink;
 use tokio_util::sync::CancellationToken;
 
+pub use conn::RedisTarget;
 pub use guests::RedisGuestStore;
 pub use keys::Keys;
 
@@ -33,7 +39,10 @@ use super::{
     HistoryQuery, NewMessage, now_ms,
 };
 use crate::moderation::{Sanction, Standing};
+use conn::Conn;
 use entries::{Entry, entry_message, parse_id};
+use sharded::Sharded;
+use subscriptions::{Subscription, Subscriptions};
 use wire::Wire;
 
 /// Longest wait for a pub/sub command before the connection counts as broken.
@@ -42,27 +51,35 @@ const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
 /// Settings of the Redis engine.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://host:port/db`.
-    pub url: String,
+    /// One Redis or a cluster.
+    pub target: RedisTarget,
     /// Prefix of every key and channel.
     pub prefix: String,
     /// Messages kept per channel.
     pub history_size: usize,
     /// Oldest message kept.
     pub history_max_age: Duration,
+    /// Replicas that must confirm a message before it is acknowledged (`WAIT`); 0 acknowledges
+    /// once the master has it.
+    pub wait_replicas: u32,
+    /// Longest wait for those replicas.
+    pub wait_timeout: Duration,
 }
 
 /// Engine state shared with the background tasks.
 pub(crate) struct Shared {
     keys: Keys,
     node: String,
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    /// One Redis: the client of the classic pub/sub connection.
+    client: Option<redis::Client>,
+    /// A cluster: the sharded subscriptions.
+    sharded: Option<Sharded>,
     sink: Arc<dyn DeliverySink>,
-    /// The pub/sub connection's command half; `None` while reconnecting.
+    /// One Redis: the pub/sub connection's command half; `None` while reconnecting.
     pubsub: tokio::sync::Mutex<Option<PubSubSink>>,
     /// Channels this node must receive, with the newest message id delivered (for replay).
-    subscribed: Mutex<HashMap<String, Option<MessageId>>>,
+    subscribed: Mutex<Subscriptions>,
     /// Local connections per user (the node counts once in Redis).
     local_users: Mutex<HashMap<String, usize>>,
     /// Names of users connected here, re-asserted after a Redis restart.
@@ -85,25 +102,31 @@ fn unavailable(error: redis::RedisError) -> EngineError {
 }
 
 impl RedisEngine {
-    /// Connects to Redis and starts the pub/sub listener and the heartbeat.
+    /// Connects to Redis (or the cluster) and starts receiving and the heartbeat.
     pub async fn connect(
         settings: RedisSettings,
         sink: Arc<dyn DeliverySink>,
     ) -> Result<Self, EngineError> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(unavailable)?;
+        let conn = Conn::connect(&settings.target).await.map_err(unavailable)?;
+        let keys = Keys::new(&settings.prefix);
+        let node = uuid::Uuid::new_v4().to_string();
+        let (client, sharded) = match &settings.target {
+            RedisTarget::Single(url) => (
+                Some(redis::Client::open(url.as_str()).map_err(unavailable)?),
+                None,
+            ),
+            RedisTarget::Cluster(seeds) => {
+                let (sharded, pushes) = Sharded::connect(seeds).await.map_err(unavailable)?;
+                (None, Some((sharded, pushes)))
+            }
+        };
+        let (sharded, pushes) = sharded.unzip();
         let shared = Arc::new(Shared {
-            keys: Keys::new(&settings.prefix),
-            node: uuid::Uuid::new_v4().to_string(),
+            keys,
+            node,
             conn,
             client,
+            sharded,
             sink,
             pubsub: tokio::sync::Mutex::new(None),
             subscribed: Mutex::default(),
@@ -115,26 +138,50 @@ impl RedisEngine {
             settings,
         });
         let stop = CancellationToken::new();
-        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(listener::run(shared.clone(), stop.clone(), connected_tx));
-        tokio::spawn(nodes::heartbeat(shared.clone(), stop.clone()));
-        // Serve only once the node channels are subscribed (or fail if Redis is down now).
-        match tokio::time::timeout(Duration::from_secs(5), connected_rx).await {
-            Ok(Ok(())) => {}
+        match (&shared.sharded, pushes) {
+            (Some(sharded), Some(pushes)) => {
+                sharded::attach(&shared, &pushes, stop.clone());
+                let control = [shared.keys.inbox(&shared.node), shared.keys.bus()];
+                let subscribing = sharded.subscribe_control(&control);
+                if let Err(error) = tokio::time::timeout(Duration::from_secs(5), subscribing)
+                    .await
+                    .unwrap_or_else(|_| Err(sharded::timed_out()))
+                {
+                    stop.cancel();
+                    return Err(EngineError::Unavailable(format!(
+                        "cannot subscribe on the Redis Cluster: {error}"
+                    )));
+                }
+                shared.pubsub_up.store(true, Ordering::Release);
+            }
             _ => {
-                stop.cancel();
-                return Err(EngineError::Unavailable(
-                    "cannot open the Redis pub/sub connection".into(),
-                ));
+                let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(listener::run(shared.clone(), stop.clone(), connected_tx));
+                // Serve only once the node channels are subscribed (or fail if Redis is down).
+                if !matches!(
+                    tokio::time::timeout(Duration::from_secs(5), connected_rx).await,
+                    Ok(Ok(()))
+                ) {
+                    stop.cancel();
+                    return Err(EngineError::Unavailable(
+                        "cannot open the Redis pub/sub connection".into(),
+                    ));
+                }
             }
         }
-        tracing::info!(node = %shared.node, prefix = %shared.keys.prefix(), "Redis engine ready");
+        tokio::spawn(nodes::heartbeat(shared.clone(), stop.clone()));
+        tracing::info!(
+            node = %shared.node,
+            prefix = %shared.keys.prefix(),
+            redis = %shared.settings.target.describe(),
+            "Redis engine ready"
+        );
         Ok(Self { shared, stop })
     }
 
     /// Guest accounts shared by every node of this deployment.
     pub fn guest_store(&self) -> RedisGuestStore {
-        RedisGuestStore::new(self.shared.conn.clone(), self.shared.keys.guests())
+        RedisGuestStore::new(self.shared.conn.clone(), self.shared.keys.clone())
     }
 
     /// This node's id in Redis.
@@ -142,16 +189,41 @@ impl RedisEngine {
         &self.shared.node
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.shared.conn.clone()
     }
 
-    async fn publish_raw(&self, channel: String, payload: String) -> Result<(), EngineError> {
-        let _: i64 = self
+    /// The id of the newest message kept in `channel` (`0-0` when none is).
+    async fn tail(&self, channel: &str) -> Result<MessageId, EngineError> {
+        let tail: Vec<Entry> = self
             .conn()
-            .publish(channel, payload)
+            .xrevrange_count(self.shared.keys.history(channel), "+", "-", 1)
             .await
             .map_err(unavailable)?;
+        match tail.into_iter().next() {
+            Some((id, _)) => parse_id(&id),
+            None => Ok(MessageId::new(0, 0)),
+        }
+    }
+}
+
+impl Shared {
+    /// `PUBLISH` with one Redis, `SPUBLISH` (to the slot's master) on a cluster.
+    fn publish_command(&self) -> &'static str {
+        if self.sharded.is_some() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Publishes `payload` on the pub/sub channel `channel`.
+    async fn publish(&self, channel: String, payload: String) -> redis::RedisResult<()> {
+        let _: i64 = redis::cmd(self.publish_command())
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 }
@@ -165,12 +237,27 @@ impl Drop for RedisEngine {
 #[async_trait]
 impl Engine for RedisEngine {
     async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
+        if let Some(sharded) = &self.shared.sharded {
+            // From the stream's tail now: the replay after the confirmation delivers whatever
+            // is published before the subscription takes effect.
+            let tail = self.tail(channel).await?;
+            self.shared
+                .subscribed
+                .lock()
+                .insert(channel.to_owned(), Subscription::after(Some(tail)));
+            let key = self.shared.keys.channel(channel);
+            if let Err(error) = sharded.subscribe(&key, channel).await {
+                self.shared.subscribed.lock().remove(channel);
+                return Err(unavailable(error));
+            }
+            return Ok(());
+        }
         // Registered before SUBSCRIBE, so that nothing delivered right after it is dropped.
         self.shared
             .subscribed
             .lock()
             .entry(channel.to_owned())
-            .or_insert(None);
+            .or_default();
         let result = async {
             let mut pubsub = self.shared.pubsub.lock().await;
             let sink = pubsub
@@ -194,33 +281,28 @@ impl Engine for RedisEngine {
             return Err(error);
         }
         // The replay point after an outage: the stream's tail now.
-        let tail: Vec<Entry> = match self
-            .conn()
-            .xrevrange_count(self.shared.keys.history(channel), "+", "-", 1)
-            .await
-        {
+        let tail = match self.tail(channel).await {
             Ok(tail) => tail,
             Err(error) => {
                 let _ = self.unsubscribe(channel).await;
-                return Err(unavailable(error));
+                return Err(error);
             }
         };
-        if let Some(tail) = tail
-            .into_iter()
-            .next()
-            .map(|(id, _)| parse_id(&id))
-            .transpose()?
-        {
-            let mut subscribed = self.shared.subscribed.lock();
-            if let Some(last) = subscribed.get_mut(channel) {
-                *last = Some(last.map_or(tail, |l| l.max(tail)));
-            }
+        let mut subscribed = self.shared.subscribed.lock();
+        if let Some(subscription) = subscribed.get_mut(channel) {
+            subscription.last = Some(subscription.last.map_or(tail, |l| l.max(tail)));
         }
         Ok(())
     }
 
     async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError> {
         self.shared.subscribed.lock().remove(channel);
+        if let Some(sharded) = &self.shared.sharded {
+            return sharded
+                .unsubscribe(&self.shared.keys.channel(channel))
+                .await
+                .map_err(unavailable);
+        }
         let mut pubsub = self.shared.pubsub.lock().await;
         if let Some(sink) = pubsub.as_mut() {
             let unsubscribing = sink.unsubscribe(self.shared.keys.channel(channel));
@@ -240,7 +322,8 @@ impl Engine for RedisEngine {
 
     async fn publish(&self, new: NewMessage) -> Result<Arc<ChatMessage>, EngineError> {
         let settings = &self.shared.settings;
-        let id: String = scripts::PUBLISH
+        let mut invocation = scripts::PUBLISH.prepare_invoke();
+        invocation
             .key(self.shared.keys.history(&new.channel))
             .key(self.shared.keys.channel(&new.channel))
             .key(self.shared.keys.trimmed(&new.channel))
@@ -250,9 +333,42 @@ impl Engine for RedisEngine {
             .arg(&new.username)
             .arg(&new.message)
             .arg(&new.channel)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .arg(self.shared.publish_command());
+        let id: String = if settings.wait_replicas == 0 {
+            invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?
+        } else {
+            // WAIT on the connection the script ran on (the pipeline goes to the slot's
+            // master), so it covers this write.
+            let mut conn = self.conn();
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&invocation)
+                .cmd("WAIT")
+                .arg(settings.wait_replicas)
+                .arg(settings.wait_timeout.as_millis() as u64);
+            let (id, confirmed): (String, u32) = match pipe.query_async(&mut conn).await {
+                Err(error)
+                    if error.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    invocation
+                        .load_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                    pipe.query_async(&mut conn).await.map_err(unavailable)?
+                }
+                other => other.map_err(unavailable)?,
+            };
+            if confirmed < settings.wait_replicas {
+                return Err(EngineError::Unconfirmed(format!(
+                    "{confirmed} of {} replicas confirmed message {id} in {:?}",
+                    settings.wait_replicas, settings.wait_timeout
+                )));
+            }
+            id
+        };
         let id = parse_id(&id)?;
         Ok(Arc::new(new.stored(id)))
     }
@@ -322,42 +438,60 @@ impl Engine for RedisEngine {
 
     async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError> {
         let keys = &self.shared.keys;
-        let done: i64 = scripts::SET_NAME
-            .key(keys.names())
-            .key(keys.name_owners())
-            .key(keys.name_keys())
-            .arg(user_id)
-            .arg(name)
-            .arg(name.to_lowercase())
-            .arg(if unique { "1" } else { "0" })
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        if done == 1 {
-            self.shared
-                .local_names
-                .lock()
-                .insert(user_id.to_owned(), name.to_owned());
-            Ok(())
+        let mut conn = self.conn();
+        if unique {
+            // Claimed in the name's slot first, then recorded in the user's: a name is never
+            // held by two users. The old name is given up last.
+            let lower = name.to_lowercase();
+            let claimed: i64 = scripts::CLAIM_NAME
+                .key(keys.name_owner(&lower))
+                .arg(user_id)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if claimed != 1 {
+                return Err(EngineError::NameTaken(name.to_owned()));
+            }
+            let (old, ()): (Option<String>, ()) = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(keys.name_key(user_id))
+                .arg(&lower)
+                .arg("GET")
+                .set(keys.name(user_id), name)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if let Some(old) = old.filter(|old| *old != lower) {
+                let _: i64 = scripts::RELEASE_NAME
+                    .key(keys.name_owner(&old))
+                    .arg(user_id)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
         } else {
-            Err(EngineError::NameTaken(name.to_owned()))
+            let () = conn
+                .set(keys.name(user_id), name)
+                .await
+                .map_err(unavailable)?;
         }
+        self.shared
+            .local_names
+            .lock()
+            .insert(user_id.to_owned(), name.to_owned());
+        Ok(())
     }
 
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
         let mut conn = self.conn();
-        let name: Option<String> = conn
-            .hget(self.shared.keys.names(), user_id)
-            .await
-            .map_err(unavailable)?;
+        let key = self.shared.keys.name(user_id);
+        let name: Option<String> = conn.get(&key).await.map_err(unavailable)?;
         if name.is_none() {
             // Redis came back without its data: the name of a user connected here is known.
             let cached = self.shared.local_names.lock().get(user_id).cloned();
             if let Some(cached) = cached {
-                let _: bool = conn
-                    .hset_nx(self.shared.keys.names(), user_id, &cached)
-                    .await
-                    .map_err(unavailable)?;
+                let _: bool = conn.set_nx(&key, &cached).await.map_err(unavailable)?;
                 return Ok(Some(cached));
             }
         }
@@ -413,9 +547,10 @@ impl Engine for RedisEngine {
             return Ok(Vec::new());
         }
         users.sort();
-        let names: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.shared.keys.names())
-            .arg(&users)
+        // One MGET; on a cluster it is split by slot (each user's name is in the user's slot).
+        let keys: Vec<String> = users.iter().map(|u| self.shared.keys.name(u)).collect();
+        let names: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -440,8 +575,10 @@ impl Engine for RedisEngine {
             Delivery::Typing(typing) => (&typing.channel, Wire::typing(typing)),
             _ => return Ok(()),
         };
-        self.publish_raw(self.shared.keys.channel(channel), payload)
+        self.shared
+            .publish(self.shared.keys.channel(channel), payload)
             .await
+            .map_err(unavailable)
     }
 
     async fn user_online(&self, user_id: &str) -> Result<(), EngineError> {
@@ -486,22 +623,30 @@ impl Engine for RedisEngine {
     }
 
     async fn send_direct(&self, to: &str, message: DirectMessage) -> Result<bool, EngineError> {
-        let online: Option<i64> = self
+        let nodes: Vec<String> = self
             .conn()
-            .hget(self.shared.keys.online(), to)
+            .smembers(self.shared.keys.online(to))
             .await
             .map_err(unavailable)?;
-        if online.unwrap_or(0) <= 0 {
+        if nodes.is_empty() {
             return Ok(false);
         }
-        self.publish_raw(self.shared.keys.direct(), Wire::direct(to, &message))
-            .await?;
+        // To the inbox of each node the recipient is connected to, and nowhere else.
+        let payload = Wire::direct(to, &message);
+        for node in nodes {
+            self.shared
+                .publish(self.shared.keys.inbox(&node), payload.clone())
+                .await
+                .map_err(unavailable)?;
+        }
         Ok(true)
     }
 
     async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError> {
-        self.publish_raw(self.shared.keys.broadcast(), Wire::broadcast(&message))
+        self.shared
+            .publish(self.shared.keys.bus(), Wire::broadcast(&message))
             .await
+            .map_err(unavailable)
     }
 
     async fn moderate(&self, user_id: &str, sanction: Sanction) -> Result<(), EngineError> {
@@ -529,8 +674,10 @@ impl Engine for RedisEngine {
         if let Some(key) = lifted {
             let _: i64 = conn.del(key).await.map_err(unavailable)?;
         }
-        self.publish_raw(keys.broadcast(), Wire::sanction(user_id, &sanction))
+        self.shared
+            .publish(keys.bus(), Wire::sanction(user_id, &sanction))
             .await
+            .map_err(unavailable)
     }
 
     async fn standing(&self, user_id: &str) -> Result<Standing, EngineError> {
@@ -571,12 +718,7 @@ impl Engine for RedisEngine {
         if !self.shared.pubsub_up.load(Ordering::Acquire) {
             return false;
         }
-        let ping = async {
-            let pong: redis::RedisResult<String> =
-                redis::cmd("PING").query_async(&mut self.conn()).await;
-            pong.is_ok()
-        };
-        let ok = tokio::time::timeout(Duration::from_millis(800), ping)
+        let ok = tokio::time::timeout(Duration::from_millis(800), self.shared.conn.ping())
             .await
             .unwrap_or(false);
         self.shared.commands_up.store(ok, Ordering::Release);

@@ -1,5 +1,11 @@
-//! Node liveness (heartbeats, reaping dead nodes) and the per-node counts behind presence and
+//! Node liveness (heartbeats, reaping dead nodes) and the per-node records behind presence and
 //! online users.
+//!
+//! A node records what it holds in sets of its own slot (`node-presence:{node}` of
+//! `channel\nuser`, `node-users:{node}`), and moves the shared counts (`presence:{channel}`,
+//! `online:{user}`) in their own slots. Each count moves only when the node's record changed,
+//! so every step can be repeated (after a timeout, by two reapers at once) without counting
+//! twice. No command touches two slots.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,60 +24,61 @@ const NODE_TTL: Duration = Duration::from_secs(15);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 impl Shared {
-    /// Adds (or removes) this node's `member` in `node_set`, moving the node count of `field`
-    /// in `counts` by one when it changed. Returns whether the count crossed zero (first node
-    /// in, last node out).
-    async fn count(
-        &self,
-        add: bool,
-        node_set: String,
-        counts: String,
-        member: &str,
-        field: &str,
-    ) -> redis::RedisResult<bool> {
-        let script = if add {
-            &scripts::COUNT_ADD
-        } else {
-            &scripts::COUNT_REMOVE
-        };
-        let crossed: i64 = script
-            .key(node_set)
-            .key(counts)
-            .arg(member)
-            .arg(field)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(crossed == 1)
-    }
-
-    /// [`Shared::count`] of a user's presence in a channel.
+    /// Records (or forgets) `user` in `channel` on this node and moves the channel's count of
+    /// nodes holding the user when the record changed. Returns whether the count crossed zero
+    /// (first node in, last node out).
     pub(super) async fn count_presence(
         &self,
         add: bool,
         channel: &str,
         user: &str,
     ) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
         let member = format!("{channel}\n{user}");
-        self.count(
-            add,
-            self.keys.node_presence(&self.node),
-            self.keys.presence(channel),
-            &member,
-            user,
-        )
-        .await
+        let record = self.keys.node_presence(&self.node);
+        let changed: i64 = if add {
+            conn.sadd(&record, &member).await?
+        } else {
+            conn.srem(&record, &member).await?
+        };
+        if changed == 0 {
+            return Ok(false);
+        }
+        count_move(&mut conn, add, self.keys.presence(channel), user).await
     }
 
-    /// [`Shared::count`] of a user being online.
-    pub(super) async fn count_online(&self, add: bool, user: &str) -> redis::RedisResult<bool> {
-        self.count(
-            add,
-            self.keys.node_users(&self.node),
-            self.keys.online(),
-            user,
-            user,
-        )
-        .await
+    /// Records (or forgets) that `user` has a connection on this node, in the user's set of
+    /// nodes (what direct messages are sent to).
+    pub(super) async fn count_online(&self, add: bool, user: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        if add {
+            let _: i64 = conn.sadd(self.keys.node_users(&self.node), user).await?;
+            let _: i64 = conn.sadd(self.keys.online(user), &self.node).await?;
+        } else {
+            let _: i64 = conn.srem(self.keys.online(user), &self.node).await?;
+            let _: i64 = conn.srem(self.keys.node_users(&self.node), user).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves `field` of the counts hash `counts` by one; true when it crossed zero.
+async fn count_move(
+    conn: &mut super::Conn,
+    add: bool,
+    counts: String,
+    field: &str,
+) -> redis::RedisResult<bool> {
+    if add {
+        let count: i64 = conn.hincr(counts, field, 1).await?;
+        Ok(count == 1)
+    } else {
+        let gone: i64 = scripts::COUNT_DOWN
+            .key(counts)
+            .arg(field)
+            .invoke_async(conn)
+            .await?;
+        Ok(gone == 1)
     }
 }
 
@@ -108,16 +115,15 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
 /// node reaped it while it could not beat): its state must then be written again.
 async fn beat(shared: &Shared) -> redis::RedisResult<bool> {
     let mut conn = shared.conn.clone();
-    let now = now_ms();
-    let (added,): (i64,) = redis::pipe()
-        .cmd("SET")
+    let () = redis::cmd("SET")
         .arg(shared.keys.alive(&shared.node))
         .arg(1)
         .arg("PX")
         .arg(NODE_TTL.as_millis() as u64)
-        .ignore()
-        .zadd(shared.keys.nodes(), &shared.node, now)
         .query_async(&mut conn)
+        .await?;
+    let added: i64 = conn
+        .zadd(shared.keys.nodes(), &shared.node, now_ms())
         .await?;
     Ok(added == 1)
 }
@@ -132,30 +138,46 @@ async fn reap_dead_nodes(shared: &Shared) -> redis::RedisResult<()> {
         if node == shared.node || conn.exists::<_, bool>(shared.keys.alive(&node)).await? {
             continue;
         }
-        let gone: Vec<String> = scripts::REAP_NODE
-            .key(shared.keys.node_presence(&node))
-            .key(shared.keys.node_users(&node))
-            .key(shared.keys.nodes())
-            .key(shared.keys.alive(&node))
-            .arg(shared.keys.prefix())
-            .arg(&node)
-            .invoke_async(&mut conn)
-            .await?;
-        tracing::info!(%node, users = gone.len(), "reaped a dead node");
-        for member in gone {
-            let Some((channel, user)) = member.split_once('\n') else {
-                continue;
-            };
-            let username: Option<String> = conn.hget(shared.keys.names(), user).await?;
-            let payload = Wire::left(channel, user, username.as_deref());
-            let _: i64 = conn.publish(shared.keys.channel(channel), payload).await?;
-        }
+        reap(shared, &node).await?;
     }
     Ok(())
 }
 
-/// Writes this node's names, presence and online users again (after Redis came back, possibly without
-/// its data). Idempotent: the per-node sets make a second write a no-op.
+/// Forgets everything a dead node held: its presence (announcing `user_left` where no node
+/// holds the user any more) and its online users, then the node itself. Each member is removed
+/// from the node's record before its count moves, so two reapers never count one twice.
+async fn reap(shared: &Shared, node: &str) -> redis::RedisResult<()> {
+    let mut conn = shared.conn.clone();
+    let keys = &shared.keys;
+    let record = keys.node_presence(node);
+    let members: Vec<String> = conn.smembers(&record).await?;
+    let mut gone = 0;
+    for member in members {
+        let Some((channel, user)) = member.split_once('\n') else {
+            continue;
+        };
+        let removed: i64 = conn.srem(&record, &member).await?;
+        if removed == 1 && count_move(&mut conn, false, keys.presence(channel), user).await? {
+            gone += 1;
+            let username: Option<String> = conn.get(keys.name(user)).await?;
+            let payload = Wire::left(channel, user, username.as_deref());
+            shared.publish(keys.channel(channel), payload).await?;
+        }
+    }
+    let users: Vec<String> = conn.smembers(keys.node_users(node)).await?;
+    for user in users {
+        let _: i64 = conn.srem(keys.online(&user), node).await?;
+    }
+    let _: i64 = conn.del(keys.node_users(node)).await?;
+    let _: i64 = conn.del(&record).await?;
+    let _: i64 = conn.zrem(keys.nodes(), node).await?;
+    tracing::info!(%node, users = gone, "reaped a dead node");
+    Ok(())
+}
+
+/// Writes this node's names, presence and online users again (after Redis came back, possibly
+/// without its data, or after another node reaped this one). Idempotent: the node's own records
+/// make a second write a no-op.
 pub(crate) async fn reassert(shared: &Shared) -> redis::RedisResult<()> {
     // Alive first, so that no other node reaps what is written next.
     beat(shared).await?;
@@ -173,15 +195,12 @@ pub(crate) async fn reassert(shared: &Shared) -> redis::RedisResult<()> {
         .collect();
     for (user, name) in names {
         // Only where missing: a name set meanwhile on another node wins.
-        redis::pipe()
-            .hset_nx(keys.names(), &user, &name)
-            .ignore()
-            .hset_nx(keys.name_owners(), name.to_lowercase(), &user)
-            .ignore()
-            .hset_nx(keys.name_keys(), &user, name.to_lowercase())
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
+        let restored: bool = conn.set_nx(keys.name(&user), &name).await?;
+        if restored {
+            let lower = name.to_lowercase();
+            let _: bool = conn.set_nx(keys.name_owner(&lower), &user).await?;
+            let _: bool = conn.set_nx(keys.name_key(&user), &lower).await?;
+        }
     }
     let users: Vec<String> = shared.local_users.lock().keys().cloned().collect();
     for user in users {

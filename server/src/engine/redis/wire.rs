@@ -48,7 +48,8 @@ pub(super) enum Wire {
     /// A user is typing in a channel (`w` for writing; published only, never streamed).
     #[serde(rename = "w")]
     Typing { c: String, u: String, n: String },
-    /// `u`'s block list changed: every user it blocks now (written by the block scripts).
+    /// `u`'s block list changed: every user it blocks now (an empty list may come as `{}`
+    /// from older nodes, whose scripts wrote it with cjson).
     #[serde(rename = "k")]
     Blocks {
         u: String,
@@ -131,6 +132,15 @@ impl Wire {
             c: typing.channel.clone(),
             u: typing.user_id.clone(),
             n: typing.username.clone(),
+        })
+    }
+
+    /// `user`'s block list after a change.
+    pub fn blocks(user: &str, blocks: &BlockSnapshot) -> String {
+        encode(&Wire::Blocks {
+            u: user.into(),
+            v: blocks.version,
+            b: blocks.users.clone(),
         })
     }
 

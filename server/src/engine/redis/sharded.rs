@@ -1,0 +1,246 @@
+//! Sharded pub/sub on a Redis Cluster: the node holds one subscription connection per master
+//! (a RESP3 cluster connection whose pushes come here) and subscribes each chat channel with
+//! SSUBSCRIBE on the master owning its slot, its own inbox and the deployment's bus likewise.
+//!
+//! It follows the cluster. A slot that moves away (`sunsubscribe` pushed by Redis) or a master
+//! that goes away (a disconnection) marks the subscriptions lost; a keeper task subscribes them
+//! again wherever their slots live now (MOVED is followed by the cluster connection), and every
+//! confirmation starts a replay from the channel's stream, so what was published meanwhile is
+//! delivered once, in order ([`super::subscriptions`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::cluster_async::ClusterConnection;
+use redis::{ProtocolVersion, PushInfo, PushKind, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{COMMAND_TIMEOUT, cluster_builder};
+use super::{Shared, listener};
+
+/// How often lost subscriptions are tried again.
+const KEEPER_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What a shard channel carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Carries {
+    /// A chat channel (replayed from its stream after every confirmation).
+    Channel(String),
+    /// This node's inbox or the bus (not kept: nothing to replay).
+    Control,
+}
+
+/// The cluster subscriptions of one node.
+pub(super) struct Sharded {
+    conn: ClusterConnection,
+    /// Shard channels wanted, by pub/sub channel name.
+    wanted: Mutex<HashMap<String, Carries>>,
+    /// Wanted shard channels not known to be subscribed now.
+    lost: Mutex<HashSet<String>>,
+    wake: Notify,
+}
+
+/// Where the pushes of the subscription connection go; set once the engine exists.
+type PushTarget = Arc<OnceLock<Weak<Shared>>>;
+
+impl Sharded {
+    /// Opens the subscription connection to the cluster at `seeds`. Pushes reach the engine
+    /// once [`Sharded::attach`] named it.
+    pub(super) async fn connect(seeds: &[String]) -> redis::RedisResult<(Self, PushTarget)> {
+        let target: PushTarget = Arc::default();
+        let pushes = target.clone();
+        let client = cluster_builder(seeds)
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(move |info: PushInfo| -> Result<(), ()> {
+                if let Some(shared) = pushes.get().and_then(Weak::upgrade) {
+                    on_push(&shared, info);
+                }
+                Ok(())
+            })
+            .build()?;
+        let conn = client.get_async_connection().await?;
+        let sharded = Self {
+            conn,
+            wanted: Mutex::default(),
+            lost: Mutex::default(),
+            wake: Notify::new(),
+        };
+        Ok((sharded, target))
+    }
+
+    /// Subscribes this node's inbox and the bus (before the node serves).
+    pub(super) async fn subscribe_control(&self, channels: &[String]) -> redis::RedisResult<()> {
+        {
+            let mut wanted = self.wanted.lock();
+            for channel in channels {
+                wanted.insert(channel.clone(), Carries::Control);
+            }
+        }
+        self.conn.clone().ssubscribe(channels).await
+    }
+
+    /// Subscribes the shard channel `key` of the chat channel `channel`.
+    pub(super) async fn subscribe(&self, key: &str, channel: &str) -> redis::RedisResult<()> {
+        self.wanted
+            .lock()
+            .insert(key.to_owned(), Carries::Channel(channel.to_owned()));
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(COMMAND_TIMEOUT, conn.ssubscribe(key)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                self.wanted.lock().remove(key);
+                Err(error)
+            }
+            Err(_) => {
+                self.wanted.lock().remove(key);
+                Err(timed_out())
+            }
+        }
+    }
+
+    /// Unsubscribes the shard channel `key`.
+    pub(super) async fn unsubscribe(&self, key: &str) -> redis::RedisResult<()> {
+        self.wanted.lock().remove(key);
+        self.lost.lock().remove(key);
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(COMMAND_TIMEOUT, conn.sunsubscribe(key))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    /// True when every wanted shard channel is subscribed.
+    pub(super) fn healthy(&self) -> bool {
+        self.lost.lock().is_empty()
+    }
+
+    fn lose(&self, keys: impl IntoIterator<Item = String>) {
+        let wanted = self.wanted.lock();
+        let mut lost = self.lost.lock();
+        lost.extend(keys.into_iter().filter(|key| wanted.contains_key(key)));
+        if !lost.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+}
+
+pub(super) fn timed_out() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "the Redis Cluster does not answer a subscription",
+    ))
+}
+
+/// Makes `shared` receive the subscription connection's pushes and starts the keeper.
+pub(super) fn attach(shared: &Arc<Shared>, target: &PushTarget, stop: CancellationToken) {
+    let _ = target.set(Arc::downgrade(shared));
+    tokio::spawn(keeper(shared.clone(), stop));
+}
+
+fn sharded(shared: &Shared) -> &Sharded {
+    shared
+        .sharded
+        .as_ref()
+        .expect("sharded pub/sub runs only in cluster mode")
+}
+
+/// Subscribes lost shard channels again until none is lost, and keeps `pubsub_up` in step.
+async fn keeper(shared: Arc<Shared>, stop: CancellationToken) {
+    let sharded = sharded(&shared);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = sharded.wake.notified() => {}
+            () = tokio::time::sleep(KEEPER_INTERVAL) => {}
+        }
+        let lost: Vec<String> = sharded.lost.lock().iter().cloned().collect();
+        if lost.is_empty() {
+            shared.pubsub_up.store(true, Ordering::Release);
+            continue;
+        }
+        shared.pubsub_up.store(false, Ordering::Release);
+        let mut conn = sharded.conn.clone();
+        for key in lost {
+            if !sharded.wanted.lock().contains_key(&key) {
+                sharded.lost.lock().remove(&key);
+                continue;
+            }
+            let subscribing = conn.ssubscribe(&key);
+            match tokio::time::timeout(COMMAND_TIMEOUT, subscribing).await {
+                Ok(Ok(())) => {
+                    if sharded.wanted.lock().contains_key(&key) {
+                        sharded.lost.lock().remove(&key);
+                        // The confirmation push starts the replay; this covers a confirmation
+                        // that came before the channel was marked lost.
+                        if let Some(Carries::Channel(channel)) =
+                            sharded.wanted.lock().get(&key).cloned()
+                        {
+                            shared.begin_replay(&channel);
+                        }
+                    } else {
+                        // Left while subscribing again: undo.
+                        let _ = conn.sunsubscribe(&key).await;
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, key, "shard channel not subscribed yet");
+                }
+                Err(_) => tracing::debug!(key, "shard channel subscription timed out"),
+            }
+        }
+        if sharded.healthy() {
+            tracing::info!("Redis Cluster subscriptions restored");
+            shared.pubsub_up.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The first argument of a push as text (a channel name).
+fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn on_push(shared: &Arc<Shared>, info: PushInfo) {
+    let sharded = sharded(shared);
+    match info.kind {
+        PushKind::SMessage => {
+            if let Some(Value::BulkString(payload)) = info.data.get(1) {
+                listener::handle(shared, payload);
+            }
+        }
+        PushKind::SSubscribe => {
+            let Some(key) = text(info.data.first()) else {
+                return;
+            };
+            let carries = sharded.wanted.lock().get(&key).cloned();
+            if carries.is_some() {
+                sharded.lost.lock().remove(&key);
+            }
+            if let Some(Carries::Channel(channel)) = carries {
+                shared.begin_replay(&channel);
+            }
+        }
+        PushKind::SUnsubscribe => {
+            // Sent by Redis when the slot moved away (a resharding, a failover); after our own
+            // unsubscribe the channel is no longer wanted and this is ignored.
+            if let Some(key) = text(info.data.first()) {
+                tracing::info!(key, "Redis moved a shard channel away; subscribing again");
+                sharded.lose([key]);
+            }
+        }
+        PushKind::Disconnection => {
+            tracing::warn!("a Redis Cluster subscription connection dropped; subscribing again");
+            let keys: Vec<String> = sharded.wanted.lock().keys().cloned().collect();
+            sharded.lose(keys);
+            shared.pubsub_up.store(false, Ordering::Release);
+        }
+        _ => {}
+    }
+}
