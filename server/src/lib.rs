@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 use crate::accept::AcceptLimits;
 use crate::app::AppState;
 use crate::config::{Config, EngineKind};
-use crate::engine::{Engine, MemoryEngine, RedisEngine, RedisSettings};
+use crate::engine::{Engine, EngineError, MemoryEngine, RedisEngine, RedisSettings};
 use crate::hub::Hub;
 use crate::identity::guests::GuestStore;
 use crate::identity::{Identity, IdentityError};
@@ -144,9 +144,15 @@ impl Server {
                     wait_replicas: config.engine.redis_wait_replicas,
                     wait_timeout: config.engine.redis_wait_timeout,
                 };
-                let engine = RedisEngine::connect(settings, hub.clone())
-                    .await
-                    .map_err(|e| ServerError::Engine(e.to_string()))?;
+                let engine =
+                    RedisEngine::connect(settings, hub.clone())
+                        .await
+                        .map_err(|e| match e {
+                            EngineError::Unavailable(detail) => {
+                                ServerError::Engine(format!("cannot use Redis: {detail}"))
+                            }
+                            other => ServerError::Engine(other.to_string()),
+                        })?;
                 shared_guests = Some(Arc::new(engine.guest_store()));
                 Arc::new(engine)
             }

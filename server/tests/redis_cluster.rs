@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use server::config::Config;
 use tokio::time::Instant;
 
+cluster_only!(two_nodes_share_every_kind_of_message);
+
 redis_only!(
     two_nodes_share_every_kind_of_message,
     different_prefixes_are_isolated,

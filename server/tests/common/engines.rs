@@ -10,6 +10,8 @@ use std::time::Duration;
 use server::config::{Config, EngineKind};
 use tokio::task::JoinHandle;
 
+use super::redis_cluster::cluster_seeds;
+
 /// The engine the servers of a test run on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TestEngine {
@@ -19,6 +21,11 @@ pub enum TestEngine {
     /// sharing one Redis never see each other).
     Redis {
         /// Key and channel prefix, e.g. `test-<uuid>:`.
+        prefix: String,
+    },
+    /// The Redis Cluster of this test process ([`cluster_seeds`]), under `prefix`.
+    RedisCluster {
+        /// Key and channel prefix.
         prefix: String,
     },
 }
@@ -47,7 +54,7 @@ impl TestEngine {
     pub fn prefix(&self) -> Option<&str> {
         match self {
             TestEngine::Memory => None,
-            TestEngine::Redis { prefix } => Some(prefix),
+            TestEngine::Redis { prefix } | TestEngine::RedisCluster { prefix } => Some(prefix),
         }
     }
 
@@ -62,6 +69,14 @@ impl TestEngine {
                 let url = redis_url().unwrap_or_else(|why| panic!("{why}"));
                 config.engine.kind = Some(EngineKind::Redis);
                 config.engine.redis_url = Some(url);
+                config.engine.redis_cluster = Vec::new();
+                config.engine.redis_prefix = prefix.clone();
+            }
+            TestEngine::RedisCluster { prefix } => {
+                let seeds = cluster_seeds().unwrap_or_else(|why| panic!("{why}"));
+                config.engine.kind = Some(EngineKind::Redis);
+                config.engine.redis_url = None;
+                config.engine.redis_cluster = seeds;
                 config.engine.redis_prefix = prefix.clone();
             }
         }
@@ -69,10 +84,11 @@ impl TestEngine {
 }
 
 /// Generates, for each named `async fn` (no arguments, at the top level of the test file, with
-/// no test attribute of its own), two tests: `memory::name` and `redis::name`. Each runs the fn
-/// with [`TEST_ENGINE`] set, so every [`TestServer::start`] in it uses that engine; the Redis
-/// one gets a fresh key prefix. Without a Redis the Redis variants skip, or fail under `CI=true`
-/// (see [`redis_url`]).
+/// no test attribute of its own), three tests: `memory::name`, `redis::name` and
+/// `redis_cluster::name`. Each runs the fn with [`TEST_ENGINE`] set, so every
+/// [`TestServer::start`] in it uses that engine; the Redis ones get a fresh key prefix. Without
+/// a Redis (or `redis-server` to start a cluster with) the Redis variants skip, or fail under
+/// `CI=true` (see [`redis_url`], [`cluster_seeds`]).
 #[macro_export]
 macro_rules! per_engine {
     ($($test:ident),+ $(,)?) => {
@@ -96,6 +112,18 @@ macro_rules! per_engine {
                 }
             )+
         }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    $crate::common::run_redis_cluster(
+                        concat!("redis_cluster::", stringify!($test)),
+                        super::$test(),
+                    )
+                    .await;
+                }
+            )+
+        }
     };
 }
 
@@ -110,6 +138,27 @@ macro_rules! redis_only {
                 async fn $test() {
                     $crate::common::run_redis(
                         concat!("redis::", stringify!($test)),
+                        super::$test(),
+                    )
+                    .await;
+                }
+            )+
+        }
+    };
+}
+
+/// Generates, for each named `async fn` (no arguments, no test attribute), the test
+/// `redis_cluster::name`: as the cluster third of [`per_engine!`] (list a test in
+/// [`redis_only!`] too to run it on a single Redis as well).
+#[macro_export]
+macro_rules! cluster_only {
+    ($($test:ident),+ $(,)?) => {
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    $crate::common::run_redis_cluster(
+                        concat!("redis_cluster::", stringify!($test)),
                         super::$test(),
                     )
                     .await;
@@ -143,6 +192,34 @@ pub async fn run_redis(name: &str, test: impl Future<Output = ()>) {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     tokio::task::block_in_place(move || drop(cleanup));
+}
+
+/// Runs a test body on this process's Redis Cluster under a fresh prefix (the cluster is
+/// private to the process, so nothing is deleted after). Skips (with a message) when no cluster
+/// can be started, except under `CI=true`, where that fails.
+pub async fn run_redis_cluster(name: &str, test: impl Future<Output = ()>) {
+    match tokio::task::spawn_blocking(cluster_seeds).await.unwrap() {
+        Ok(_) => {}
+        Err(why) if on_ci() => panic!(
+            "{name}: CI=true and no Redis Cluster: {why}. CI must have redis-server and \
+             redis-cli installed (.ci/run installs them)"
+        ),
+        Err(why) => {
+            eprintln!("skipping {name}: {why}");
+            return;
+        }
+    }
+    let engine = TestEngine::RedisCluster {
+        prefix: format!("test-{}:", uuid::Uuid::new_v4()),
+    };
+    let stopping = Arc::new(Mutex::new(Vec::new()));
+    STOPPING
+        .scope(stopping.clone(), TEST_ENGINE.scope(engine, test))
+        .await;
+    let tasks = std::mem::take(&mut *stopping.lock().unwrap());
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
 }
 
 tokio::task_local! {
@@ -334,12 +411,18 @@ pub struct RedisProcess {
 impl RedisProcess {
     /// Starts redis-server on `port` and waits until it answers PING.
     pub fn start(port: u16) -> Result<Self, String> {
+        let dir = std::env::temp_dir();
+        Self::start_with(port, &["--dir", dir.to_str().unwrap_or("/tmp")])
+    }
+
+    /// Starts redis-server on `port` with `args` added (e.g. cluster settings, a `--dir`), and
+    /// waits until it answers PING.
+    pub fn start_with(port: u16, args: &[&str]) -> Result<Self, String> {
         let server = Command::new("redis-server")
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(std::env::temp_dir())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -383,6 +466,11 @@ impl RedisProcess {
     /// `redis://127.0.0.1:port`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// True until [`RedisProcess::kill`].
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
     }
 
     /// Kills redis-server with SIGKILL (no goodbye, no save) and waits for it to exit.

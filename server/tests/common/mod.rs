@@ -2,13 +2,15 @@
 //!
 //! Here: [`TestServer`] and the HTTP helpers. The WebSocket [`Client`] is in `client`, the
 //! engines (memory or Redis, `per_engine!`, `redis_only!`, the test Redis) in `engines`; both
-//! are re-exported, so `use common::*;` reaches everything. `tokens` (identity tests) and
-//! `cluster` (Redis cluster tests) are imported on their own.
+//! are re-exported, so `use common::*;` reaches everything. `tokens` (identity tests),
+//! `cluster` (multi-node tests) and `redis_cluster` (a private Redis Cluster) are imported on
+//! their own.
 #![allow(dead_code)]
 
 mod client;
 pub mod cluster;
 mod engines;
+pub mod redis_cluster;
 pub mod tokens;
 
 pub use client::*;

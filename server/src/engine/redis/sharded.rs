@@ -80,7 +80,12 @@ impl Sharded {
                 wanted.insert(channel.clone(), Carries::Control);
             }
         }
-        self.conn.clone().ssubscribe(channels).await
+        let mut conn = self.conn.clone();
+        // One by one: shard channels of different slots cannot share a command.
+        for channel in channels {
+            conn.ssubscribe(channel).await?;
+        }
+        Ok(())
     }
 
     /// Subscribes the shard channel `key` of the chat channel `channel`.
