@@ -26,6 +26,16 @@ async fn moderation_reaches_every_node_on_redis() {
     run_redis("moderation::every_node", moderation_reaches_every_node()).await;
 }
 
+/// The same on a Redis Cluster (mutes and bans live in each user's slot, on any master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderation_reaches_every_node_on_a_redis_cluster() {
+    run_redis_cluster(
+        "moderation::every_node_cluster",
+        moderation_reaches_every_node(),
+    )
+    .await;
+}
+
 async fn admin(server: &TestServer, action: &str, body: Value) -> (u16, Value) {
     let (status, text) = server
         .post(&format!("/admin/{action}"), Some(ADMIN_TOKEN), body)

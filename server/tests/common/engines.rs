@@ -404,6 +404,8 @@ const WATCHDOG: &str = r#"while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/
 pub struct RedisProcess {
     /// Its port.
     pub port: u16,
+    /// The arguments it was started with beyond port and persistence (kept for a restart).
+    args: Vec<String>,
     server: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -439,6 +441,7 @@ impl RedisProcess {
             .ok();
         let mut process = Self {
             port,
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             server: Some(server),
             watchdog,
         };
@@ -488,7 +491,8 @@ impl RedisProcess {
     /// Kills redis-server and starts a new one on the same port (empty: nothing was saved).
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
-        *self = Self::start(self.port)?;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        *self = Self::start_with(self.port, &args)?;
         Ok(())
     }
 }

@@ -157,6 +157,22 @@ impl RedisCluster {
             .unwrap_or_else(|| panic!("no master serves slot {slot}"))
     }
 
+    /// The port of a replica of the master on `port` (`CLUSTER REPLICAS`).
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let id = self.node_id(master);
+        let replicas: Vec<String> = self
+            .query(master, ::redis::cmd("CLUSTER").arg("REPLICAS").arg(&id))
+            .unwrap();
+        let line = replicas
+            .first()
+            .unwrap_or_else(|| panic!("{master} has no replica"));
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|address| address.split(['@', ':']).nth(1))
+            .and_then(|port| port.parse().ok())
+            .unwrap()
+    }
+
     /// The node id of the node on `port` (`CLUSTER MYID`).
     pub fn node_id(&self, port: u16) -> String {
         self.query(port, ::redis::cmd("CLUSTER").arg("MYID"))
@@ -171,6 +187,44 @@ impl RedisCluster {
             .find(|node| node.port == port)
             .unwrap_or_else(|| panic!("no node on port {port}"));
         node.kill();
+    }
+
+    /// Starts the node on `port` again after [`RedisCluster::kill`], with its cluster file: it
+    /// rejoins, as a replica when its slots were failed over.
+    pub fn restart(&mut self, port: u16) -> Result<(), String> {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"));
+        node.restart()
+    }
+
+    /// Kills the master serving `slot`, waits until its replica took over, and starts the old
+    /// master again (it rejoins as the new master's replica), as an operator's orchestrator
+    /// would. Returns the new master's port.
+    pub fn fail_over_by_kill(&mut self, slot: u16) -> Result<u16, String> {
+        let old = self.master_of(slot);
+        self.kill(old);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let new = loop {
+            if let Some(new) = self
+                .shards()
+                .iter()
+                .find(|shard| shard.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+                .map(|shard| shard.port)
+                .filter(|port| *port != old)
+            {
+                break new;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no replica took over slot {slot} from {old}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.restart(old)?;
+        self.wait_until_healthy(Duration::from_secs(30))?;
+        Ok(new)
     }
 
     /// Waits until every slot is served by a live master and every live replica is in sync
