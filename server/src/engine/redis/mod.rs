@@ -12,6 +12,7 @@ mod entries;
 mod guests;
 mod keys;
 mod listener;
+mod migrate;
 mod nodes;
 mod scripts;
 mod sharded;
@@ -109,6 +110,10 @@ impl RedisEngine {
     ) -> Result<Self, EngineError> {
         let conn = Conn::connect(&settings.target).await.map_err(unavailable)?;
         let keys = Keys::new(&settings.prefix);
+        if !settings.target.is_cluster() {
+            // A Redis written by an older version: carry its data over once.
+            migrate::upgrade(&conn, &keys).await.map_err(unavailable)?;
+        }
         let node = uuid::Uuid::new_v4().to_string();
         let (client, sharded) = match &settings.target {
             RedisTarget::Single(url) => (
