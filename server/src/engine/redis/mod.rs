@@ -12,7 +12,9 @@ mod entries;
 mod guests;
 mod keys;
 mod listener;
+mod messages;
 mod migrate;
+mod names;
 mod nodes;
 mod scripts;
 mod sharded;
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceUser};
+use protocol::{BroadcastMessage, ChatMessage, DirectMessage, PresenceUser};
 use redis::AsyncCommands;
 use redis::aio::PubSubSink;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +43,6 @@ use super::{
 };
 use crate::moderation::{Sanction, Standing};
 use conn::Conn;
-use entries::{Entry, entry_message, parse_id};
 use sharded::Sharded;
 use subscriptions::{Subscription, Subscriptions};
 use wire::Wire;
@@ -197,19 +198,6 @@ impl RedisEngine {
     fn conn(&self) -> Conn {
         self.shared.conn.clone()
     }
-
-    /// The id of the newest message kept in `channel` (`0-0` when none is).
-    async fn tail(&self, channel: &str) -> Result<MessageId, EngineError> {
-        let tail: Vec<Entry> = self
-            .conn()
-            .xrevrange_count(self.shared.keys.history(channel), "+", "-", 1)
-            .await
-            .map_err(unavailable)?;
-        match tail.into_iter().next() {
-            Some((id, _)) => parse_id(&id),
-            None => Ok(MessageId::new(0, 0)),
-        }
-    }
 }
 
 impl Shared {
@@ -245,7 +233,7 @@ impl Engine for RedisEngine {
         if let Some(sharded) = &self.shared.sharded {
             // From the stream's tail now: the replay after the confirmation delivers whatever
             // is published before the subscription takes effect.
-            let tail = self.tail(channel).await?;
+            let tail = self.shared.tail(channel).await?;
             self.shared
                 .subscribed
                 .lock()
@@ -286,7 +274,7 @@ impl Engine for RedisEngine {
             return Err(error);
         }
         // The replay point after an outage: the stream's tail now.
-        let tail = match self.tail(channel).await {
+        let tail = match self.shared.tail(channel).await {
             Ok(tail) => tail,
             Err(error) => {
                 let _ = self.unsubscribe(channel).await;
@@ -326,189 +314,19 @@ impl Engine for RedisEngine {
     }
 
     async fn publish(&self, new: NewMessage) -> Result<Arc<ChatMessage>, EngineError> {
-        let settings = &self.shared.settings;
-        let mut invocation = scripts::PUBLISH.prepare_invoke();
-        invocation
-            .key(self.shared.keys.history(&new.channel))
-            .key(self.shared.keys.channel(&new.channel))
-            .key(self.shared.keys.trimmed(&new.channel))
-            .arg(settings.history_size.max(1))
-            .arg(settings.history_max_age.as_millis() as u64)
-            .arg(&new.user_id)
-            .arg(&new.username)
-            .arg(&new.message)
-            .arg(&new.channel)
-            .arg(self.shared.publish_command());
-        let id: String = if settings.wait_replicas == 0 {
-            invocation
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?
-        } else {
-            // WAIT on the connection the script ran on (the pipeline goes to the slot's
-            // master), so it covers this write.
-            let mut conn = self.conn();
-            let mut pipe = redis::pipe();
-            pipe.invoke_script(&invocation)
-                .cmd("WAIT")
-                .arg(settings.wait_replicas)
-                .arg(settings.wait_timeout.as_millis() as u64);
-            let (id, confirmed): (String, u32) = match pipe.query_async(&mut conn).await {
-                Err(error)
-                    if error.kind()
-                        == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    invocation
-                        .load_async(&mut conn)
-                        .await
-                        .map_err(unavailable)?;
-                    pipe.query_async(&mut conn).await.map_err(unavailable)?
-                }
-                other => other.map_err(unavailable)?,
-            };
-            if confirmed < settings.wait_replicas {
-                return Err(EngineError::Unconfirmed(format!(
-                    "{confirmed} of {} replicas confirmed message {id} in {:?}",
-                    settings.wait_replicas, settings.wait_timeout
-                )));
-            }
-            id
-        };
-        let id = parse_id(&id)?;
-        Ok(Arc::new(new.stored(id)))
+        self.shared.publish_message(new).await
     }
 
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<History, EngineError> {
-        // Bounds Redis cannot express (and that hold nothing anyway).
-        match query {
-            HistoryQuery::Before { before, .. } if before <= MessageId::new(0, 0) => {
-                return Ok(History::default());
-            }
-            HistoryQuery::Since { after, .. } if after == MessageId::new(u64::MAX, u64::MAX) => {
-                return Ok(History::default());
-            }
-            _ => {}
-        }
-        let key = self.shared.keys.history(channel);
-        let mut conn = self.conn();
-        let (newest_first, gap_after): (Vec<Entry>, Option<MessageId>) = match query {
-            HistoryQuery::Last { limit } => (
-                conn.xrevrange_count(&key, "+", "-", limit.saturating_add(1))
-                    .await
-                    .map_err(unavailable)?,
-                None,
-            ),
-            HistoryQuery::Before { before, limit } => (
-                conn.xrevrange_count(&key, format!("({before}"), "-", limit.saturating_add(1))
-                    .await
-                    .map_err(unavailable)?,
-                None,
-            ),
-            HistoryQuery::Since { after, limit } => (
-                conn.xrevrange_count(&key, "+", format!("({after}"), limit.saturating_add(1))
-                    .await
-                    .map_err(unavailable)?,
-                Some(after),
-            ),
-        };
-        let limit = match query {
-            HistoryQuery::Last { limit }
-            | HistoryQuery::Before { limit, .. }
-            | HistoryQuery::Since { limit, .. } => limit,
-        };
-        let truncated = newest_first.len() > limit;
-        let mut messages = newest_first
-            .into_iter()
-            .take(limit)
-            .map(|entry| entry_message(channel, entry))
-            .collect::<Result<Vec<_>, _>>()?;
-        messages.reverse();
-        let gap = match gap_after {
-            None => false,
-            Some(after) => {
-                let trimmed: Option<String> = conn
-                    .get(self.shared.keys.trimmed(channel))
-                    .await
-                    .map_err(unavailable)?;
-                let trimmed = trimmed.and_then(|id| id.parse::<MessageId>().ok());
-                truncated || trimmed.is_some_and(|t| t > after)
-            }
-        };
-        Ok(History {
-            messages,
-            more: truncated && gap_after.is_none(),
-            gap,
-        })
+        self.shared.read_history(channel, query).await
     }
 
     async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError> {
-        let keys = &self.shared.keys;
-        let mut conn = self.conn();
-        if unique {
-            // Claimed in the name's slot first, then recorded in the user's: a name is never
-            // held by two users. The old name is given up last.
-            let lower = name.to_lowercase();
-            let claimed: i64 = scripts::CLAIM_NAME
-                .key(keys.name_owner(&lower))
-                .arg(user_id)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if claimed != 1 {
-                return Err(EngineError::NameTaken(name.to_owned()));
-            }
-            let (old, ()): (Option<String>, ()) = redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(keys.name_key(user_id))
-                .arg(&lower)
-                .arg("GET")
-                .set(keys.name(user_id), name)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if let Some(old) = old.filter(|old| *old != lower) {
-                let _: i64 = scripts::RELEASE_NAME
-                    .key(keys.name_owner(&old))
-                    .arg(user_id)
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        } else {
-            let () = conn
-                .set(keys.name(user_id), name)
-                .await
-                .map_err(unavailable)?;
-        }
-        self.shared
-            .local_names
-            .lock()
-            .insert(user_id.to_owned(), name.to_owned());
-        Ok(())
+        self.shared.set_name(user_id, name, unique).await
     }
 
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
-        let mut conn = self.conn();
-        let key = self.shared.keys.name(user_id);
-        let name: Option<String> = conn.get(&key).await.map_err(unavailable)?;
-        if name.is_none() {
-            // Redis came back without its data: the name of a user connected here is known.
-            let cached = self.shared.local_names.lock().get(user_id).cloned();
-            if let Some(cached) = cached {
-                let _: bool = conn.set_nx(&key, &cached).await.map_err(unavailable)?;
-                return Ok(Some(cached));
-            }
-        }
-        if let Some(name) = &name
-            && self.shared.local_users.lock().contains_key(user_id)
-        {
-            self.shared
-                .local_names
-                .lock()
-                .insert(user_id.to_owned(), name.clone());
-        }
-        Ok(name)
+        self.shared.name(user_id).await
     }
 
     async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
