@@ -1,19 +1,24 @@
-//! The Redis engine as a cluster: two nodes in this process sharing one Redis (each test under
-//! its own key prefix) share every kind of message, different prefixes stay apart, and the users
-//! of a dead node leave presence. Without Redis these tests skip, except under `CI=true`, where
+//! The Redis engine with many nodes: two nodes in this process sharing one Redis, and again a
+//! Redis Cluster (`redis_cluster::` variants), share every kind of message (each test under its
+//! own key prefix), different prefixes stay apart, and the users of a dead node leave presence. Without Redis these tests skip, except under `CI=true`, where
 //! they fail. (Subscriptions: `redis_subscriptions`; a Redis restart: `redis_restart`.)
 
 mod common;
 
 use std::time::Duration;
 
+use ::redis::AsyncCommands;
 use common::cluster::*;
+use common::redis_cluster::EngineConnection;
 use common::*;
 use serde_json::{Value, json};
 use server::config::Config;
 use tokio::time::Instant;
 
-cluster_only!(two_nodes_share_every_kind_of_message);
+cluster_only!(
+    two_nodes_share_every_kind_of_message,
+    users_of_a_dead_node_leave_presence,
+);
 
 redis_only!(
     two_nodes_share_every_kind_of_message,
@@ -306,27 +311,29 @@ async fn different_prefixes_are_isolated() {
 /// A node that died (no liveness key, stale heartbeat) still holds presence in Redis: a live
 /// node reaps it within a heartbeat, `who` drops its users and members see `user_left`.
 async fn users_of_a_dead_node_leave_presence() {
-    let url = redis_url().unwrap();
     let prefix = TestEngine::current().prefix().unwrap().to_owned();
     let node = TestServer::start_with(fast).await;
     let mut ann = node.named("Ann").await;
     ann.join("lobby").await;
     ann.recv_type("user_joined").await;
 
-    // What a node that crashed leaves behind: its share of presence and online users.
+    // What a node that crashed leaves behind: its share of presence and online users (one
+    // command at a time: on a cluster these keys live in different slots).
     let dead = "dead-node";
-    let mut redis = redis_connection(&url).await;
+    let mut redis = EngineConnection::current().await;
     let keys = server::engine::RedisKeys::new(&prefix);
-    let _: () = ::redis::pipe()
+    let _: i64 = redis
         .sadd(keys.node_presence(dead), "lobby\nghost")
-        .hincr(keys.presence("lobby"), "ghost", 1)
-        .set(keys.name("ghost"), "Ghost")
-        .sadd(keys.node_users(dead), "ghost")
-        .sadd(keys.online("ghost"), dead)
-        .zadd(keys.nodes(), dead, 1)
-        .query_async(&mut redis)
         .await
         .unwrap();
+    let _: i64 = redis
+        .hincr(keys.presence("lobby"), "ghost", 1)
+        .await
+        .unwrap();
+    let () = redis.set(keys.name("ghost"), "Ghost").await.unwrap();
+    let _: i64 = redis.sadd(keys.node_users(dead), "ghost").await.unwrap();
+    let _: i64 = redis.sadd(keys.online("ghost"), dead).await.unwrap();
+    let _: i64 = redis.zadd(keys.nodes(), dead, 1).await.unwrap();
     let mut users = who(&mut ann, "lobby").await;
     users.sort();
     assert!(users.iter().any(|(id, _)| id == "ghost"), "{users:?}");
@@ -348,5 +355,4 @@ async fn users_of_a_dead_node_leave_presence() {
         .await
         .unwrap();
     assert!(!nodes.contains(&dead.to_owned()), "{nodes:?}");
-    tokio::task::block_in_place(|| delete_keys(&url, &prefix));
 }

@@ -390,3 +390,58 @@ pub fn cluster_seeds() -> Result<Vec<String>, String> {
         })
         .clone()
 }
+
+/// A connection to the Redis of the running test: the single Redis, or the shared cluster
+/// (following redirects), for tests that write or read the engine's keys themselves.
+#[derive(Clone)]
+pub enum EngineConnection {
+    /// One Redis.
+    Single(::redis::aio::MultiplexedConnection),
+    /// The cluster.
+    Cluster(::redis::cluster_async::ClusterConnection),
+}
+
+impl EngineConnection {
+    /// Connects to the Redis of [`super::TestEngine::current`] (panics on the memory engine).
+    pub async fn current() -> Self {
+        match super::TestEngine::current() {
+            super::TestEngine::Redis { .. } => {
+                Self::Single(super::redis_connection(&super::redis_url().unwrap()).await)
+            }
+            super::TestEngine::RedisCluster { .. } => {
+                let seeds = cluster_seeds().unwrap();
+                let client = ::redis::cluster::ClusterClient::new(seeds).unwrap();
+                Self::Cluster(client.get_async_connection().await.unwrap())
+            }
+            super::TestEngine::Memory => panic!("the memory engine has no Redis"),
+        }
+    }
+}
+
+impl ::redis::aio::ConnectionLike for EngineConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a ::redis::Cmd,
+    ) -> ::redis::RedisFuture<'a, ::redis::Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a ::redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> ::redis::RedisFuture<'a, Vec<::redis::Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
