@@ -119,7 +119,7 @@ async fn two_nodes_chat_over_every_master() {
         assert_eq!(texts_of(&history), ["h-2"], "{room}");
     }
 
-    // A direct message and a mute cross nodes (user keys live on any master).
+    // A direct message, a broadcast and a mute cross nodes (user keys live on any master).
     ann.send_request("direct", json!({"to": bob.user_id, "message": "psst"}))
         .await;
     assert_eq!(
@@ -130,6 +130,19 @@ async fn two_nodes_chat_over_every_master() {
         bob.recv_type("direct_message_received").await["payload"]["message"],
         "psst"
     );
+    // An operator broadcast through B reaches A's players (the bus is a shard channel too).
+    let (status, body) = b
+        .post(
+            "/admin/broadcast",
+            Some(ADMIN_TOKEN),
+            json!({"message": "maintenance at noon"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for client in [&mut ann, &mut bob] {
+        let frame = client.recv_type("broadcast").await;
+        assert_eq!(frame["payload"]["message"], "maintenance at noon");
+    }
     let (status, body) = a
         .post(
             "/admin/mute",
