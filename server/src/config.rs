@@ -189,6 +189,17 @@ impl EngineConfig {
                 self.redis_prefix
             ));
         }
+        if self.redis_wait_replicas > 0
+            && (self.redis_wait_timeout.is_zero()
+                || self.redis_wait_timeout >= Duration::from_millis(1500))
+        {
+            // WAIT 0 blocks for ever, and a wait past the command timeout (2 s) would time the
+            // publish out and have it retried: stored and delivered twice.
+            return Err(format!(
+                "--redis-wait-timeout must be more than 0 and less than 1500ms (got {:?})",
+                self.redis_wait_timeout
+            ));
+        }
         let seeds: Vec<String> = self
             .redis_cluster
             .iter()

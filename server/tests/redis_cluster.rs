@@ -327,6 +327,10 @@ async fn users_of_a_dead_node_leave_presence() {
         .await
         .unwrap();
     let _: i64 = redis
+        .sadd(keys.presence_nodes("lobby"), format!("ghost\n{dead}"))
+        .await
+        .unwrap();
+    let _: i64 = redis
         .hincr(keys.presence("lobby"), "ghost", 1)
         .await
         .unwrap();

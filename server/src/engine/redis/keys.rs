@@ -68,7 +68,13 @@ impl Keys {
         self.tagged("presence", channel)
     }
 
-    /// Set of `channel\nuser` a node holds presence for (to reap when it dies).
+    /// Set of `user\nnode` pairs behind a channel's presence counts (the channel's slot, so that
+    /// a pair and its count move together in one script).
+    pub fn presence_nodes(&self, channel: &str) -> String {
+        self.tagged("presence-nodes", channel)
+    }
+
+    /// Set of `channel\nuser` a node holds presence for: the index of what to reap when it dies.
     pub fn node_presence(&self, node: &str) -> String {
         self.tagged("node-presence", node)
     }
@@ -187,6 +193,11 @@ mod tests {
             assert_eq!(slot, self::slot(&keys.trimmed(channel)), "{channel:?}");
             assert_eq!(slot, self::slot(&keys.channel(channel)), "{channel:?}");
             assert_eq!(slot, self::slot(&keys.presence(channel)), "{channel:?}");
+            assert_eq!(
+                slot,
+                self::slot(&keys.presence_nodes(channel)),
+                "{channel:?}"
+            );
         }
         for user in ["u1", "", "{", "}}", "~"] {
             let slot = slot(&keys.name(user));

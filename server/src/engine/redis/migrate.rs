@@ -19,6 +19,9 @@ const LAYOUT: i64 = 2;
 /// A key of the tagged layout, from its id.
 type NewKey = fn(&Keys, &str) -> String;
 
+/// How long the upgrade lock is held at most (other nodes wait as long for the upgrade).
+const LOCK_MS: u64 = 600_000;
+
 /// Keys per SCAN/HSCAN step.
 const BATCH: usize = 500;
 
@@ -35,13 +38,13 @@ pub(super) async fn upgrade(conn: &Conn, keys: &Keys) -> redis::RedisResult<()> 
         .arg(1)
         .arg("NX")
         .arg("PX")
-        .arg(120_000)
+        .arg(LOCK_MS)
         .query_async::<Option<String>>(&mut conn)
         .await?
         .is_some();
     if !locked {
         // Another node is upgrading: wait for it.
-        for _ in 0..600 {
+        for _ in 0..LOCK_MS / 200 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if conn.get::<_, Option<i64>>(&marker).await? == Some(LAYOUT) {
                 return Ok(());
@@ -93,8 +96,15 @@ async fn carry_over(conn: &mut Conn, keys: &Keys) -> redis::RedisResult<usize> {
     ];
     for (kind, new) in renamed {
         for (old, id) in old_keys(conn, prefix, kind).await? {
-            let _: bool = conn.rename_nx(&old, new(keys, &id)).await?;
-            moved += 1;
+            match conn.rename_nx::<_, _, bool>(&old, new(keys, &id)).await {
+                Ok(true) => moved += 1,
+                Ok(false) => tracing::warn!(key = old, "not carried over: the new key exists"),
+                // Gone since the scan (expired, or moved by an upgrade that timed out).
+                Err(error)
+                    if error.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {}
+                Err(error) => return Err(error),
+            }
         }
     }
     // What nodes write again on their own.
@@ -152,7 +162,7 @@ async fn old_keys(
     let mut cursor: u64 = 0;
     let mut found = Vec::new();
     loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
@@ -160,7 +170,12 @@ async fn old_keys(
             .arg(BATCH)
             .query_async(conn)
             .await?;
-        for key in batch {
+        // A key that is not UTF-8 was not written by this server. An old id starting with `{`
+        // cannot be told from a new key, and stays where it is.
+        for key in batch
+            .into_iter()
+            .filter_map(|key| String::from_utf8(key).ok())
+        {
             let id = key.get(start..).unwrap_or_default().to_owned();
             if !id.starts_with('{') {
                 found.push((key, id));

@@ -237,7 +237,7 @@ impl Engine for RedisEngine {
             self.shared
                 .subscribed
                 .lock()
-                .insert(channel.to_owned(), Subscription::after(Some(tail)));
+                .insert(channel.to_owned(), Subscription::held_after(tail));
             let key = self.shared.keys.channel(channel);
             if let Err(error) = sharded.subscribe(&key, channel).await {
                 self.shared.subscribed.lock().remove(channel);
@@ -250,7 +250,7 @@ impl Engine for RedisEngine {
             .subscribed
             .lock()
             .entry(channel.to_owned())
-            .or_default();
+            .or_insert_with(Subscription::open);
         let result = async {
             let mut pubsub = self.shared.pubsub.lock().await;
             let sink = pubsub

@@ -1,11 +1,12 @@
 //! Node liveness (heartbeats, reaping dead nodes) and the per-node records behind presence and
 //! online users.
 //!
-//! A node records what it holds in sets of its own slot (`node-presence:{node}` of
-//! `channel\nuser`, `node-users:{node}`), and moves the shared counts (`presence:{channel}`,
-//! `online:{user}`) in their own slots. Each count moves only when the node's record changed,
-//! so every step can be repeated (after a timeout, by two reapers at once) without counting
-//! twice. No command touches two slots.
+//! Presence is counted per channel in the channel's slot: a `user\nnode` pair and the user's
+//! node count move together in one script, and repeating a step changes nothing. A node also
+//! indexes what it holds in its own slot (`node-presence:{node}`, `node-users:{node}`), so that
+//! the others can reap it when it dies; the index is written before a pair is added and after it
+//! is removed, so it never misses one (an extra entry only makes the reaper do nothing). No
+//! command touches two slots.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +16,7 @@ use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::Wire;
-use super::{Shared, scripts};
+use super::{Keys, Shared, scripts};
 use crate::engine::now_ms;
 
 /// A node is dead when its liveness key is older than this.
@@ -24,9 +25,8 @@ const NODE_TTL: Duration = Duration::from_secs(15);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 impl Shared {
-    /// Records (or forgets) `user` in `channel` on this node and moves the channel's count of
-    /// nodes holding the user when the record changed. Returns whether the count crossed zero
-    /// (first node in, last node out).
+    /// Records (or forgets) `user` in `channel` on this node, moving the user's node count in
+    /// the channel. Returns whether the count crossed zero (first node in, last node out).
     pub(super) async fn count_presence(
         &self,
         add: bool,
@@ -34,17 +34,17 @@ impl Shared {
         user: &str,
     ) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
-        let member = format!("{channel}\n{user}");
-        let record = self.keys.node_presence(&self.node);
-        let changed: i64 = if add {
-            conn.sadd(&record, &member).await?
+        let index_entry = format!("{channel}\n{user}");
+        let index = self.keys.node_presence(&self.node);
+        if add {
+            let _: i64 = conn.sadd(&index, &index_entry).await?;
+            presence_move(&mut conn, &self.keys, true, channel, user, &self.node).await
         } else {
-            conn.srem(&record, &member).await?
-        };
-        if changed == 0 {
-            return Ok(false);
+            let crossed =
+                presence_move(&mut conn, &self.keys, false, channel, user, &self.node).await?;
+            let _: i64 = conn.srem(&index, &index_entry).await?;
+            Ok(crossed)
         }
-        count_move(&mut conn, add, self.keys.presence(channel), user).await
     }
 
     /// Records (or forgets) that `user` has a connection on this node, in the user's set of
@@ -62,24 +62,29 @@ impl Shared {
     }
 }
 
-/// Moves `field` of the counts hash `counts` by one; true when it crossed zero.
-async fn count_move(
+/// Adds (or removes) the pair `user\nnode` in `channel` and moves the user's count with it, in
+/// one script in the channel's slot; true when the count crossed zero.
+async fn presence_move(
     conn: &mut super::Conn,
+    keys: &Keys,
     add: bool,
-    counts: String,
-    field: &str,
+    channel: &str,
+    user: &str,
+    node: &str,
 ) -> redis::RedisResult<bool> {
-    if add {
-        let count: i64 = conn.hincr(counts, field, 1).await?;
-        Ok(count == 1)
+    let script = if add {
+        &scripts::PRESENCE_ADD
     } else {
-        let gone: i64 = scripts::COUNT_DOWN
-            .key(counts)
-            .arg(field)
-            .invoke_async(conn)
-            .await?;
-        Ok(gone == 1)
-    }
+        &scripts::PRESENCE_REMOVE
+    };
+    let crossed: i64 = script
+        .key(keys.presence_nodes(channel))
+        .key(keys.presence(channel))
+        .arg(format!("{user}\n{node}"))
+        .arg(user)
+        .invoke_async(conn)
+        .await?;
+    Ok(crossed == 1)
 }
 
 /// Renews this node's liveness and reaps nodes that stopped beating.
@@ -144,32 +149,31 @@ async fn reap_dead_nodes(shared: &Shared) -> redis::RedisResult<()> {
 }
 
 /// Forgets everything a dead node held: its presence (announcing `user_left` where no node
-/// holds the user any more) and its online users, then the node itself. Each member is removed
-/// from the node's record before its count moves, so two reapers never count one twice.
+/// holds the user any more) and its online users, then the node itself. Every step can be
+/// repeated (by another reaper, or after an error) without counting twice.
 async fn reap(shared: &Shared, node: &str) -> redis::RedisResult<()> {
     let mut conn = shared.conn.clone();
     let keys = &shared.keys;
-    let record = keys.node_presence(node);
-    let members: Vec<String> = conn.smembers(&record).await?;
+    let index = keys.node_presence(node);
+    let entries: Vec<String> = conn.smembers(&index).await?;
     let mut gone = 0;
-    for member in members {
-        let Some((channel, user)) = member.split_once('\n') else {
+    for entry in entries {
+        let Some((channel, user)) = entry.split_once('\n') else {
             continue;
         };
-        let removed: i64 = conn.srem(&record, &member).await?;
-        if removed == 1 && count_move(&mut conn, false, keys.presence(channel), user).await? {
+        if presence_move(&mut conn, keys, false, channel, user, node).await? {
             gone += 1;
             let username: Option<String> = conn.get(keys.name(user)).await?;
             let payload = Wire::left(channel, user, username.as_deref());
             shared.publish(keys.channel(channel), payload).await?;
         }
+        let _: i64 = conn.srem(&index, &entry).await?;
     }
     let users: Vec<String> = conn.smembers(keys.node_users(node)).await?;
     for user in users {
         let _: i64 = conn.srem(keys.online(&user), node).await?;
+        let _: i64 = conn.srem(keys.node_users(node), &user).await?;
     }
-    let _: i64 = conn.del(keys.node_users(node)).await?;
-    let _: i64 = conn.del(&record).await?;
     let _: i64 = conn.zrem(keys.nodes(), node).await?;
     tracing::info!(%node, users = gone, "reaped a dead node");
     Ok(())

@@ -39,16 +39,31 @@ return id
     )
 });
 
-/// Moves a per-key node count down by one, forgetting the field at zero (so that a count never
-/// lingers at 0 or below). Returns 1 when it reached zero (no node left).
+/// Records that a node holds a user in a channel and, when that is new, counts the node for the
+/// user. Returns 1 when the count went from 0 to 1 (the first node). Repeating it changes
+/// nothing, so a retried or re-asserted call never counts twice.
 ///
-/// KEYS: counts hash. ARGV: field.
-pub static COUNT_DOWN: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: the channel's `user\nnode` set, its counts hash. ARGV: `user\nnode`, user.
+pub static PRESENCE_ADD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
+end
+return 0
+"#,
+    )
+});
+
+/// Undoes [`PRESENCE_ADD`]. Returns 1 when the count reached 0 (no node left).
+pub static PRESENCE_REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    return 1
+  end
 end
 return 0
 "#,

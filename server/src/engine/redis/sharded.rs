@@ -97,14 +97,29 @@ impl Sharded {
         match tokio::time::timeout(COMMAND_TIMEOUT, conn.ssubscribe(key)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
-                self.wanted.lock().remove(key);
+                self.forget(key).await;
                 Err(error)
             }
             Err(_) => {
-                self.wanted.lock().remove(key);
+                self.forget(key).await;
                 Err(timed_out())
             }
         }
+    }
+
+    /// Gives up a shard channel whose subscription failed; unsubscribes, best effort, in case
+    /// the subscription took effect after all (a reply lost or late).
+    async fn forget(&self, key: &str) {
+        self.wanted.lock().remove(key);
+        self.lost.lock().remove(key);
+        let mut conn = self.conn.clone();
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, conn.sunsubscribe(key)).await;
+    }
+
+    /// Marks a chat channel's shard channel lost (its replay gave up): it is subscribed again,
+    /// and the confirmation starts a new replay.
+    pub(super) fn lose_channel(&self, key: &str) {
+        self.lose([key.to_owned()]);
     }
 
     /// Unsubscribes the shard channel `key`.
@@ -115,11 +130,6 @@ impl Sharded {
         tokio::time::timeout(COMMAND_TIMEOUT, conn.sunsubscribe(key))
             .await
             .unwrap_or_else(|_| Err(timed_out()))
-    }
-
-    /// True when every wanted shard channel is subscribed.
-    pub(super) fn healthy(&self) -> bool {
-        self.lost.lock().is_empty()
     }
 
     fn lose(&self, keys: impl IntoIterator<Item = String>) {
@@ -152,54 +162,49 @@ fn sharded(shared: &Shared) -> &Sharded {
         .expect("sharded pub/sub runs only in cluster mode")
 }
 
-/// Subscribes lost shard channels again until none is lost, and keeps `pubsub_up` in step.
+/// Subscribes lost shard channels again until none is lost, and keeps `pubsub_up` in step. A
+/// channel counts as subscribed again only when Redis pushes the confirmation ([`on_push`]):
+/// a command's success can be stale (the connection dropped right after) or misattributed.
 async fn keeper(shared: Arc<Shared>, stop: CancellationToken) {
     let sharded = sharded(&shared);
+    let mut was_healthy = true;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = sharded.wake.notified() => {}
             () = tokio::time::sleep(KEEPER_INTERVAL) => {}
         }
-        let lost: Vec<String> = sharded.lost.lock().iter().cloned().collect();
+        let lost: Vec<String> = {
+            let wanted = sharded.wanted.lock();
+            let mut lost = sharded.lost.lock();
+            lost.retain(|key| wanted.contains_key(key));
+            lost.iter().cloned().collect()
+        };
         if lost.is_empty() {
+            if !was_healthy {
+                tracing::info!("Redis Cluster subscriptions restored");
+            }
+            was_healthy = true;
             shared.pubsub_up.store(true, Ordering::Release);
             continue;
         }
+        was_healthy = false;
         shared.pubsub_up.store(false, Ordering::Release);
-        let mut conn = sharded.conn.clone();
-        for key in lost {
-            if !sharded.wanted.lock().contains_key(&key) {
-                sharded.lost.lock().remove(&key);
-                continue;
-            }
-            let subscribing = conn.ssubscribe(&key);
-            match tokio::time::timeout(COMMAND_TIMEOUT, subscribing).await {
-                Ok(Ok(())) => {
-                    if sharded.wanted.lock().contains_key(&key) {
-                        sharded.lost.lock().remove(&key);
-                        // The confirmation push starts the replay; this covers a confirmation
-                        // that came before the channel was marked lost.
-                        if let Some(Carries::Channel(channel)) =
-                            sharded.wanted.lock().get(&key).cloned()
-                        {
-                            shared.begin_replay(&channel);
-                        }
-                    } else {
-                        // Left while subscribing again: undo.
-                        let _ = conn.sunsubscribe(&key).await;
-                    }
-                }
-                Ok(Err(error)) => {
+        // All at once: a master that does not answer must not hold up the others' channels.
+        let attempts = lost.into_iter().map(|key| {
+            let mut conn = sharded.conn.clone();
+            async move {
+                let subscribing = tokio::time::timeout(COMMAND_TIMEOUT, conn.ssubscribe(&key));
+                if let Ok(Err(error)) = subscribing.await {
                     tracing::debug!(%error, key, "shard channel not subscribed yet");
                 }
-                Err(_) => tracing::debug!(key, "shard channel subscription timed out"),
+                // Left meanwhile: undo (the confirmation, if any, is then ignored).
+                if !sharded.wanted.lock().contains_key(&key) {
+                    let _ = tokio::time::timeout(COMMAND_TIMEOUT, conn.sunsubscribe(&key)).await;
+                }
             }
-        }
-        if sharded.healthy() {
-            tracing::info!("Redis Cluster subscriptions restored");
-            shared.pubsub_up.store(true, Ordering::Release);
-        }
+        });
+        futures_util::future::join_all(attempts).await;
     }
 }
 
@@ -228,8 +233,18 @@ fn on_push(shared: &Arc<Shared>, info: PushInfo) {
             if carries.is_some() {
                 sharded.lost.lock().remove(&key);
             }
-            if let Some(Carries::Channel(channel)) = carries {
-                shared.begin_replay(&channel);
+            match carries {
+                Some(Carries::Channel(channel)) => shared.begin_replay(&channel),
+                Some(Carries::Control) if key == shared.keys.bus() => {
+                    // Block lists changed while the bus was away were missed: read them again.
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = shared.reload_blocks().await {
+                            tracing::warn!(%error, "could not reload block lists");
+                        }
+                    });
+                }
+                _ => {}
             }
         }
         PushKind::SUnsubscribe => {

@@ -16,17 +16,23 @@ use crate::engine::Delivery;
 /// Most messages replayed per channel in one read (a longer gap is read again until caught up).
 pub(super) const REPLAY_LIMIT: usize = 10_000;
 
-/// Live messages held back per channel while its replay runs; past it they are dropped and read
-/// from the stream by one more replay.
-const HELD_LIMIT: usize = 10_000;
+/// Live messages held back per channel while its replay runs; past it the newest are dropped
+/// and read from the stream (which keeps the newest) by one more replay.
+const HELD_LIMIT: usize = 2_000;
+
+/// Failed stream reads before a replay gives up (and delivers what it holds): the channel is
+/// then subscribed again, which starts a new replay.
+const REPLAY_ATTEMPTS: u32 = 8;
 
 /// A channel this node receives.
 #[derive(Debug, Default)]
 pub(super) struct Subscription {
     /// The newest message delivered: where a replay starts, and below which a copy is a repeat.
     pub(super) last: Option<MessageId>,
-    /// Live messages held back while a replay runs (sharded pub/sub).
+    /// Live messages held back until a replay merged them (sharded pub/sub).
     held: Option<Held>,
+    /// A replay task runs for this channel.
+    replaying: bool,
 }
 
 #[derive(Debug, Default)]
@@ -40,19 +46,28 @@ struct Held {
 pub(super) type Subscriptions = HashMap<String, Subscription>;
 
 impl Subscription {
-    /// A subscription that delivers what comes after `last` (`None`: whatever comes).
-    pub(super) fn after(last: Option<MessageId>) -> Self {
-        Self { last, held: None }
+    /// A subscription that delivers whatever comes (classic pub/sub: the tail is set after).
+    pub(super) fn open() -> Self {
+        Self::default()
     }
 
-    /// Delivers `message` unless it is a repeat; true when it was delivered.
-    fn deliver_once(&mut self, shared: &Shared, message: ChatMessage) -> bool {
+    /// A subscription after `last` that holds live messages back until its first replay (sharded
+    /// pub/sub: nothing is delivered before the stream was read from `last`).
+    pub(super) fn held_after(last: MessageId) -> Self {
+        Self {
+            last: Some(last),
+            held: Some(Held::default()),
+            replaying: false,
+        }
+    }
+
+    /// Delivers `message` unless it is a repeat.
+    fn deliver_once(&mut self, shared: &Shared, message: ChatMessage) {
         if self.last.is_some_and(|last| message.id <= last) {
-            return false;
+            return;
         }
         self.last = Some(message.id);
         shared.sink.deliver(Delivery::Message(Arc::new(message)));
-        true
     }
 }
 
@@ -67,9 +82,7 @@ impl Shared {
         match &mut subscription.held {
             Some(held) if held.messages.len() < HELD_LIMIT => held.messages.push(message),
             Some(held) => held.again = true,
-            None => {
-                subscription.deliver_once(self, message);
-            }
+            None => subscription.deliver_once(self, message),
         }
     }
 
@@ -95,19 +108,20 @@ impl Shared {
     }
 
     /// Starts replaying `channel` from its stream (its subscription was just confirmed, maybe
-    /// again after a failover or a slot migration): live messages are held back until the replay
-    /// caught up, then delivered after it without repeats.
+    /// again after a failover or a slot migration): live messages are held back and merged with
+    /// what the stream holds, by id, then delivered in order without repeats.
     pub(super) fn begin_replay(self: &Arc<Self>, channel: &str) {
         {
             let mut subscribed = self.subscribed.lock();
             let Some(subscription) = subscribed.get_mut(channel) else {
                 return;
             };
-            if let Some(held) = &mut subscription.held {
+            let held = subscription.held.get_or_insert_with(Held::default);
+            if subscription.replaying {
                 held.again = true;
                 return;
             }
-            subscription.held = Some(Held::default());
+            subscription.replaying = true;
         }
         let shared = self.clone();
         let channel = channel.to_owned();
@@ -116,38 +130,58 @@ impl Shared {
 
     async fn replay_held(&self, channel: &str) {
         let mut delay = Duration::from_millis(100);
+        let mut failures = 0;
         loop {
             let Some(last) = self.subscribed.lock().get(channel).map(|s| s.last) else {
                 return;
             };
-            let messages = match self.read_since(channel, last).await {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, channel, "replay failed; trying again");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            };
-            let full = messages.len() >= REPLAY_LIMIT;
+            let read = self.read_since(channel, last).await;
+            if let Err(error) = &read
+                && failures + 1 < REPLAY_ATTEMPTS
+            {
+                failures += 1;
+                tracing::warn!(%error, channel, "replay failed; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                continue;
+            }
             let mut subscribed = self.subscribed.lock();
             let Some(subscription) = subscribed.get_mut(channel) else {
                 return;
             };
+            let mut messages = match read {
+                Ok(messages) => messages,
+                Err(error) => {
+                    // Deliver what came live; subscribing again starts a new replay.
+                    tracing::warn!(%error, channel, "replay failed; subscribing again");
+                    let held = subscription.held.take().unwrap_or_default();
+                    subscription.replaying = false;
+                    for message in held.messages {
+                        subscription.deliver_once(self, message);
+                    }
+                    drop(subscribed);
+                    if let Some(sharded) = &self.sharded {
+                        sharded.lose_channel(&self.keys.channel(channel));
+                    }
+                    return;
+                }
+            };
+            let full = messages.len() >= REPLAY_LIMIT;
+            let held = subscription.held.get_or_insert_with(Held::default);
+            let again = std::mem::take(&mut held.again);
+            // The stream and the live copies, merged by id: a live message trimmed from the
+            // stream meanwhile is still delivered, and each once.
+            messages.append(&mut held.messages);
+            messages.sort_by_key(|message| message.id);
+            messages.dedup_by_key(|message| message.id);
             for message in messages {
                 subscription.deliver_once(self, message);
             }
-            let Some(held) = subscription.held.as_mut() else {
-                return;
-            };
-            if full || held.again {
-                held.again = false;
+            if full || again {
                 continue;
             }
-            let held = subscription.held.take().unwrap_or_default();
-            for message in held.messages {
-                subscription.deliver_once(self, message);
-            }
+            subscription.held = None;
+            subscription.replaying = false;
             return;
         }
     }
