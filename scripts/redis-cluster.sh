@@ -52,6 +52,20 @@ start)
     echo "the cluster did not become ready; see $state_dir" >&2
     exit 1
   }
+  # cluster_state:ok comes before the replicas have their data: the first sync waits for
+  # repl-diskless-sync-delay (5 s). Until it is done WAIT confirms nothing and the sync's fork
+  # lands in whatever runs next, so wait for every replica's link.
+  for port in $ports; do
+    redis-cli -p "$port" info replication | grep -q '^role:slave' || continue
+    for _ in $(seq 300); do
+      redis-cli -p "$port" info replication | grep -q '^master_link_status:up' && break
+      sleep 0.1
+    done
+    redis-cli -p "$port" info replication | grep -q '^master_link_status:up' || {
+      echo "the replica on $port did not sync with its master; see $state_dir" >&2
+      exit 1
+    }
+  done
   seeds=()
   for port in $(seq "$base" $((base + 2))); do seeds+=("redis://127.0.0.1:$port"); done
   (IFS=,; echo "${seeds[*]}")
