@@ -150,33 +150,33 @@ impl Keys {
     }
 }
 
+/// Redis Cluster's hash slot of a key: CRC16 (XMODEM) of its hash tag, modulo 16384.
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(0) | None => bytes,
+            Some(len) => &bytes[open + 1..open + 1 + len],
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Redis Cluster's hash slot of a key: CRC16 (XMODEM) of its hash tag, modulo 16384.
-    fn slot(key: &str) -> u16 {
-        let bytes = key.as_bytes();
-        let hashed = match key.find('{') {
-            Some(open) => match key[open + 1..].find('}') {
-                Some(0) | None => bytes,
-                Some(len) => &bytes[open + 1..open + 1 + len],
-            },
-            None => bytes,
-        };
-        let mut crc: u16 = 0;
-        for &byte in hashed {
-            crc ^= u16::from(byte) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        crc % 16384
-    }
 
     #[test]
     fn slots_are_the_servers() {

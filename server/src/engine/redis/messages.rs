@@ -36,37 +36,68 @@ impl Shared {
                 .await
                 .map_err(unavailable)?
         } else {
-            // WAIT on the connection the script ran on (the pipeline goes to the slot's
-            // master), so it covers this write.
-            let mut conn = self.conn.clone();
-            let mut pipe = redis::pipe();
-            pipe.invoke_script(&invocation)
-                .cmd("WAIT")
-                .arg(settings.wait_replicas)
-                .arg(settings.wait_timeout.as_millis() as u64);
-            let (id, confirmed): (String, u32) = match pipe.query_async(&mut conn).await {
-                Err(error)
-                    if error.kind()
-                        == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    invocation
-                        .load_async(&mut conn)
-                        .await
-                        .map_err(unavailable)?;
-                    pipe.query_async(&mut conn).await.map_err(unavailable)?
-                }
-                other => other.map_err(unavailable)?,
-            };
-            if confirmed < settings.wait_replicas {
-                return Err(EngineError::Unconfirmed(format!(
-                    "{confirmed} of {} replicas confirmed message {id} in {:?}",
-                    settings.wait_replicas, settings.wait_timeout
-                )));
+            let committer = self
+                .committer
+                .as_ref()
+                .expect("a committer runs with --redis-wait-replicas");
+            let mut command = redis::cmd("EVALSHA");
+            command
+                .arg(scripts::PUBLISH.get_hash())
+                .arg(3)
+                .arg(self.keys.history(&new.channel))
+                .arg(self.keys.channel(&new.channel))
+                .arg(self.keys.trimmed(&new.channel))
+                .arg(settings.history_size.max(1))
+                .arg(settings.history_max_age.as_millis() as u64)
+                .arg(&new.user_id)
+                .arg(&new.username)
+                .arg(&new.message)
+                .arg(&new.channel)
+                .arg(self.publish_command());
+            match committer
+                .publish(command, &self.keys.history(&new.channel))
+                .await
+            {
+                Ok(outcome) => outcome?,
+                Err(_) => self.publish_alone_and_wait(&invocation).await?,
             }
-            id
         };
         let id = parse_id(&id)?;
         Ok(Arc::new(new.stored(id)))
+    }
+
+    /// A publish the group commit could not run (a redirect, `NOSCRIPT`, no slot map): the script
+    /// and a `WAIT` in one pipeline through the command connection, which follows redirects.
+    async fn publish_alone_and_wait(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<String, EngineError> {
+        let settings = &self.settings;
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(settings.wait_replicas)
+            .arg(settings.wait_timeout.as_millis() as u64);
+        let (id, confirmed): (String, u32) = match pipe.query_async(&mut conn).await {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                invocation
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                pipe.query_async(&mut conn).await.map_err(unavailable)?
+            }
+            other => other.map_err(unavailable)?,
+        };
+        if confirmed < settings.wait_replicas {
+            return Err(EngineError::Unconfirmed(format!(
+                "{confirmed} of {} replicas confirmed message {id} in {:?}",
+                settings.wait_replicas, settings.wait_timeout
+            )));
+        }
+        Ok(id)
     }
 
     /// [`crate::engine::Engine::history`]: a page of the channel's stream.

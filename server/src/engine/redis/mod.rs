@@ -7,6 +7,7 @@
 //! replays from the streams what it missed ([`subscriptions`]).
 
 mod blocks;
+mod commit;
 mod conn;
 mod entries;
 mod guests;
@@ -77,6 +78,8 @@ pub(crate) struct Shared {
     client: Option<redis::Client>,
     /// A cluster: the sharded subscriptions.
     sharded: Option<Sharded>,
+    /// With `--redis-wait-replicas`: the group commit of publishes.
+    committer: Option<Arc<commit::Committer>>,
     sink: Arc<dyn DeliverySink>,
     /// One Redis: the pub/sub connection's command half; `None` while reconnecting.
     pubsub: tokio::sync::Mutex<Option<PubSubSink>>,
@@ -127,9 +130,18 @@ impl RedisEngine {
             }
         };
         let (sharded, pushes) = sharded.unzip();
+        let committer = (settings.wait_replicas > 0).then(|| {
+            Arc::new(commit::Committer::new(
+                settings.target.clone(),
+                conn.clone(),
+                settings.wait_replicas,
+                settings.wait_timeout,
+            ))
+        });
         let shared = Arc::new(Shared {
             keys,
             node,
+            committer,
             conn,
             client,
             sharded,

@@ -1,0 +1,296 @@
+//! Group commit for `--redis-wait-replicas`: the publishes waiting for replicas go to their
+//! master in batches, each batch one pipeline of publish scripts followed by a single `WAIT`.
+//!
+//! Redis reads nothing more from a client blocked in `WAIT`, so a `WAIT` per message on a shared
+//! connection would queue every later command behind it: a replica that stalls for a second
+//! would hold every message of its master's channels for seconds. Here each master has a worker
+//! with a connection of its own and at most one batch in flight; what arrives meanwhile waits in
+//! the worker's queue and goes out, whole, in the next batch. The scripts of a batch run (and
+//! publish) at once, so deliveries are not held up; only the acknowledgements wait, at most one
+//! timeout. A script refused with a redirect (a slot moving) or `NOSCRIPT` did not run, and is
+//! sent again on its own through the cluster connection, which follows redirects.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, RedisResult, ServerErrorKind, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::conn::COMMAND_TIMEOUT;
+use super::{Conn, RedisTarget, keys};
+use crate::engine::EngineError;
+
+/// Publishes waiting per master before new ones are refused.
+const QUEUE: usize = 4096;
+/// Most scripts in one batch.
+const MAX_BATCH: usize = 512;
+/// Slot map refreshes at most this often.
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
+
+/// What a publish comes back with: the message id, or why it was not acknowledged.
+pub(super) type Outcome = Result<String, EngineError>;
+
+/// One publish: its `EVALSHA`, and where the outcome goes (`Err(command)`: not run, for the
+/// caller to run alone).
+struct Pending {
+    command: Cmd,
+    reply: oneshot::Sender<Result<Outcome, Cmd>>,
+}
+
+/// The workers of one engine.
+pub(super) struct Committer {
+    target: RedisTarget,
+    conn: Conn,
+    replicas: u32,
+    timeout: Duration,
+    /// Master address → its worker's queue.
+    workers: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
+    /// A cluster's slot ranges and their masters (`host:port`).
+    slots: Mutex<SlotMap>,
+}
+
+#[derive(Default)]
+struct SlotMap {
+    ranges: Vec<(u16, u16, String)>,
+    refreshed: Option<Instant>,
+}
+
+impl Committer {
+    /// Workers for `target`, waiting for `replicas` replicas at most `timeout` per batch.
+    pub(super) fn new(target: RedisTarget, conn: Conn, replicas: u32, timeout: Duration) -> Self {
+        Self {
+            target,
+            conn,
+            replicas,
+            timeout,
+            workers: Mutex::default(),
+            slots: Mutex::default(),
+        }
+    }
+
+    /// Publishes through the worker of the master of `key` (a key of the script). `Err(command)`:
+    /// not run (the master is not known, a redirect, `NOSCRIPT`): the caller runs it alone.
+    pub(super) async fn publish(self: &Arc<Self>, command: Cmd, key: &str) -> Result<Outcome, Cmd> {
+        let Some(address) = self.master_of(key).await else {
+            return Err(command);
+        };
+        let queue = self.worker(&address);
+        let (reply, outcome) = oneshot::channel();
+        match queue.try_send(Pending { command, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Ok(Err(EngineError::Unavailable(format!(
+                    "{QUEUE} messages already wait for replicas of {address}"
+                ))));
+            }
+            Err(mpsc::error::TrySendError::Closed(pending)) => {
+                self.workers.lock().remove(&address);
+                return Err(pending.command);
+            }
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Ok(Err(EngineError::Unavailable(
+                "the replica wait stopped".into(),
+            )))
+        })
+    }
+
+    fn worker(self: &Arc<Self>, address: &str) -> mpsc::Sender<Pending> {
+        let mut workers = self.workers.lock();
+        if let Some(queue) = workers.get(address).filter(|queue| !queue.is_closed()) {
+            return queue.clone();
+        }
+        let (queue, pending) = mpsc::channel(QUEUE);
+        workers.insert(address.to_owned(), queue.clone());
+        tokio::spawn(work(self.clone(), address.to_owned(), pending));
+        queue
+    }
+
+    /// The `redis://host:port` of the master running `key`'s scripts.
+    async fn master_of(&self, key: &str) -> Option<String> {
+        if let RedisTarget::Single(url) = &self.target {
+            return Some(url.clone());
+        }
+        let slot = keys::slot(key);
+        if let Some(address) = self.slots.lock().find(slot) {
+            return Some(address);
+        }
+        self.refresh().await;
+        self.slots.lock().find(slot)
+    }
+
+    /// Reads the cluster's slot map again (at most every [`REFRESH_EVERY`]).
+    async fn refresh(&self) {
+        {
+            let slots = self.slots.lock();
+            if slots
+                .refreshed
+                .is_some_and(|at| at.elapsed() < REFRESH_EVERY)
+            {
+                return;
+            }
+        }
+        let reply: RedisResult<Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut self.conn.clone())
+            .await;
+        let mut slots = self.slots.lock();
+        slots.refreshed = Some(Instant::now());
+        match reply {
+            Ok(value) => slots.ranges = parse_slots(value),
+            Err(error) => tracing::warn!(%error, "cannot read the cluster's slot map"),
+        }
+    }
+}
+
+impl SlotMap {
+    fn find(&self, slot: u16) -> Option<String> {
+        self.ranges
+            .iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, address)| address.clone())
+    }
+}
+
+/// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
+fn parse_slots(value: Value) -> Vec<(u16, u16, String)> {
+    let Value::Array(ranges) = value else {
+        return Vec::new();
+    };
+    let mut parsed = Vec::new();
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            continue;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+            Some(Value::SimpleString(host)) => host.clone(),
+            _ => continue,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            continue;
+        };
+        parsed.push((*start as u16, *end as u16, format!("redis://{host}:{port}")));
+    }
+    parsed
+}
+
+/// One master's worker: one batch in flight at a time, on a connection of its own.
+async fn work(committer: Arc<Committer>, address: String, mut queue: mpsc::Receiver<Pending>) {
+    let mut conn: Option<MultiplexedConnection> = None;
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() {
+            conn = connect(&address).await;
+        }
+        let Some(connection) = conn.as_mut() else {
+            fail(batch, &format!("cannot connect to {address}"));
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for pending in &batch {
+            pipe.add_command(pending.command.clone());
+        }
+        pipe.cmd("WAIT")
+            .arg(committer.replicas)
+            .arg(committer.timeout.as_millis() as u64);
+        let sent = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            pipe.query_async::<Vec<RedisResult<Value>>>(connection),
+        )
+        .await;
+        let mut results = match sent {
+            Ok(Ok(results)) if results.len() == batch.len() + 1 => results,
+            Ok(Ok(_)) => {
+                conn = None;
+                fail(batch, "unexpected reply to a replica wait");
+                continue;
+            }
+            Ok(Err(error)) => {
+                conn = None;
+                fail(batch, &error.to_string());
+                continue;
+            }
+            Err(_) => {
+                // The scripts may have run: answered `unavailable`, never sent again.
+                conn = None;
+                fail(batch, "Redis did not answer a replica wait");
+                continue;
+            }
+        };
+        let confirmed = match results.pop() {
+            Some(Ok(Value::Int(confirmed))) => confirmed,
+            _ => 0,
+        };
+        let mut moved = false;
+        for (pending, result) in batch.into_iter().zip(results) {
+            let outcome = match result {
+                Ok(value) => match redis::from_redis_value::<String>(value) {
+                    Ok(id) if confirmed >= i64::from(committer.replicas) => Ok(Ok(id)),
+                    Ok(id) => Ok(Err(EngineError::Unconfirmed(format!(
+                        "{confirmed} of {} replicas confirmed message {id} in {:?}",
+                        committer.replicas, committer.timeout
+                    )))),
+                    Err(error) => Ok(Err(EngineError::Unavailable(error.to_string()))),
+                },
+                Err(error) => match error.kind() {
+                    // The script did not run: run it alone (following the redirect).
+                    redis::ErrorKind::Server(
+                        ServerErrorKind::Moved
+                        | ServerErrorKind::Ask
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::NoScript,
+                    ) => {
+                        moved |= !matches!(
+                            error.kind(),
+                            redis::ErrorKind::Server(ServerErrorKind::NoScript)
+                        );
+                        Err(pending.command.clone())
+                    }
+                    _ => Ok(Err(EngineError::Unavailable(error.to_string()))),
+                },
+            };
+            let _ = pending.reply.send(outcome);
+        }
+        if moved {
+            committer.refresh().await;
+        }
+    }
+}
+
+async fn connect(address: &str) -> Option<MultiplexedConnection> {
+    let client = redis::Client::open(address).ok()?;
+    let connecting = client.get_multiplexed_async_connection();
+    match tokio::time::timeout(COMMAND_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, address, "cannot connect for replica waits");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn fail(batch: Vec<Pending>, why: &str) {
+    for pending in batch {
+        let _ = pending
+            .reply
+            .send(Ok(Err(EngineError::Unavailable(why.to_owned()))));
+    }
+}
