@@ -47,6 +47,7 @@ pub(super) async fn run(
                     if let Err(error) = shared.reload_blocks().await {
                         tracing::warn!(%error, "could not reload block lists after reconnecting");
                     }
+                    shared.reload_names().await;
                 }
                 shared.pubsub_up.store(true, Ordering::Release);
                 let mut liveness = tokio::time::interval(LIVENESS);
@@ -67,6 +68,8 @@ pub(super) async fn run(
                     }
                 }
                 shared.pubsub_up.store(false, Ordering::Release);
+                // Name changes published meanwhile are missed: read names until reloaded.
+                shared.names_fresh.store(false, Ordering::Release);
                 *shared.pubsub.lock().await = None;
                 tracing::warn!("Redis pub/sub connection lost; reconnecting");
             }
@@ -174,6 +177,7 @@ pub(super) fn handle(shared: &Shared, payload: &[u8]) {
                 shared.sink.deliver(Delivery::Typing(Arc::new(typing)));
             }
         }
+        Incoming::Name { user, name } => shared.name_changed(&user, name),
         Incoming::Blocks { user, blocks } => shared.sink.deliver(Delivery::Blocks {
             user: Arc::from(user),
             blocks: Arc::new(blocks),

@@ -2,13 +2,24 @@
 //! script, optionally waiting for replicas) and reading history.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use protocol::{ChatMessage, MessageId};
 use redis::AsyncCommands;
 
 use super::entries::{Entry, entry_message, parse_id};
+use super::wire::Wire;
 use super::{Shared, scripts, unavailable};
 use crate::engine::{EngineError, History, HistoryQuery, NewMessage};
+
+/// How often a node has a channel's stream trimmed and its expiry renewed (with a publish).
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The publish script's keys and arguments.
+struct PublishCall {
+    keys: [String; 3],
+    args: Vec<String>,
+}
 
 impl Shared {
     /// [`crate::engine::Engine::publish`]: appends and publishes in one script; with
@@ -17,53 +28,85 @@ impl Shared {
         &self,
         new: NewMessage,
     ) -> Result<Arc<ChatMessage>, EngineError> {
-        let settings = &self.settings;
+        let call = self.publish_call(&new);
         let mut invocation = scripts::PUBLISH.prepare_invoke();
-        invocation
-            .key(self.keys.history(&new.channel))
-            .key(self.keys.channel(&new.channel))
-            .key(self.keys.trimmed(&new.channel))
-            .arg(settings.history_size.max(1))
-            .arg(settings.history_max_age.as_millis() as u64)
-            .arg(&new.user_id)
-            .arg(&new.username)
-            .arg(&new.message)
-            .arg(&new.channel)
-            .arg(self.publish_command());
-        let id: String = if settings.wait_replicas == 0 {
-            invocation
+        for key in &call.keys {
+            invocation.key(key);
+        }
+        for arg in &call.args {
+            invocation.arg(arg);
+        }
+        let id: String = match &self.committer {
+            None => invocation
                 .invoke_async(&mut self.conn.clone())
                 .await
-                .map_err(unavailable)?
-        } else {
-            let committer = self
-                .committer
-                .as_ref()
-                .expect("a committer runs with --redis-wait-replicas");
-            let mut command = redis::cmd("EVALSHA");
-            command
-                .arg(scripts::PUBLISH.get_hash())
-                .arg(3)
-                .arg(self.keys.history(&new.channel))
-                .arg(self.keys.channel(&new.channel))
-                .arg(self.keys.trimmed(&new.channel))
-                .arg(settings.history_size.max(1))
-                .arg(settings.history_max_age.as_millis() as u64)
-                .arg(&new.user_id)
-                .arg(&new.username)
-                .arg(&new.message)
-                .arg(&new.channel)
-                .arg(self.publish_command());
-            match committer
-                .publish(command, &self.keys.history(&new.channel))
-                .await
-            {
-                Ok(outcome) => outcome?,
-                Err(_) => self.publish_alone_and_wait(&invocation).await?,
+                .map_err(unavailable)?,
+            Some(committer) => {
+                let mut command = redis::cmd("EVALSHA");
+                command
+                    .arg(scripts::PUBLISH.get_hash())
+                    .arg(call.keys.len())
+                    .arg(&call.keys[..])
+                    .arg(&call.args[..]);
+                match committer.publish(command, &call.keys[0]).await {
+                    Ok(outcome) => outcome?,
+                    Err(_) => self.publish_alone_and_wait(&invocation).await?,
+                }
             }
         };
         let id = parse_id(&id)?;
         Ok(Arc::new(new.stored(id)))
+    }
+
+    /// The publish script's keys and arguments for `new`.
+    fn publish_call(&self, new: &NewMessage) -> PublishCall {
+        let settings = &self.settings;
+        let age = settings.history_max_age.as_millis() as u64;
+        let maintain = self.due_for_maintenance(&new.channel);
+        PublishCall {
+            keys: [
+                self.keys.history(&new.channel),
+                self.keys.channel(&new.channel),
+                self.keys.trimmed(&new.channel),
+            ],
+            args: vec![
+                settings.history_size.max(1).to_string(),
+                if maintain { "1" } else { "0" }.to_owned(),
+                age.to_string(),
+                new.user_id.clone(),
+                new.username.clone(),
+                new.message.clone(),
+                Wire::message_head(&new.channel, &new.user_id, &new.username, &new.message),
+                self.publish_command().to_owned(),
+                (age + 2 * MAINTENANCE_INTERVAL.as_millis() as u64).to_string(),
+            ],
+        }
+    }
+
+    /// Whether this publish should also trim the channel's stream and renew its expiry: at most
+    /// once per [`MAINTENANCE_INTERVAL`] per channel from this node.
+    fn due_for_maintenance(&self, channel: &str) -> bool {
+        let now = Instant::now();
+        let mut maintained = self.maintained.lock();
+        match maintained.get_mut(channel) {
+            Some(at) if now.duration_since(*at) < MAINTENANCE_INTERVAL => false,
+            Some(at) => {
+                *at = now;
+                true
+            }
+            None => {
+                maintained.insert(channel.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// Forgets channels not published to for a while (bounds the maintenance record).
+    pub(super) fn forget_quiet_channels(&self) {
+        let now = Instant::now();
+        self.maintained
+            .lock()
+            .retain(|_, at| now.duration_since(*at) < MAINTENANCE_INTERVAL * 10);
     }
 
     /// A publish the group commit could not run (a redirect, `NOSCRIPT`, no slot map): the script
@@ -118,6 +161,15 @@ impl Shared {
         }
         let key = self.keys.history(channel);
         let mut conn = self.conn.clone();
+        // Publishes trim at most once a second: trim now, so the read is exact.
+        let _: i64 = scripts::TRIM
+            .key(&key)
+            .key(self.keys.trimmed(channel))
+            .arg(self.settings.history_size.max(1))
+            .arg(self.settings.history_max_age.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         let (newest_first, gap_after): (Vec<Entry>, Option<MessageId>) = match query {
             HistoryQuery::Last { limit } => (
                 conn.xrevrange_count(&key, "+", "-", limit.saturating_add(1))

@@ -87,8 +87,13 @@ pub(crate) struct Shared {
     subscribed: Mutex<Subscriptions>,
     /// Local connections per user (the node counts once in Redis).
     local_users: Mutex<HashMap<String, usize>>,
-    /// Names of users connected here, re-asserted after a Redis restart.
+    /// Names of users connected here: what their messages carry (no Redis read per message),
+    /// kept current by the name changes on the bus, and re-asserted after a Redis restart.
     local_names: Mutex<HashMap<String, String>>,
+    /// `local_names` is current: false from a bus outage until the names are read again.
+    names_fresh: AtomicBool,
+    /// When this node last had each channel's stream trimmed (see [`messages`]).
+    maintained: Mutex<HashMap<String, std::time::Instant>>,
     /// (channel, user) pairs this node holds presence for, re-asserted after a Redis restart.
     local_presence: Mutex<std::collections::HashSet<(String, String)>>,
     pubsub_up: AtomicBool,
@@ -151,6 +156,8 @@ impl RedisEngine {
             local_users: Mutex::default(),
             local_presence: Mutex::default(),
             local_names: Mutex::default(),
+            names_fresh: AtomicBool::new(true),
+            maintained: Mutex::default(),
             pubsub_up: AtomicBool::new(false),
             commands_up: AtomicBool::new(true),
             settings,

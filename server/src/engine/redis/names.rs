@@ -1,8 +1,13 @@
 //! Display names in Redis: one key per user (its slot) and, with unique names, a claim per
-//! lower-cased name (the name's slot), taken before the user's name is written.
+//! lower-cased name (the name's slot), taken before the user's name is written. A node carries
+//! the names of the users connected to it, so a message costs no read of the name: a change is
+//! published on the bus to every node, and after a bus outage the names are read again.
+
+use std::sync::atomic::Ordering;
 
 use redis::AsyncCommands;
 
+use super::wire::Wire;
 use super::{Shared, scripts, unavailable};
 use crate::engine::EngineError;
 
@@ -56,12 +61,47 @@ impl Shared {
         self.local_names
             .lock()
             .insert(user_id.to_owned(), name.to_owned());
+        // Every node holding the user carries the new name from now on.
+        self.publish(keys.bus(), Wire::name(user_id, name))
+            .await
+            .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// A name change from the bus: the name this node carries for `user`, if connected here.
+    pub(super) fn name_changed(&self, user: &str, name: String) {
+        if self.local_users.lock().contains_key(user) {
+            self.local_names.lock().insert(user.to_owned(), name);
+        }
+    }
+
+    /// Reads the names of the users connected here again (name changes published while the bus
+    /// was away were missed), then trusts the cache again.
+    pub(super) async fn reload_names(&self) {
+        let users: Vec<String> = self.local_users.lock().keys().cloned().collect();
+        let mut conn = self.conn.clone();
+        for user in users {
+            match conn.get::<_, Option<String>>(self.keys.name(&user)).await {
+                Ok(Some(name)) => self.name_changed(&user, name),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not read names again; reading per message");
+                    return;
+                }
+            }
+        }
+        self.names_fresh.store(true, Ordering::Release);
     }
 
     /// [`crate::engine::Engine::name`]; re-asserts the name of a user connected here when Redis
     /// lost it.
     pub(super) async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
+        if self.names_fresh.load(Ordering::Acquire)
+            && let Some(name) = self.local_names.lock().get(user_id)
+        {
+            // Carried by this node: every change reaches it on the bus.
+            return Ok(Some(name.clone()));
+        }
         let mut conn = self.conn.clone();
         let key = self.keys.name(user_id);
         let name: Option<String> = conn.get(&key).await.map_err(unavailable)?;

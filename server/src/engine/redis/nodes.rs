@@ -95,6 +95,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        shared.forget_quiet_channels();
         let beaten = beat(&shared).await;
         shared.commands_up.store(beaten.is_ok(), Ordering::Release);
         match beaten {

@@ -5,38 +5,76 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Appends a message to the channel's stream (capped exactly by length, and by age) and
-/// publishes it, in one step: the stream id is the message id, and history and live delivery
-/// never disagree. Records the newest id ever trimmed, so a `since` replay can report a gap.
+/// Trims a stream to its length and age, recording the newest id ever trimmed in the marker (so
+/// that a `since` replay can report a gap; the marker outlives the stream by 4 ages). Runs with
+/// locals `stream`, `marker`, `maxlen` and `age` (ms, 0: none) set.
+const TRIM_LUA: &str = r#"
+local trimmed = nil
+local excess = redis.call('XLEN', stream) - tonumber(maxlen)
+if excess > 0 then
+  local victims = redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)
+  trimmed = victims[#victims][1]
+  redis.call('XTRIM', stream, 'MAXLEN', maxlen)
+end
+if age > 0 then
+  local now = redis.call('TIME')
+  local minid = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age)
+  local newest_old = redis.call('XREVRANGE', stream, '(' .. minid .. '-0', '-', 'COUNT', 1)
+  if #newest_old > 0 then
+    trimmed = newest_old[1][1]
+    redis.call('XTRIM', stream, 'MINID', minid)
+  end
+end
+if trimmed then
+  if age > 0 then
+    redis.call('SET', marker, trimmed, 'PX', age * 4)
+  else
+    redis.call('SET', marker, trimmed)
+  end
+elseif age > 0 and redis.call('EXISTS', marker) == 1 then
+  redis.call('PEXPIRE', marker, age * 4)
+end
+"#;
+
+/// Appends a message to the channel's stream and publishes it, in one step: the stream id is the
+/// message id, and history and live delivery never disagree. The payload is built by the node,
+/// but for the id: `ARGV[7] .. id .. '"}'`.
+///
+/// Keeping the stream short and fresh is amortised: with `ARGV[2]` = `1` (a node asks at most
+/// once a second per channel) the stream is trimmed ([`TRIM`]) and its expiry renewed. Between
+/// two such calls a stream may hold a second's messages more; every history read trims first, so
+/// what a reader sees is exact.
 ///
 /// KEYS: stream, pub/sub channel, trimmed-through key (one slot: the channel's tag).
-/// ARGV: max length, max age ms, user id, name, text, channel, `PUBLISH` or `SPUBLISH`.
+/// ARGV: max length, maintain (`1`/`0`), max age ms (0: none), user id, name, text, payload
+/// head, `PUBLISH` or `SPUBLISH`, expiry ms of the stream.
 pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r#"
-local maxlen = tonumber(ARGV[1])
-local age = tonumber(ARGV[2])
-local excess = redis.call('XLEN', KEYS[1]) - maxlen + 1
-if excess > 0 then
-  local victims = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
-  if #victims > 0 then redis.call('SET', KEYS[3], victims[#victims][1]) end
+local id = redis.call('XADD', KEYS[1], '*', 'u', ARGV[4], 'n', ARGV[5], 'm', ARGV[6])
+redis.call(ARGV[8], KEYS[2], ARGV[7] .. id .. '"}}')
+if ARGV[2] == '1' then
+  local stream, marker, maxlen, age = KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[3])
+  {TRIM_LUA}
+  if age > 0 then redis.call('PEXPIRE', stream, ARGV[9]) end
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'u', ARGV[3], 'n', ARGV[4], 'm', ARGV[5])
-if age > 0 then
-  local minid = tostring(tonumber(string.match(id, '^(%d+)')) - age)
-  local newest_old = redis.call('XREVRANGE', KEYS[1], '(' .. minid .. '-0', '-', 'COUNT', 1)
-  if #newest_old > 0 then
-    redis.call('SET', KEYS[3], newest_old[1][1])
-    redis.call('XTRIM', KEYS[1], 'MINID', minid)
-  end
-  redis.call('PEXPIRE', KEYS[1], age)
-  -- Outlive the stream, so that a late resume still learns about the gap.
-  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], age * 4) end
-end
-redis.call(ARGV[7], KEYS[2], cjson.encode({t = 'm', id = id, c = ARGV[6], u = ARGV[3], n = ARGV[4], m = ARGV[5]}))
 return id
-"#,
-    )
+"#
+    ))
+});
+
+/// Trims a channel's stream before it is read ([`TRIM_LUA`]), so that a read never sees more
+/// than the length and age kept, and a gap is reported exactly.
+///
+/// KEYS: stream, trimmed-through key. ARGV: max length, max age ms (0: none).
+pub static TRIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+local stream, marker, maxlen, age = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+{TRIM_LUA}
+return 0
+"#
+    ))
 });
 
 /// Records that a node holds a user in a channel and, when that is new, counts the node for the

@@ -221,6 +221,7 @@ fn on_push(shared: &Arc<Shared>, info: PushInfo) {
     let sharded = sharded(shared);
     match info.kind {
         PushKind::SMessage => {
+            // (Names and the rest of the bus are handled with the channel traffic.)
             if let Some(Value::BulkString(payload)) = info.data.get(1) {
                 listener::handle(shared, payload);
             }
@@ -236,12 +237,14 @@ fn on_push(shared: &Arc<Shared>, info: PushInfo) {
             match carries {
                 Some(Carries::Channel(channel)) => shared.begin_replay(&channel),
                 Some(Carries::Control) if key == shared.keys.bus() => {
-                    // Block lists changed while the bus was away were missed: read them again.
+                    // Block lists and names changed while the bus was away were missed: read
+                    // them again.
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         if let Err(error) = shared.reload_blocks().await {
                             tracing::warn!(%error, "could not reload block lists");
                         }
+                        shared.reload_names().await;
                     });
                 }
                 _ => {}
@@ -251,6 +254,9 @@ fn on_push(shared: &Arc<Shared>, info: PushInfo) {
             // Sent by Redis when the slot moved away (a resharding, a failover); after our own
             // unsubscribe the channel is no longer wanted and this is ignored.
             if let Some(key) = text(info.data.first()) {
+                if key == shared.keys.bus() {
+                    shared.names_fresh.store(false, Ordering::Release);
+                }
                 tracing::info!(key, "Redis moved a shard channel away; subscribing again");
                 sharded.lose([key]);
             }
@@ -260,6 +266,7 @@ fn on_push(shared: &Arc<Shared>, info: PushInfo) {
             let keys: Vec<String> = sharded.wanted.lock().keys().cloned().collect();
             sharded.lose(keys);
             shared.pubsub_up.store(false, Ordering::Release);
+            shared.names_fresh.store(false, Ordering::Release);
         }
         _ => {}
     }

@@ -48,6 +48,9 @@ pub(super) enum Wire {
     /// A user is typing in a channel (`w` for writing; published only, never streamed).
     #[serde(rename = "w")]
     Typing { c: String, u: String, n: String },
+    /// `u` set its display name `n` (nodes holding `u` update the name they carry).
+    #[serde(rename = "a")]
+    Name { u: String, n: String },
     /// `u`'s block list changed: every user it blocks now (an empty list may come as `{}`
     /// from older nodes, whose scripts wrote it with cjson).
     #[serde(rename = "k")]
@@ -86,6 +89,7 @@ pub(super) enum Incoming {
     Sanction { user: String, sanction: Sanction },
     Typing(TypingUser),
     Blocks { user: String, blocks: BlockSnapshot },
+    Name { user: String, name: String },
 }
 
 fn encode(wire: &Wire) -> String {
@@ -132,6 +136,26 @@ impl Wire {
             c: typing.channel.clone(),
             u: typing.user_id.clone(),
             n: typing.username.clone(),
+        })
+    }
+
+    /// A chat message's payload up to its id: the publish script appends the id and `"}`.
+    pub fn message_head(channel: &str, user: &str, name: &str, text: &str) -> String {
+        let json = |value: &str| serde_json::to_string(value).unwrap_or_default();
+        format!(
+            r#"{{"t":"m","c":{},"u":{},"n":{},"m":{},"id":""#,
+            json(channel),
+            json(user),
+            json(name),
+            json(text)
+        )
+    }
+
+    /// `user` set the name `name`.
+    pub fn name(user: &str, name: &str) -> String {
+        encode(&Wire::Name {
+            u: user.into(),
+            n: name.into(),
         })
     }
 
@@ -186,6 +210,7 @@ impl Wire {
                 user_id: u,
                 username: n,
             }),
+            Wire::Name { u, n } => Incoming::Name { user: u, name: n },
             Wire::Blocks { u, v, mut b } => {
                 b.sort_unstable();
                 Incoming::Blocks {
@@ -219,6 +244,21 @@ mod tests {
             Wire::decode(Wire::left("c", "u", None).as_bytes()),
             Some(Incoming::Left(_))
         ));
+    }
+
+    #[test]
+    fn a_message_head_with_its_id_decodes() {
+        let text = "say \"hi\" \\ \u{1F600} </script>\n";
+        let head = Wire::message_head("lobby \"1\"", "u\u{e9}", "Ann", text);
+        let payload = format!("{head}1700000000000-7\"}}");
+        let Some(Incoming::Message(m)) = Wire::decode(payload.as_bytes()) else {
+            panic!("not a message: {payload}");
+        };
+        assert_eq!(m.channel, "lobby \"1\"");
+        assert_eq!(m.user_id, "u\u{e9}");
+        assert_eq!(m.username, "Ann");
+        assert_eq!(m.message, text);
+        assert_eq!(m.id, MessageId::new(1_700_000_000_000, 7));
     }
 
     #[test]
