@@ -100,30 +100,8 @@ macro_rules! per_engine {
                 }
             )+
         }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    $crate::common::run_redis(
-                        concat!("redis::", stringify!($test)),
-                        super::$test(),
-                    )
-                    .await;
-                }
-            )+
-        }
-        mod redis_cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    $crate::common::run_redis_cluster(
-                        concat!("redis_cluster::", stringify!($test)),
-                        super::$test(),
-                    )
-                    .await;
-                }
-            )+
-        }
+        $crate::redis_only!($($test),+);
+        $crate::cluster_only!($($test),+);
     };
 }
 
