@@ -238,7 +238,7 @@ async fn work(committer: Arc<Committer>, address: String, mut queue: mpsc::Recei
             _ => 0,
         };
         let mut moved = false;
-        for (pending, result) in batch.into_iter().zip(results) {
+        for (Pending { command, reply }, result) in batch.into_iter().zip(results) {
             let outcome = match result {
                 Ok(value) => match redis::from_redis_value::<String>(value) {
                     Ok(id) if confirmed >= i64::from(committer.replicas) => Ok(Ok(id)),
@@ -261,12 +261,12 @@ async fn work(committer: Arc<Committer>, address: String, mut queue: mpsc::Recei
                             error.kind(),
                             redis::ErrorKind::Server(ServerErrorKind::NoScript)
                         );
-                        Err(pending.command.clone())
+                        Err(command)
                     }
                     _ => Ok(Err(EngineError::Unavailable(error.to_string()))),
                 },
             };
-            let _ = pending.reply.send(outcome);
+            let _ = reply.send(outcome);
         }
         if moved {
             committer.refresh().await;

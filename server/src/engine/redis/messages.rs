@@ -15,10 +15,33 @@ use crate::engine::{EngineError, History, HistoryQuery, NewMessage};
 /// How often a node has a channel's stream trimmed and its expiry renewed (with a publish).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The publish script's keys and arguments.
-struct PublishCall {
+/// The publish script's keys and arguments (the message's own fields borrowed, not copied).
+struct PublishCall<'a> {
     keys: [String; 3],
-    args: Vec<String>,
+    max_len: String,
+    maintain: &'static str,
+    age: String,
+    new: &'a NewMessage,
+    head: String,
+    publish: &'static str,
+    expiry: String,
+}
+
+impl PublishCall<'_> {
+    /// `ARGV`, in the script's order.
+    fn args(&self) -> [&str; 9] {
+        [
+            &self.max_len,
+            self.maintain,
+            &self.age,
+            &self.new.user_id,
+            &self.new.username,
+            &self.new.message,
+            &self.head,
+            self.publish,
+            &self.expiry,
+        ]
+    }
 }
 
 impl Shared {
@@ -33,7 +56,7 @@ impl Shared {
         for key in &call.keys {
             invocation.key(key);
         }
-        for arg in &call.args {
+        for arg in call.args() {
             invocation.arg(arg);
         }
         let id: String = match &self.committer {
@@ -47,7 +70,7 @@ impl Shared {
                     .arg(scripts::PUBLISH.get_hash())
                     .arg(call.keys.len())
                     .arg(&call.keys[..])
-                    .arg(&call.args[..]);
+                    .arg(&call.args()[..]);
                 match committer.publish(command, &call.keys[0]).await {
                     Ok(outcome) => outcome?,
                     Err(_) => self.publish_alone_and_wait(&invocation).await?,
@@ -59,27 +82,26 @@ impl Shared {
     }
 
     /// The publish script's keys and arguments for `new`.
-    fn publish_call(&self, new: &NewMessage) -> PublishCall {
+    fn publish_call<'a>(&self, new: &'a NewMessage) -> PublishCall<'a> {
         let settings = &self.settings;
         let age = settings.history_max_age.as_millis() as u64;
-        let maintain = self.due_for_maintenance(&new.channel);
         PublishCall {
             keys: [
                 self.keys.history(&new.channel),
                 self.keys.channel(&new.channel),
                 self.keys.trimmed(&new.channel),
             ],
-            args: vec![
-                settings.history_size.max(1).to_string(),
-                if maintain { "1" } else { "0" }.to_owned(),
-                age.to_string(),
-                new.user_id.clone(),
-                new.username.clone(),
-                new.message.clone(),
-                Wire::message_head(&new.channel, &new.user_id, &new.username, &new.message),
-                self.publish_command().to_owned(),
-                (age + 2 * MAINTENANCE_INTERVAL.as_millis() as u64).to_string(),
-            ],
+            max_len: settings.history_size.max(1).to_string(),
+            maintain: if self.due_for_maintenance(&new.channel) {
+                "1"
+            } else {
+                "0"
+            },
+            age: age.to_string(),
+            new,
+            head: Wire::message_head(&new.channel, &new.user_id, &new.username, &new.message),
+            publish: self.publish_command(),
+            expiry: (age + 2 * MAINTENANCE_INTERVAL.as_millis() as u64).to_string(),
         }
     }
 
