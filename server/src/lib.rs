@@ -143,6 +143,7 @@ impl Server {
                     history_max_age: config.engine.history_max_age,
                     wait_replicas: config.engine.redis_wait_replicas,
                     wait_timeout: config.engine.redis_wait_timeout,
+                    publish_linger: config.engine.redis_publish_linger,
                 };
                 let engine =
                     RedisEngine::connect(settings, hub.clone())

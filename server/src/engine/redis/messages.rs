@@ -59,21 +59,28 @@ impl Shared {
         for arg in call.args() {
             invocation.arg(arg);
         }
-        let id: String = match &self.committer {
+        let id: String = match &self.batches {
             None => invocation
                 .invoke_async(&mut self.conn.clone())
                 .await
                 .map_err(unavailable)?,
-            Some(committer) => {
+            Some(batches) => {
                 let mut command = redis::cmd("EVALSHA");
                 command
                     .arg(scripts::PUBLISH.get_hash())
                     .arg(call.keys.len())
                     .arg(&call.keys[..])
                     .arg(&call.args()[..]);
-                match committer.publish(command, &call.keys[0]).await {
+                match batches.publish(command, &call.keys[0]).await {
                     Ok(outcome) => outcome?,
-                    Err(_) => self.publish_alone_and_wait(&invocation).await?,
+                    Err(_) if self.settings.wait_replicas > 0 => {
+                        self.publish_alone_and_wait(&invocation).await?
+                    }
+                    // Not run (a redirect, `NOSCRIPT`): alone, through the command connection.
+                    Err(_) => invocation
+                        .invoke_async(&mut self.conn.clone())
+                        .await
+                        .map_err(unavailable)?,
                 }
             }
         };
@@ -131,7 +138,7 @@ impl Shared {
             .retain(|_, at| now.duration_since(*at) < MAINTENANCE_INTERVAL * 10);
     }
 
-    /// A publish the group commit could not run (a redirect, `NOSCRIPT`, no slot map): the script
+    /// A publish the batch could not run (a redirect, `NOSCRIPT`, no slot map): the script
     /// and a `WAIT` in one pipeline through the command connection, which follows redirects.
     async fn publish_alone_and_wait(
         &self,

@@ -1,13 +1,14 @@
 //! The Redis engine: stateless nodes sharing channels, names, presence and history through one
 //! Redis or a Redis Cluster. Channel history lives in a capped stream per channel; a message is
-//! appended and published in one script, so its id is the stream id. Each node receives the
+//! appended and published in one script, so its id is the stream id; a node sends those scripts
+//! in batches ([`batches`]). Each node receives the
 //! channels it has local members in: with one Redis on one classic pub/sub connection
 //! ([`listener`]), on a cluster with sharded pub/sub on the master owning each channel's slot
 //! ([`sharded`]). After an outage, a failover or a slot migration it subscribes again and
 //! replays from the streams what it missed ([`subscriptions`]).
 
+mod batches;
 mod blocks;
-mod commit;
 mod conn;
 mod entries;
 mod guests;
@@ -67,6 +68,8 @@ pub struct RedisSettings {
     pub wait_replicas: u32,
     /// Longest wait for those replicas.
     pub wait_timeout: Duration,
+    /// How long a node holds a publish so that others join its batch (0: each goes alone).
+    pub publish_linger: Duration,
 }
 
 /// Engine state shared with the background tasks.
@@ -78,8 +81,8 @@ pub(crate) struct Shared {
     client: Option<redis::Client>,
     /// A cluster: the sharded subscriptions.
     sharded: Option<Sharded>,
-    /// With `--redis-wait-replicas`: the group commit of publishes.
-    committer: Option<Arc<commit::Committer>>,
+    /// With a publish linger or `--redis-wait-replicas`: publishes go in batches.
+    batches: Option<Arc<batches::Batches>>,
     sink: Arc<dyn DeliverySink>,
     /// One Redis: the pub/sub connection's command half; `None` while reconnecting.
     pubsub: tokio::sync::Mutex<Option<PubSubSink>>,
@@ -135,18 +138,22 @@ impl RedisEngine {
             }
         };
         let (sharded, pushes) = sharded.unzip();
-        let committer = (settings.wait_replicas > 0).then(|| {
-            Arc::new(commit::Committer::new(
-                settings.target.clone(),
-                conn.clone(),
-                settings.wait_replicas,
-                settings.wait_timeout,
-            ))
-        });
+        let batches =
+            (settings.wait_replicas > 0 || !settings.publish_linger.is_zero()).then(|| {
+                Arc::new(batches::Batches::new(
+                    settings.target.clone(),
+                    conn.clone(),
+                    batches::BatchSettings {
+                        linger: settings.publish_linger,
+                        replicas: settings.wait_replicas,
+                        timeout: settings.wait_timeout,
+                    },
+                ))
+            });
         let shared = Arc::new(Shared {
             keys,
             node,
-            committer,
+            batches,
             conn,
             client,
             sharded,

@@ -170,6 +170,13 @@ impl Wire {
 
     /// Decodes a payload; `None` (logged) for one this version does not understand.
     pub fn decode(payload: &[u8]) -> Option<Incoming> {
+        if payload.starts_with(MESSAGE_TAG) {
+            // The common case, read straight into its fields: a tagged enum is read through a
+            // buffer of every field first.
+            if let Ok(message) = serde_json::from_slice::<MessageFields>(payload) {
+                return message.into_incoming();
+            }
+        }
         let wire: Wire = match serde_json::from_slice(payload) {
             Ok(wire) => wire,
             Err(error) => {
@@ -179,15 +186,7 @@ impl Wire {
         };
         Some(match wire {
             Wire::Message { id, c, u, n, m } => {
-                let id: MessageId = id.parse().ok()?;
-                Incoming::Message(ChatMessage {
-                    username: n,
-                    message: m,
-                    channel: c,
-                    id,
-                    user_id: u,
-                    ts: id.ms,
-                })
+                return MessageFields { id, c, u, n, m }.into_incoming();
             }
             Wire::Joined { c, u, n } => Incoming::Joined(PresenceChange {
                 channel: c,
@@ -222,6 +221,33 @@ impl Wire {
                 }
             }
         })
+    }
+}
+
+/// How every chat message's payload starts ([`Wire::message_head`]).
+const MESSAGE_TAG: &[u8] = br#"{"t":"m","#;
+
+/// The fields of [`Wire::Message`], read without the tag.
+#[derive(Deserialize)]
+struct MessageFields {
+    id: String,
+    c: String,
+    u: String,
+    n: String,
+    m: String,
+}
+
+impl MessageFields {
+    fn into_incoming(self) -> Option<Incoming> {
+        let id: MessageId = self.id.parse().ok()?;
+        Some(Incoming::Message(ChatMessage {
+            username: self.n,
+            message: self.m,
+            channel: self.c,
+            id,
+            user_id: self.u,
+            ts: id.ms,
+        }))
     }
 }
 

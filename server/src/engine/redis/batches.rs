@@ -23,6 +23,17 @@ use super::conn::COMMAND_TIMEOUT;
 use super::{Conn, RedisTarget, keys};
 use crate::engine::EngineError;
 
+/// How a node's publishes are batched.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BatchSettings {
+    /// How long a worker waits for more publishes before sending a batch.
+    pub linger: Duration,
+    /// Replicas that must confirm a batch (`WAIT`; 0: none).
+    pub replicas: u32,
+    /// Longest `WAIT`.
+    pub timeout: Duration,
+}
+
 /// Publishes waiting per master before new ones are refused.
 const QUEUE: usize = 4096;
 /// Most scripts in one batch.
@@ -41,11 +52,10 @@ struct Pending {
 }
 
 /// The workers of one engine.
-pub(super) struct Committer {
+pub(super) struct Batches {
     target: RedisTarget,
     conn: Conn,
-    replicas: u32,
-    timeout: Duration,
+    settings: BatchSettings,
     /// Master address → its worker's queue.
     workers: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
     /// A cluster's slot ranges and their masters (`host:port`).
@@ -58,14 +68,13 @@ struct SlotMap {
     refreshed: Option<Instant>,
 }
 
-impl Committer {
-    /// Workers for `target`, waiting for `replicas` replicas at most `timeout` per batch.
-    pub(super) fn new(target: RedisTarget, conn: Conn, replicas: u32, timeout: Duration) -> Self {
+impl Batches {
+    /// Workers for `target` (`conn`: the engine's command connection, for the slot map).
+    pub(super) fn new(target: RedisTarget, conn: Conn, settings: BatchSettings) -> Self {
         Self {
             target,
             conn,
-            replicas,
-            timeout,
+            settings,
             workers: Mutex::default(),
             slots: Mutex::default(),
         }
@@ -83,7 +92,7 @@ impl Committer {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 return Ok(Err(EngineError::Unavailable(format!(
-                    "{QUEUE} messages already wait for replicas of {address}"
+                    "{QUEUE} messages already wait to be published on {address}"
                 ))));
             }
             Err(mpsc::error::TrySendError::Closed(pending)) => {
@@ -93,7 +102,7 @@ impl Committer {
         }
         outcome.await.unwrap_or_else(|_| {
             Ok(Err(EngineError::Unavailable(
-                "the replica wait stopped".into(),
+                "the publishing worker stopped".into(),
             )))
         })
     }
@@ -184,9 +193,13 @@ fn parse_slots(value: Value) -> Vec<(u16, u16, String)> {
 }
 
 /// One master's worker: one batch in flight at a time, on a connection of its own.
-async fn work(committer: Arc<Committer>, address: String, mut queue: mpsc::Receiver<Pending>) {
+async fn work(batches: Arc<Batches>, address: String, mut queue: mpsc::Receiver<Pending>) {
+    let settings = batches.settings;
     let mut conn: Option<MultiplexedConnection> = None;
     while let Some(first) = queue.recv().await {
+        if !settings.linger.is_zero() {
+            tokio::time::sleep(settings.linger).await;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -206,19 +219,22 @@ async fn work(committer: Arc<Committer>, address: String, mut queue: mpsc::Recei
         for pending in &batch {
             pipe.add_command(pending.command.clone());
         }
-        pipe.cmd("WAIT")
-            .arg(committer.replicas)
-            .arg(committer.timeout.as_millis() as u64);
+        let waits = settings.replicas > 0;
+        if waits {
+            pipe.cmd("WAIT")
+                .arg(settings.replicas)
+                .arg(settings.timeout.as_millis() as u64);
+        }
         let sent = tokio::time::timeout(
             COMMAND_TIMEOUT,
             pipe.query_async::<Vec<RedisResult<Value>>>(connection),
         )
         .await;
         let mut results = match sent {
-            Ok(Ok(results)) if results.len() == batch.len() + 1 => results,
+            Ok(Ok(results)) if results.len() == batch.len() + usize::from(waits) => results,
             Ok(Ok(_)) => {
                 conn = None;
-                fail(batch, "unexpected reply to a replica wait");
+                fail(batch, "unexpected reply to a batch of publishes");
                 continue;
             }
             Ok(Err(error)) => {
@@ -229,22 +245,26 @@ async fn work(committer: Arc<Committer>, address: String, mut queue: mpsc::Recei
             Err(_) => {
                 // The scripts may have run: answered `unavailable`, never sent again.
                 conn = None;
-                fail(batch, "Redis did not answer a replica wait");
+                fail(batch, "Redis did not answer a batch of publishes in time");
                 continue;
             }
         };
-        let confirmed = match results.pop() {
-            Some(Ok(Value::Int(confirmed))) => confirmed,
-            _ => 0,
+        let confirmed = if waits {
+            match results.pop() {
+                Some(Ok(Value::Int(confirmed))) => confirmed,
+                _ => 0,
+            }
+        } else {
+            0
         };
         let mut moved = false;
         for (Pending { command, reply }, result) in batch.into_iter().zip(results) {
             let outcome = match result {
                 Ok(value) => match redis::from_redis_value::<String>(value) {
-                    Ok(id) if confirmed >= i64::from(committer.replicas) => Ok(Ok(id)),
+                    Ok(id) if confirmed >= i64::from(settings.replicas) => Ok(Ok(id)),
                     Ok(id) => Ok(Err(EngineError::Unconfirmed(format!(
                         "{confirmed} of {} replicas confirmed message {id} in {:?}",
-                        committer.replicas, committer.timeout
+                        settings.replicas, settings.timeout
                     )))),
                     Err(error) => Ok(Err(EngineError::Unavailable(error.to_string()))),
                 },
@@ -269,7 +289,7 @@ async fn work(committer: Arc<Committer>, address: String, mut queue: mpsc::Recei
             let _ = reply.send(outcome);
         }
         if moved {
-            committer.refresh().await;
+            batches.refresh().await;
         }
     }
 }
@@ -280,7 +300,7 @@ async fn connect(address: &str) -> Option<MultiplexedConnection> {
     match tokio::time::timeout(COMMAND_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => Some(conn),
         Ok(Err(error)) => {
-            tracing::warn!(%error, address, "cannot connect for replica waits");
+            tracing::warn!(%error, address, "cannot connect to publish");
             None
         }
         Err(_) => None,
