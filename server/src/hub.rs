@@ -72,6 +72,14 @@ pub const KICKED: CloseReason = CloseReason {
     limit: None,
 };
 
+/// The server is shutting down (a connection's kill signal is a child of the shutdown token).
+pub const SHUTDOWN: CloseReason = CloseReason {
+    code: 1001,
+    text: "server shutting down",
+    label: "shutdown",
+    limit: None,
+};
+
 /// Closed by a moderator's ban.
 pub const BANNED: CloseReason = CloseReason {
     code: 1008,
@@ -93,7 +101,7 @@ pub struct ConnHandle {
     kill: Arc<Kill>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Kill {
     token: CancellationToken,
     reason: OnceLock<CloseReason>,
@@ -113,10 +121,12 @@ pub struct ConnInbox {
 pub struct KillSignal(Arc<Kill>);
 
 impl KillSignal {
-    /// Resolves when another task asked to close the connection; returns why.
+    /// Resolves when another task asked to close the connection, or the server shuts down;
+    /// returns why. One future serves a connection's whole life (pin it once): polling it is
+    /// one uncontended lock, where a fresh one per wake-up would register and unregister.
     pub async fn killed(&self) -> CloseReason {
         self.0.token.cancelled().await;
-        self.0.reason.get().copied().unwrap_or(SLOW_CONSUMER)
+        self.0.reason.get().copied().unwrap_or(SHUTDOWN)
     }
 }
 
@@ -237,9 +247,16 @@ impl Hub {
     }
 
     /// Registers a new connection of `user_id` and returns its handle and inbox.
-    pub fn connect(&self, user_id: Arc<str>) -> (ConnHandle, ConnInbox) {
+    pub fn connect(
+        &self,
+        user_id: Arc<str>,
+        shutdown: &CancellationToken,
+    ) -> (ConnHandle, ConnInbox) {
         let (tx, rx) = mpsc::channel(self.queue_size);
-        let kill = Arc::new(Kill::default());
+        let kill = Arc::new(Kill {
+            token: shutdown.child_token(),
+            reason: OnceLock::new(),
+        });
         let handle = {
             let mut users = self.users.write();
             let list = users.entry(user_id.clone()).or_default();

@@ -39,8 +39,9 @@ pub struct Session {
     pub conn: ConnHandle,
     /// The authenticated user.
     pub principal: Principal,
-    /// Channels joined by this connection.
-    pub channels: HashMap<Arc<str>, Joined>,
+    /// Channels joined by this connection (looked up for every delivery: a fast hash; the
+    /// number of channels per connection is limited, so a crafted set of names costs little).
+    pub channels: HashMap<Arc<str>, Joined, foldhash::fast::RandomState>,
     message_limiter: DefaultDirectRateLimiter,
 }
 
@@ -53,7 +54,7 @@ impl Session {
         Self {
             conn,
             principal,
-            channels: HashMap::new(),
+            channels: HashMap::default(),
             message_limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
         }
     }

@@ -3,6 +3,7 @@
 //! shutdown).
 
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
@@ -19,7 +20,7 @@ use super::close::{
 use crate::app::AppState;
 use crate::commands::{self, Session};
 use crate::error::ChatError;
-use crate::hub::{BANNED, CloseReason, KillSignal, Outgoing, SLOW_CONSUMER};
+use crate::hub::{BANNED, CloseReason, Outgoing, SLOW_CONSUMER};
 use crate::identity::Principal;
 use crate::metrics::Limit;
 use crate::node::Node;
@@ -27,12 +28,6 @@ use crate::node::Node;
 /// Queued frames written per flush, so one busy channel cannot starve reading.
 const WRITE_BATCH: usize = 64;
 
-const SHUTDOWN: CloseReason = CloseReason {
-    code: 1001,
-    text: "server shutting down",
-    label: "shutdown",
-    limit: None,
-};
 const FLOODING: CloseReason = CloseReason {
     code: 1008,
     text: "too many frames: flooding",
@@ -50,7 +45,7 @@ const IDLE: CloseReason = CloseReason {
 pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) {
     let node = &app.node;
     let metrics = &node.metrics;
-    let (handle, inbox) = node.hub.connect(principal.user_id.clone());
+    let (handle, inbox) = node.hub.connect(principal.user_id.clone(), &app.shutdown);
     // Read after joining the hub: a mute or ban given from now on reaches the hub directly, and
     // one given before is in the engine. (The only ban check of a new connection.)
     let banned = load_standing(node, &principal.user_id).await;
@@ -65,6 +60,9 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
     let (mut sink, mut stream) = socket.split();
     let mut rx = inbox.rx;
     let inbox_kill = inbox.kill;
+    // A kill, a moderator's or the server's shutdown: one future for the connection's life.
+    let killed = inbox_kill.killed();
+    tokio::pin!(killed);
     let mut session = Session::new(handle.clone(), principal, node);
     let limits = &node.limits;
     let per_second = NonZeroU32::new(limits.frames_per_second).unwrap_or(NonZeroU32::MIN);
@@ -95,8 +93,7 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
 
     while close.is_none() {
         tokio::select! {
-            reason = inbox_kill.killed() => close = Some(Some(reason)),
-            () = app.shutdown.cancelled() => close = Some(Some(SHUTDOWN)),
+            reason = &mut killed => close = Some(Some(reason)),
             incoming = stream.next() => {
                 last_seen = Instant::now();
                 close = match incoming {
@@ -117,14 +114,14 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
                             // First deliver what was queued before this request takes effect
                             // (e.g. the own copy of a message sent just before a `leave`).
                             let pending = write_queued(&mut sink, &mut rx, None, usize::MAX, &session, &app);
-                            match interruptible(pending, &inbox_kill, &app).await {
+                            match interruptible(pending, killed.as_mut()).await {
                                 Some(close) => Some(close),
                                 None => {
                                     let replies = match frame {
                                         Message::Text(text) => handle_text(&mut session, &app, &text).await,
                                         _ => vec![binary_error(&app)],
                                     };
-                                    interruptible(write_all(&mut sink, replies, &app), &inbox_kill, &app).await
+                                    interruptible(write_all(&mut sink, replies, &app), killed.as_mut()).await
                                 }
                             }
                         }
@@ -140,13 +137,13 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
             }
             item = rx.recv() => {
                 let Some(item) = item else { break };
-                close = interruptible(write_queued(&mut sink, &mut rx, Some(item), WRITE_BATCH, &session, &app), &inbox_kill, &app).await;
+                close = interruptible(write_queued(&mut sink, &mut rx, Some(item), WRITE_BATCH, &session, &app), killed.as_mut()).await;
             }
             _ = ping.tick() => {
                 close = if last_seen.elapsed() >= limits.idle_timeout {
                     Some(Some(IDLE))
                 } else {
-                    interruptible(async { sink.send(Message::Ping(Default::default())).await.map_err(|_| ()) }, &inbox_kill, &app).await
+                    interruptible(async { sink.send(Message::Ping(Default::default())).await.map_err(|_| ()) }, killed.as_mut()).await
                 };
             }
         }
@@ -199,15 +196,13 @@ fn binary_error(app: &AppState) -> String {
 /// any: `Some(None)` when the write failed (the peer is gone).
 async fn interruptible(
     write: impl Future<Output = Result<(), ()>>,
-    kill: &KillSignal,
-    app: &AppState,
+    killed: Pin<&mut impl Future<Output = CloseReason>>,
 ) -> Option<Option<CloseReason>> {
     tokio::select! {
         // A write that can finish now does (e.g. the reason of a kick queued just before it).
         biased;
         result = write => result.err().map(|()| None),
-        reason = kill.killed() => Some(Some(reason)),
-        () = app.shutdown.cancelled() => Some(Some(SHUTDOWN)),
+        reason = killed => Some(Some(reason)),
     }
 }
 
