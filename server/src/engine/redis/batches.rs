@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
-use redis::{Cmd, RedisResult, ServerErrorKind, Value};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult, ServerErrorKind, Value,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::conn::COMMAND_TIMEOUT;
@@ -44,11 +46,20 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// What a publish comes back with: the message id, or why it was not acknowledged.
 pub(super) type Outcome = Result<String, EngineError>;
 
-/// One publish: its `EVALSHA`, and where the outcome goes (`Err(command)`: not run, for the
-/// caller to run alone).
+/// One publish: its `EVALSHA`, when it was queued, and where the outcome goes (`Err(command)`:
+/// not run, for the caller to run alone).
 struct Pending {
     command: Cmd,
+    queued: Instant,
     reply: oneshot::Sender<Result<Outcome, Cmd>>,
+}
+
+/// A master: `host:port` (what logs and errors name; never the credentials) and how to connect
+/// to it (the deployment's scheme, user, password and TLS settings with that address).
+#[derive(Clone)]
+struct Master {
+    name: String,
+    info: ConnectionInfo,
 }
 
 /// The workers of one engine.
@@ -56,7 +67,9 @@ pub(super) struct Batches {
     target: RedisTarget,
     conn: Conn,
     settings: BatchSettings,
-    /// Master address → its worker's queue.
+    /// The URL (one Redis) or first seed (a cluster): what every master's connection is like.
+    template: ConnectionInfo,
+    /// Master `host:port` → its worker's queue.
     workers: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
     /// A cluster's slot ranges and their masters (`host:port`).
     slots: Mutex<SlotMap>,
@@ -64,39 +77,58 @@ pub(super) struct Batches {
 
 #[derive(Default)]
 struct SlotMap {
-    ranges: Vec<(u16, u16, String)>,
+    ranges: Vec<(u16, u16, String, u16)>,
     refreshed: Option<Instant>,
 }
 
 impl Batches {
     /// Workers for `target` (`conn`: the engine's command connection, for the slot map).
-    pub(super) fn new(target: RedisTarget, conn: Conn, settings: BatchSettings) -> Self {
-        Self {
+    pub(super) fn new(
+        target: RedisTarget,
+        conn: Conn,
+        settings: BatchSettings,
+    ) -> RedisResult<Self> {
+        let template = match &target {
+            RedisTarget::Single(url) => url.as_str().into_connection_info()?,
+            RedisTarget::Cluster(seeds) => seeds
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default()
+                .into_connection_info()?,
+        };
+        Ok(Self {
             target,
             conn,
             settings,
+            template,
             workers: Mutex::default(),
             slots: Mutex::default(),
-        }
+        })
     }
 
     /// Publishes through the worker of the master of `key` (a key of the script). `Err(command)`:
     /// not run (the master is not known, a redirect, `NOSCRIPT`): the caller runs it alone.
     pub(super) async fn publish(self: &Arc<Self>, command: Cmd, key: &str) -> Result<Outcome, Cmd> {
-        let Some(address) = self.master_of(key).await else {
+        let Some(master) = self.master_of(key).await else {
             return Err(command);
         };
-        let queue = self.worker(&address);
+        let queue = self.worker(&master);
         let (reply, outcome) = oneshot::channel();
-        match queue.try_send(Pending { command, reply }) {
+        let queued = Instant::now();
+        match queue.try_send(Pending {
+            command,
+            queued,
+            reply,
+        }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 return Ok(Err(EngineError::Unavailable(format!(
-                    "{QUEUE} messages already wait to be published on {address}"
+                    "{QUEUE} messages already wait to be published on {}",
+                    master.name
                 ))));
             }
             Err(mpsc::error::TrySendError::Closed(pending)) => {
-                self.workers.lock().remove(&address);
+                self.workers.lock().remove(&master.name);
                 return Err(pending.command);
             }
         }
@@ -107,32 +139,42 @@ impl Batches {
         })
     }
 
-    fn worker(self: &Arc<Self>, address: &str) -> mpsc::Sender<Pending> {
+    fn worker(self: &Arc<Self>, master: &Master) -> mpsc::Sender<Pending> {
         let mut workers = self.workers.lock();
-        if let Some(queue) = workers.get(address).filter(|queue| !queue.is_closed()) {
+        if let Some(queue) = workers.get(&master.name).filter(|queue| !queue.is_closed()) {
             return queue.clone();
         }
         let (queue, pending) = mpsc::channel(QUEUE);
-        workers.insert(address.to_owned(), queue.clone());
-        tokio::spawn(work(self.clone(), address.to_owned(), pending));
+        workers.insert(master.name.clone(), queue.clone());
+        tokio::spawn(work(self.clone(), master.clone(), pending));
         queue
     }
 
-    /// The `redis://host:port` of the master running `key`'s scripts.
-    async fn master_of(&self, key: &str) -> Option<String> {
-        if let RedisTarget::Single(url) = &self.target {
-            return Some(url.clone());
+    /// The master running `key`'s scripts.
+    async fn master_of(&self, key: &str) -> Option<Master> {
+        if let RedisTarget::Single(_) = &self.target {
+            return Some(Master {
+                name: self.template.addr().to_string(),
+                info: self.template.clone(),
+            });
         }
         let slot = keys::slot(key);
-        if let Some(address) = self.slots.lock().find(slot) {
-            return Some(address);
-        }
-        self.refresh().await;
-        self.slots.lock().find(slot)
+        let found = self.slots.lock().find(slot);
+        let (host, port) = match found {
+            Some(found) => found,
+            None => {
+                self.refresh().await;
+                self.slots.lock().find(slot)?
+            }
+        };
+        Some(master(&self.template, &host, port))
     }
 
     /// Reads the cluster's slot map again (at most every [`REFRESH_EVERY`]).
     async fn refresh(&self) {
+        if !self.target.is_cluster() {
+            return;
+        }
         {
             let slots = self.slots.lock();
             if slots
@@ -156,16 +198,16 @@ impl Batches {
 }
 
 impl SlotMap {
-    fn find(&self, slot: u16) -> Option<String> {
+    fn find(&self, slot: u16) -> Option<(String, u16)> {
         self.ranges
             .iter()
-            .find(|(start, end, _)| (*start..=*end).contains(&slot))
-            .map(|(_, _, address)| address.clone())
+            .find(|(start, end, _, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, host, port)| (host.clone(), *port))
     }
 }
 
 /// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
-fn parse_slots(value: Value) -> Vec<(u16, u16, String)> {
+fn parse_slots(value: Value) -> Vec<(u16, u16, String, u16)> {
     let Value::Array(ranges) = value else {
         return Vec::new();
     };
@@ -187,31 +229,33 @@ fn parse_slots(value: Value) -> Vec<(u16, u16, String)> {
         let Some(Value::Int(port)) = master.get(1) else {
             continue;
         };
-        parsed.push((*start as u16, *end as u16, format!("redis://{host}:{port}")));
+        parsed.push((*start as u16, *end as u16, host, *port as u16));
     }
     parsed
 }
 
 /// One master's worker: one batch in flight at a time, on a connection of its own.
-async fn work(batches: Arc<Batches>, address: String, mut queue: mpsc::Receiver<Pending>) {
+async fn work(batches: Arc<Batches>, master: Master, mut queue: mpsc::Receiver<Pending>) {
     let settings = batches.settings;
     let mut conn: Option<MultiplexedConnection> = None;
     while let Some(first) = queue.recv().await {
-        if !settings.linger.is_zero() {
-            tokio::time::sleep(settings.linger).await;
-        }
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(pending) => batch.push(pending),
-                Err(_) => break,
-            }
+        take_queued(&mut queue, &mut batch);
+        // Held at most the linger from when the oldest was queued (it may have waited for the
+        // batch in flight already), and not at all once the batch is full.
+        let until = batch[0].queued + settings.linger;
+        if batch.len() < MAX_BATCH && until > Instant::now() {
+            tokio::time::sleep_until(until.into()).await;
+            take_queued(&mut queue, &mut batch);
         }
         if conn.is_none() {
-            conn = connect(&address).await;
+            conn = connect(&master).await;
         }
         let Some(connection) = conn.as_mut() else {
-            fail(batch, &format!("cannot connect to {address}"));
+            // Not sent. Answered at once: the command connection would find the same master
+            // down only after its retries. A failover may have moved the slots: read them again.
+            fail(batch, &format!("cannot connect to {}", master.name));
+            batches.refresh().await;
             continue;
         };
         let mut pipe = redis::pipe();
@@ -258,7 +302,7 @@ async fn work(batches: Arc<Batches>, address: String, mut queue: mpsc::Receiver<
             0
         };
         let mut moved = false;
-        for (Pending { command, reply }, result) in batch.into_iter().zip(results) {
+        for (Pending { command, reply, .. }, result) in batch.into_iter().zip(results) {
             let outcome = match result {
                 Ok(value) => match redis::from_redis_value::<String>(value) {
                     Ok(id) if confirmed >= i64::from(settings.replicas) => Ok(Ok(id)),
@@ -294,16 +338,50 @@ async fn work(batches: Arc<Batches>, address: String, mut queue: mpsc::Receiver<
     }
 }
 
-async fn connect(address: &str) -> Option<MultiplexedConnection> {
-    let client = redis::Client::open(address).ok()?;
+/// The master at `host:port`, connected to with `template`'s scheme, credentials and TLS.
+fn master(template: &ConnectionInfo, host: &str, port: u16) -> Master {
+    let addr = match template.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    Master {
+        name: format!("{host}:{port}"),
+        info: template.clone().set_addr(addr),
+    }
+}
+
+/// Moves what is queued now into `batch`, up to [`MAX_BATCH`].
+fn take_queued(queue: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(pending) => batch.push(pending),
+            Err(_) => break,
+        }
+    }
+}
+
+async fn connect(master: &Master) -> Option<MultiplexedConnection> {
+    let client = redis::Client::open(master.info.clone()).ok()?;
     let connecting = client.get_multiplexed_async_connection();
     match tokio::time::timeout(COMMAND_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => Some(conn),
         Ok(Err(error)) => {
-            tracing::warn!(%error, address, "cannot connect to publish");
+            tracing::warn!(%error, master = master.name, "cannot connect to publish");
             None
         }
-        Err(_) => None,
+        Err(_) => {
+            tracing::warn!(master = master.name, "cannot connect to publish: timed out");
+            None
+        }
     }
 }
 
@@ -312,5 +390,23 @@ fn fail(batch: Vec<Pending>, why: &str) {
         let _ = pending
             .reply
             .send(Ok(Err(EngineError::Unavailable(why.to_owned()))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_master_keeps_the_deployments_credentials_and_names_only_its_address() {
+        let template = "redis://chat:s3cret@10.0.0.1:7000/"
+            .into_connection_info()
+            .unwrap();
+        let found = master(&template, "10.0.0.2", 7001);
+        assert_eq!(found.name, "10.0.0.2:7001");
+        assert_eq!(found.info.addr().to_string(), "10.0.0.2:7001");
+        let redis = found.info.redis_settings();
+        assert_eq!(redis.username(), Some("chat"));
+        assert_eq!(redis.password(), Some("s3cret"));
     }
 }

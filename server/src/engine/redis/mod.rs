@@ -138,18 +138,21 @@ impl RedisEngine {
             }
         };
         let (sharded, pushes) = sharded.unzip();
-        let batches =
-            (settings.wait_replicas > 0 || !settings.publish_linger.is_zero()).then(|| {
-                Arc::new(batches::Batches::new(
-                    settings.target.clone(),
-                    conn.clone(),
-                    batches::BatchSettings {
-                        linger: settings.publish_linger,
-                        replicas: settings.wait_replicas,
-                        timeout: settings.wait_timeout,
-                    },
-                ))
-            });
+        let batches = if settings.wait_replicas > 0 || !settings.publish_linger.is_zero() {
+            let batches = batches::Batches::new(
+                settings.target.clone(),
+                conn.clone(),
+                batches::BatchSettings {
+                    linger: settings.publish_linger,
+                    replicas: settings.wait_replicas,
+                    timeout: settings.wait_timeout,
+                },
+            )
+            .map_err(unavailable)?;
+            Some(Arc::new(batches))
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             keys,
             node,
