@@ -473,17 +473,18 @@ mod tests {
         assert!(c.validate().is_ok());
     }
 
+    /// The configuration of `chat-server ARGS`, or clap's error.
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let program = std::iter::once("chat-server").chain(args.iter().copied());
+        <Config as clap::Parser>::try_parse_from(program).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn memory_history_bytes_take_human_sizes_and_refuse_zero() {
         let budget = |value: &str| {
-            <Config as clap::Parser>::try_parse_from([
-                "chat-server",
-                "--memory-history-bytes",
-                value,
-            ])
-            .map_err(|e| e.to_string())?
-            .engine
-            .memory_history_budget()
+            parse(&["--memory-history-bytes", value])?
+                .engine
+                .memory_history_budget()
         };
         assert_eq!(budget("64KiB"), Ok(64 * 1024));
         assert_eq!(budget("1 GiB"), Ok(1 << 30));
@@ -496,16 +497,10 @@ mod tests {
     #[test]
     fn the_publish_linger_takes_durations_up_to_50ms() {
         let target = |value: &str| {
-            <Config as clap::Parser>::try_parse_from([
-                "chat-server",
-                "--redis-url",
-                "redis://127.0.0.1:6379",
-                "--redis-publish-linger",
-                value,
-            ])
-            .map_err(|e| e.to_string())?
-            .engine
-            .redis_target()
+            let url = "redis://127.0.0.1:6379";
+            parse(&["--redis-url", url, "--redis-publish-linger", value])?
+                .engine
+                .redis_target()
         };
         assert!(target("0").is_ok());
         assert!(target("500us").is_ok());

@@ -1,14 +1,20 @@
-//! Group commit for `--redis-wait-replicas`: the publishes waiting for replicas go to their
-//! master in batches, each batch one pipeline of publish scripts followed by a single `WAIT`.
+//! Publishing in batches: a node's publish scripts go to their master in batches, each batch one
+//! pipeline (one write, one reply, one wake-up of Redis), followed, with `--redis-wait-replicas`,
+//! by a single `WAIT` (a group commit).
+//!
+//! Each master has a worker with a connection of its own and at most one batch in flight: what
+//! arrives meanwhile waits in the worker's queue and goes out, whole, in the next batch. With
+//! `--redis-publish-linger`, a message is held up to that long from when it was queued, so that
+//! the messages of other players join its batch: at chat rates, where publishes rarely overlap,
+//! that is what halves the cost per message (docs/BENCHMARKS.md), for the linger on latency.
 //!
 //! Redis reads nothing more from a client blocked in `WAIT`, so a `WAIT` per message on a shared
 //! connection would queue every later command behind it: a replica that stalls for a second
-//! would hold every message of its master's channels for seconds. Here each master has a worker
-//! with a connection of its own and at most one batch in flight; what arrives meanwhile waits in
-//! the worker's queue and goes out, whole, in the next batch. The scripts of a batch run (and
-//! publish) at once, so deliveries are not held up; only the acknowledgements wait, at most one
-//! timeout. A script refused with a redirect (a slot moving) or `NOSCRIPT` did not run, and is
-//! sent again on its own through the cluster connection, which follows redirects.
+//! would hold every message of its master's channels for seconds. Here the scripts of a batch
+//! run (and publish) at once, so deliveries are not held up; only the acknowledgements wait, at
+//! most one timeout. A script refused with a redirect (a slot moving) or `NOSCRIPT` did not run
+//! ([`NotRun`]): the caller sends it again on its own through the command connection, which
+//! follows redirects.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,12 +52,19 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// What a publish comes back with: the message id, or why it was not acknowledged.
 pub(super) type Outcome = Result<String, EngineError>;
 
-/// One publish: its `EVALSHA`, when it was queued, and where the outcome goes (`Err(command)`:
-/// not run, for the caller to run alone).
+/// A publish the batch did not run (the master is not known, a redirect, `NOSCRIPT`): the
+/// caller runs it alone, through the command connection.
+#[derive(Debug)]
+pub(super) struct NotRun;
+
+/// Where a publish's outcome goes.
+type Reply = oneshot::Sender<Result<Outcome, NotRun>>;
+
+/// One publish: its `EVALSHA`, when it was queued, and where the outcome goes.
 struct Pending {
     command: Cmd,
     queued: Instant,
-    reply: oneshot::Sender<Result<Outcome, Cmd>>,
+    reply: Reply,
 }
 
 /// A master: `host:port` (what logs and errors name; never the credentials) and how to connect
@@ -106,11 +119,14 @@ impl Batches {
         })
     }
 
-    /// Publishes through the worker of the master of `key` (a key of the script). `Err(command)`:
-    /// not run (the master is not known, a redirect, `NOSCRIPT`): the caller runs it alone.
-    pub(super) async fn publish(self: &Arc<Self>, command: Cmd, key: &str) -> Result<Outcome, Cmd> {
+    /// Publishes through the worker of the master of `key` (a key of the script).
+    pub(super) async fn publish(
+        self: &Arc<Self>,
+        command: Cmd,
+        key: &str,
+    ) -> Result<Outcome, NotRun> {
         let Some(master) = self.master_of(key).await else {
-            return Err(command);
+            return Err(NotRun);
         };
         let queue = self.worker(&master);
         let (reply, outcome) = oneshot::channel();
@@ -127,9 +143,9 @@ impl Batches {
                     master.name
                 ))));
             }
-            Err(mpsc::error::TrySendError::Closed(pending)) => {
+            Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.workers.lock().remove(&master.name);
-                return Err(pending.command);
+                return Err(NotRun);
             }
         }
         outcome.await.unwrap_or_else(|_| {
@@ -254,15 +270,20 @@ async fn work(batches: Arc<Batches>, master: Master, mut queue: mpsc::Receiver<P
         let Some(connection) = conn.as_mut() else {
             // Not sent. Answered at once: the command connection would find the same master
             // down only after its retries. A failover may have moved the slots: read them again.
-            fail(batch, &format!("cannot connect to {}", master.name));
+            let replies = batch.into_iter().map(|pending| pending.reply);
+            fail(replies, &format!("cannot connect to {}", master.name));
             batches.refresh().await;
             continue;
         };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for pending in &batch {
-            pipe.add_command(pending.command.clone());
-        }
+        let replies: Vec<Reply> = batch
+            .into_iter()
+            .map(|pending| {
+                pipe.add_command(pending.command);
+                pending.reply
+            })
+            .collect();
         let waits = settings.replicas > 0;
         if waits {
             pipe.cmd("WAIT")
@@ -275,21 +296,21 @@ async fn work(batches: Arc<Batches>, master: Master, mut queue: mpsc::Receiver<P
         )
         .await;
         let mut results = match sent {
-            Ok(Ok(results)) if results.len() == batch.len() + usize::from(waits) => results,
+            Ok(Ok(results)) if results.len() == replies.len() + usize::from(waits) => results,
             Ok(Ok(_)) => {
                 conn = None;
-                fail(batch, "unexpected reply to a batch of publishes");
+                fail(replies, "unexpected reply to a batch of publishes");
                 continue;
             }
             Ok(Err(error)) => {
                 conn = None;
-                fail(batch, &error.to_string());
+                fail(replies, &error.to_string());
                 continue;
             }
             Err(_) => {
                 // The scripts may have run: answered `unavailable`, never sent again.
                 conn = None;
-                fail(batch, "Redis did not answer a batch of publishes in time");
+                fail(replies, "Redis did not answer a batch of publishes in time");
                 continue;
             }
         };
@@ -302,7 +323,7 @@ async fn work(batches: Arc<Batches>, master: Master, mut queue: mpsc::Receiver<P
             0
         };
         let mut moved = false;
-        for (Pending { command, reply, .. }, result) in batch.into_iter().zip(results) {
+        for (reply, result) in replies.into_iter().zip(results) {
             let outcome = match result {
                 Ok(value) => match redis::from_redis_value::<String>(value) {
                     Ok(id) if confirmed >= i64::from(settings.replicas) => Ok(Ok(id)),
@@ -325,7 +346,7 @@ async fn work(batches: Arc<Batches>, master: Master, mut queue: mpsc::Receiver<P
                             error.kind(),
                             redis::ErrorKind::Server(ServerErrorKind::NoScript)
                         );
-                        Err(command)
+                        Err(NotRun)
                     }
                     _ => Ok(Err(EngineError::Unavailable(error.to_string()))),
                 },
@@ -385,11 +406,9 @@ async fn connect(master: &Master) -> Option<MultiplexedConnection> {
     }
 }
 
-fn fail(batch: Vec<Pending>, why: &str) {
-    for pending in batch {
-        let _ = pending
-            .reply
-            .send(Ok(Err(EngineError::Unavailable(why.to_owned()))));
+fn fail(replies: impl IntoIterator<Item = Reply>, why: &str) {
+    for reply in replies {
+        let _ = reply.send(Ok(Err(EngineError::Unavailable(why.to_owned()))));
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use protocol::{ChatMessage, MessageId};
 use redis::AsyncCommands;
 
+use super::batches::NotRun;
 use super::entries::{Entry, entry_message, parse_id};
 use super::wire::Wire;
 use super::{Shared, scripts, unavailable};
@@ -28,6 +29,29 @@ struct PublishCall<'a> {
 }
 
 impl PublishCall<'_> {
+    /// The script's invocation (loads the script into Redis when it is missing).
+    fn invocation(&self) -> redis::ScriptInvocation<'static> {
+        let mut invocation = scripts::PUBLISH.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in self.args() {
+            invocation.arg(arg);
+        }
+        invocation
+    }
+
+    /// The script's `EVALSHA`, for a batch.
+    fn command(&self) -> redis::Cmd {
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(scripts::PUBLISH.get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys[..])
+            .arg(&self.args()[..]);
+        command
+    }
+
     /// `ARGV`, in the script's order.
     fn args(&self) -> [&str; 9] {
         [
@@ -52,37 +76,16 @@ impl Shared {
         new: NewMessage,
     ) -> Result<Arc<ChatMessage>, EngineError> {
         let call = self.publish_call(&new);
-        let mut invocation = scripts::PUBLISH.prepare_invoke();
-        for key in &call.keys {
-            invocation.key(key);
-        }
-        for arg in call.args() {
-            invocation.arg(arg);
-        }
         let id: String = match &self.batches {
-            None => invocation
-                .invoke_async(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?,
-            Some(batches) => {
-                let mut command = redis::cmd("EVALSHA");
-                command
-                    .arg(scripts::PUBLISH.get_hash())
-                    .arg(call.keys.len())
-                    .arg(&call.keys[..])
-                    .arg(&call.args()[..]);
-                match batches.publish(command, &call.keys[0]).await {
-                    Ok(outcome) => outcome?,
-                    Err(_) if self.settings.wait_replicas > 0 => {
-                        self.publish_alone_and_wait(&invocation).await?
-                    }
-                    // Not run (a redirect, `NOSCRIPT`): alone, through the command connection.
-                    Err(_) => invocation
-                        .invoke_async(&mut self.conn.clone())
-                        .await
-                        .map_err(unavailable)?,
+            None => self.publish_alone(&call).await?,
+            Some(batches) => match batches.publish(call.command(), &call.keys[0]).await {
+                Ok(outcome) => outcome?,
+                // Not run (a redirect, `NOSCRIPT`): alone, through the command connection.
+                Err(NotRun) if self.settings.wait_replicas > 0 => {
+                    self.publish_alone_and_wait(&call).await?
                 }
-            }
+                Err(NotRun) => self.publish_alone(&call).await?,
+            },
         };
         let id = parse_id(&id)?;
         Ok(Arc::new(new.stored(id)))
@@ -138,16 +141,22 @@ impl Shared {
             .retain(|_, at| now.duration_since(*at) < MAINTENANCE_INTERVAL * 10);
     }
 
+    /// A publish alone, through the command connection.
+    async fn publish_alone(&self, call: &PublishCall<'_>) -> Result<String, EngineError> {
+        call.invocation()
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
     /// A publish the batch could not run (a redirect, `NOSCRIPT`, no slot map): the script
     /// and a `WAIT` in one pipeline through the command connection, which follows redirects.
-    async fn publish_alone_and_wait(
-        &self,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<String, EngineError> {
+    async fn publish_alone_and_wait(&self, call: &PublishCall<'_>) -> Result<String, EngineError> {
+        let invocation = call.invocation();
         let settings = &self.settings;
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.invoke_script(invocation)
+        pipe.invoke_script(&invocation)
             .cmd("WAIT")
             .arg(settings.wait_replicas)
             .arg(settings.wait_timeout.as_millis() as u64);
