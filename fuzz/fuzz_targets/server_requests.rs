@@ -46,22 +46,25 @@ fuzz_target!(|data: &[u8]| {
             channels: Arc::new(server::policy::OpenChannels),
             moderator: Arc::new(server::moderation::WordFilter::new(["darn", "笨蛋", "very bad"])),
         };
+        let shutdown = tokio_util::sync::CancellationToken::new();
         let mut sessions: Vec<_> = ["user-a", "user-b"]
             .into_iter()
             .map(|user| {
-                let (handle, inbox) = hub.connect(Arc::from(user));
+                // No socket: deliveries only queue (and a full queue closes, as for a client
+                // that never reads).
+                let (handle, kill) = hub.connect(Arc::from(user), None, &shutdown);
                 let principal = Principal {
                     user_id: Arc::from(user),
                     scope: Arc::from("guest"),
                     claims: Default::default(),
                 };
-                (Session::new(handle, principal, &node), inbox)
+                (Session::new(handle, principal, &node), kill)
             })
             .collect();
         for line in text.lines().take(64) {
             let which = line.as_bytes().first().map_or(0, |b| usize::from(b % 2));
             let frame = line.get(1..).unwrap_or_default();
-            let (session, _inbox) = &mut sessions[which];
+            let (session, _kill) = &mut sessions[which];
             let replies = match parse_client_frame(frame) {
                 Ok(frame) => commands::handle(session, &node, frame).await,
                 Err(error) => vec![error.reply().to_json()],
@@ -72,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
                     .unwrap_or_else(|e| panic!("reply {reply:?} is not JSON: {e}"));
             }
         }
-        for (mut session, _inbox) in sessions {
+        for (mut session, _kill) in sessions {
             commands::leave_all(&mut session, &node).await;
             hub.disconnect(&session.conn);
         }

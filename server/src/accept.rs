@@ -87,6 +87,11 @@ impl<S> Counted<S> {
     pub fn new(inner: S, slot: TcpSlot) -> Self {
         Self { inner, _slot: slot }
     }
+
+    /// The stream and its place, apart (a WebSocket keeps both after the upgrade).
+    pub fn into_parts(self) -> (S, TcpSlot) {
+        (self.inner, self._slot)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {

@@ -1,18 +1,18 @@
 //! This node's local fan-out: which local connections are in which channel, and their bounded
 //! outgoing queues.
 //!
-//! The hub is the engine's [`DeliverySink`]: every delivery is serialised once into a shared
-//! [`Utf8Bytes`] and handed to each receiver's queue without copying the body. A receiver whose
-//! queue is full is too slow: it is closed with 1008 instead of growing memory.
+//! The hub is the engine's [`DeliverySink`]: every delivery is serialised and encoded once into
+//! a shared WebSocket frame ([`WsFrame`]) and handed to each receiver's [`Outbox`], which writes
+//! it to the socket at once when nothing waits there. A receiver whose queue is full is too
+//! slow: it is closed with 1008 instead of growing memory.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
 use protocol::{ErrorCode, ErrorReply, MessageId};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Delivery, DeliverySink};
@@ -20,28 +20,13 @@ use crate::metrics::{Limit, Metrics};
 use crate::moderation::{Sanction, muted_text};
 
 mod blocks;
+pub mod outbox;
 
 pub use blocks::BlockList;
+pub use outbox::{Outbox, Outgoing, WsFrame};
 
 /// Identifies one WebSocket connection on this node.
 pub type ConnId = u64;
-
-/// A frame queued for one connection.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    /// Send as is.
-    Frame(Utf8Bytes),
-    /// A channel frame; `id` lets the connection drop live copies of messages it already sent
-    /// as history.
-    Channel {
-        /// The channel.
-        channel: Arc<str>,
-        /// The message id (none for presence events).
-        id: Option<MessageId>,
-        /// The serialised frame.
-        frame: Utf8Bytes,
-    },
-}
 
 /// Why the server ends a connection from outside its task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +73,7 @@ pub const BANNED: CloseReason = CloseReason {
     limit: None,
 };
 
-/// A cheap handle other tasks use to queue frames for a connection or to close it.
+/// A cheap handle other tasks use to deliver frames to a connection or to close it.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     /// Connection id.
@@ -97,7 +82,8 @@ pub struct ConnHandle {
     pub user_id: Arc<str>,
     /// The user's block list, shared by the user's connections on this node.
     pub blocks: Arc<BlockList>,
-    tx: mpsc::Sender<Outgoing>,
+    /// Where frames for the connection go (to its socket, or queued for its task).
+    pub outbox: Arc<Outbox>,
     kill: Arc<Kill>,
 }
 
@@ -105,15 +91,6 @@ pub struct ConnHandle {
 struct Kill {
     token: CancellationToken,
     reason: OnceLock<CloseReason>,
-}
-
-/// The receiving side of a connection's queue, kept by its task.
-#[derive(Debug)]
-pub struct ConnInbox {
-    /// Queued frames.
-    pub rx: mpsc::Receiver<Outgoing>,
-    /// Close requests from other tasks.
-    pub kill: KillSignal,
 }
 
 /// Tells a connection's task that another task wants it closed.
@@ -131,19 +108,26 @@ impl KillSignal {
 }
 
 impl ConnHandle {
-    /// Queues a frame. A full queue closes the connection (slow consumer); returns false then.
+    /// Delivers a frame. A full queue closes the connection (slow consumer); returns false then.
     pub fn send(&self, item: Outgoing, metrics: &Metrics) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.outbox.deliver(item) {
+            outbox::Delivered::Written | outbox::Delivered::Queued => true,
+            outbox::Delivered::Full => {
                 if self.close(SLOW_CONSUMER) {
                     metrics.queue_drops.inc();
                 }
                 false
             }
             // The connection is already ending.
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            outbox::Delivered::Closed => false,
         }
+    }
+
+    /// Closes the connection with `reason` after `frame` (e.g. a kick's reason), which is
+    /// delivered even when the queue is full.
+    pub fn close_after(&self, reason: CloseReason, frame: WsFrame) {
+        self.outbox.deliver_last(frame);
+        self.close(reason);
     }
 
     /// Asks the connection's task to close with `reason`. Returns true for the first request.
@@ -158,6 +142,9 @@ impl ConnHandle {
 #[derive(Debug, Clone)]
 struct Member {
     handle: ConnHandle,
+    /// Messages up to this id went to the member as history when it joined: live copies of
+    /// them are not delivered again.
+    replay_until: Option<MessageId>,
 }
 
 /// A channel's local members, plus the lock that serialises joins and leaves (and the
@@ -186,6 +173,7 @@ impl ChannelEntry {
             handle.id,
             Member {
                 handle: handle.clone(),
+                replay_until: None,
             },
         );
         members
@@ -232,7 +220,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// An empty hub whose connections get queues of `queue_size` frames.
+    /// An empty hub whose connections queue at most `queue_size` frames.
     pub fn new(queue_size: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             channels: RwLock::default(),
@@ -246,13 +234,19 @@ impl Hub {
         }
     }
 
-    /// Registers a new connection of `user_id` and returns its handle and inbox.
+    /// Registers a new connection of `user_id` writing to `socket` (none: its frames only
+    /// queue, for tests) and returns its handle and its kill signal.
     pub fn connect(
         &self,
         user_id: Arc<str>,
+        socket: Option<Arc<TcpStream>>,
         shutdown: &CancellationToken,
-    ) -> (ConnHandle, ConnInbox) {
-        let (tx, rx) = mpsc::channel(self.queue_size);
+    ) -> (ConnHandle, KillSignal) {
+        let outbox = Arc::new(Outbox::new(
+            socket,
+            self.queue_size,
+            self.metrics.frames_out.clone(),
+        ));
         let kill = Arc::new(Kill {
             token: shutdown.child_token(),
             reason: OnceLock::new(),
@@ -264,20 +258,14 @@ impl Hub {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
                 user_id,
                 blocks: list.first().map(|h| h.blocks.clone()).unwrap_or_default(),
-                tx,
+                outbox,
                 kill: kill.clone(),
             };
             list.push(handle.clone());
             handle
         };
         self.conns.write().insert(handle.id, handle.clone());
-        (
-            handle,
-            ConnInbox {
-                rx,
-                kill: KillSignal(kill),
-            },
-        )
+        (handle, KillSignal(kill))
     }
 
     /// Forgets a connection (after it left its channels). Returns how many connections its
@@ -357,7 +345,7 @@ impl Hub {
         } else {
             format!("{text}: {reason}")
         };
-        let frame = Utf8Bytes::from(
+        let frame = WsFrame::text(
             ErrorReply {
                 error: text.into(),
                 code: ErrorCode::Forbidden,
@@ -366,10 +354,8 @@ impl Hub {
             .to_json(),
         );
         for handle in self.users.read().get(user).into_iter().flatten() {
-            // Close first, so that a full queue cannot turn this into a slow-consumer close;
-            // the session writes what is queued (this frame) before the close frame.
-            handle.close(close);
-            handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+            // The session writes what is queued (this frame) before the close frame.
+            handle.close_after(close, frame.clone());
         }
     }
 
@@ -383,6 +369,17 @@ impl Hub {
             .entry(Arc::from(channel))
             .or_default()
             .clone()
+    }
+
+    /// Records that messages of `channel` up to `until` went to `handle` as history when it
+    /// joined, and takes their live copies out of its queue: they are not delivered twice.
+    pub fn replayed(&self, channel: &str, handle: &ConnHandle, until: MessageId) {
+        if let Some(entry) = self.existing_entry(channel)
+            && let Some(member) = entry.members.write().get_mut(&handle.id)
+        {
+            member.replay_until = Some(until);
+        }
+        handle.outbox.forget_replayed(channel, until);
     }
 
     /// The channel's entry, if it exists.
@@ -425,7 +422,7 @@ impl Hub {
         &self,
         channel: &str,
         id: Option<MessageId>,
-        frame: Utf8Bytes,
+        frame: WsFrame,
         origin: Origin<'_>,
     ) {
         let Some(entry) = self.existing_entry(channel) else {
@@ -435,6 +432,11 @@ impl Hub {
         let members = entry.members.read();
         for member in members.values() {
             if origin.leaves_out(&member.handle) {
+                continue;
+            }
+            if let (Some(id), Some(until)) = (id, member.replay_until)
+                && id <= until
+            {
                 continue;
             }
             member.handle.send(
@@ -475,7 +477,7 @@ impl Origin<'_> {
 /// An event frame serialised straight from the shared payload: the same JSON as
 /// `Event::to_json` (`{"type":...,"payload":...}`) without cloning the payload into an
 /// [`Event`] first.
-fn serialise<T: serde::Serialize>(kind: &'static str, payload: &T) -> Utf8Bytes {
+fn serialise<T: serde::Serialize>(kind: &'static str, payload: &T) -> WsFrame {
     #[derive(serde::Serialize)]
     struct Frame<'a, T> {
         #[serde(rename = "type")]
@@ -484,7 +486,7 @@ fn serialise<T: serde::Serialize>(kind: &'static str, payload: &T) -> Utf8Bytes 
     }
     let json = serde_json::to_string(&Frame { kind, payload })
         .unwrap_or_else(|e| unreachable!("event serialisation: {e}"));
-    Utf8Bytes::from(json)
+    WsFrame::text(json)
 }
 
 impl DeliverySink for Hub {
@@ -550,8 +552,8 @@ mod tests {
             ts: 1,
         };
         assert_eq!(
-            serialise("chat_message_received", &message).as_str(),
-            Event::ChatMessageReceived(message).to_json(None)
+            serialise("chat_message_received", &message),
+            WsFrame::text(Event::ChatMessageReceived(message).to_json(None))
         );
         let change = PresenceChange {
             channel: "C".into(),
@@ -559,16 +561,16 @@ mod tests {
             username: None,
         };
         assert_eq!(
-            serialise("user_left", &change).as_str(),
-            Event::UserLeft(change).to_json(None)
+            serialise("user_left", &change),
+            WsFrame::text(Event::UserLeft(change).to_json(None))
         );
         let broadcast = BroadcastMessage {
             message: "hi".into(),
             ts: 5,
         };
         assert_eq!(
-            serialise("broadcast", &broadcast).as_str(),
-            Event::Broadcast(broadcast).to_json(None)
+            serialise("broadcast", &broadcast),
+            WsFrame::text(Event::Broadcast(broadcast).to_json(None))
         );
         let typing = protocol::TypingUser {
             channel: "C".into(),
@@ -576,8 +578,8 @@ mod tests {
             username: "N".into(),
         };
         assert_eq!(
-            serialise("user_typing", &typing).as_str(),
-            Event::UserTyping(typing).to_json(None)
+            serialise("user_typing", &typing),
+            WsFrame::text(Event::UserTyping(typing).to_json(None))
         );
     }
 }

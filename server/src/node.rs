@@ -92,6 +92,8 @@ impl Node {
         if !removed {
             return false;
         }
+        // What was queued for it from this channel is no longer its to receive.
+        conn.outbox.forget_channel(channel);
         if user_connections_left == 0 {
             match self.engine.presence_remove(channel, &conn.user_id).await {
                 Ok(true) => {

@@ -39,7 +39,6 @@ pub(super) async fn run(
     let username = node.engine.name(&session.principal.user_id).await?;
     node.join(channel, &session.conn, username.as_deref())
         .await?;
-    let mut joined = Joined::default();
     let mut replies = vec![reply(format!("You have joined {channel}"), reference)];
 
     let page = node.limits.max_history_page;
@@ -51,11 +50,13 @@ pub(super) async fn run(
         _ => None,
     };
     if let Some(query) = query {
-        // We are subscribed already, so anything newer than this read also arrives live;
-        // `replay_until` drops the live copies of what the history holds.
+        // We are subscribed already, so anything newer than this read also arrives live; the
+        // hub drops the live copies of what the history holds.
         match node.engine.history(channel, query).await {
             Ok(mut history) => {
-                joined.replay_until = history.messages.last().map(|m| m.id);
+                if let Some(last) = history.messages.last() {
+                    node.hub.replayed(channel, &session.conn, last.id);
+                }
                 super::without_blocked(session, &mut history.messages);
                 let event = Event::History(HistoryPage {
                     channel: channel.to_owned(),
@@ -73,6 +74,6 @@ pub(super) async fn run(
             }
         }
     }
-    session.channels.insert(channel.into(), joined);
+    session.channels.insert(channel.into(), Joined::default());
     Ok(replies)
 }

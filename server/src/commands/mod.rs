@@ -16,7 +16,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use protocol::{ClientFrame, ClientRequest, ErrorCode, Event, MessageId, Ref, Reply};
+use protocol::{ClientFrame, ClientRequest, ErrorCode, Event, Ref, Reply};
 
 use crate::error::ChatError;
 use crate::hub::ConnHandle;
@@ -27,8 +27,6 @@ use crate::node::Node;
 /// A channel this connection has joined.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Joined {
-    /// Live copies of messages up to this id were already sent as history: skip them.
-    pub replay_until: Option<MessageId>,
     /// When this connection last announced `typing` here (cleared by a `message`).
     pub typing_at: Option<std::time::Instant>,
 }
@@ -39,8 +37,7 @@ pub struct Session {
     pub conn: ConnHandle,
     /// The authenticated user.
     pub principal: Principal,
-    /// Channels joined by this connection (looked up for every delivery: a fast hash; the
-    /// number of channels per connection is limited, so a crafted set of names costs little).
+    /// Channels joined by this connection (the hub knows them too, to route deliveries).
     pub channels: HashMap<Arc<str>, Joined, foldhash::fast::RandomState>,
     message_limiter: DefaultDirectRateLimiter,
 }

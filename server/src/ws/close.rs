@@ -10,18 +10,20 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+use super::socket::WsStream;
 use crate::hub::CloseReason;
 use crate::metrics::Limit;
 
-/// The writing half of a connection.
-pub(super) type Sink = SplitSink<WebSocket, Message>;
+/// tungstenite's writing half of a connection (its own frames: pings, close).
+pub(super) type Sink = SplitSink<WsStream, Message>;
 /// The reading half of a connection.
-pub(super) type Stream = SplitStream<WebSocket>;
+pub(super) type Stream = SplitStream<WsStream>;
 
 /// How long the close frame (and what is still buffered before it) may take to go out.
 pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,16 +64,15 @@ pub(super) enum ReadFailure {
 }
 
 /// Classifies a read error.
-pub(super) fn read_failure(error: axum::Error) -> ReadFailure {
+pub(super) fn read_failure(error: tokio_tungstenite::tungstenite::Error) -> ReadFailure {
     use tokio_tungstenite::tungstenite::Error as WsError;
-    let inner = error.into_inner();
-    match inner.downcast_ref::<WsError>() {
-        Some(WsError::Capacity(_)) => ReadFailure::Violation(TOO_LARGE),
-        Some(WsError::Utf8(detail)) => {
+    match error {
+        WsError::Capacity(_) => ReadFailure::Violation(TOO_LARGE),
+        WsError::Utf8(detail) => {
             tracing::debug!(%detail, "invalid UTF-8 from the client");
             ReadFailure::Violation(BAD_UTF8)
         }
-        Some(WsError::Protocol(problem)) => {
+        WsError::Protocol(problem) => {
             use tokio_tungstenite::tungstenite::error::ProtocolError;
             if matches!(problem, ProtocolError::ResetWithoutClosingHandshake) {
                 return ReadFailure::Gone;
@@ -102,7 +103,7 @@ pub(super) async fn close_handshake(
     readable: Readable,
 ) {
     let frame = Message::Close(Some(CloseFrame {
-        code,
+        code: code.into(),
         reason: text.into(),
     }));
     match timeout(CLOSE_WRITE_TIMEOUT, sink.send(frame)).await {
@@ -145,5 +146,6 @@ fn message_len(message: &Message) -> usize {
         Message::Text(text) => text.len(),
         Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
         Message::Close(_) => 0,
+        Message::Frame(frame) => frame.len(),
     }
 }

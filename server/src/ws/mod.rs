@@ -2,30 +2,42 @@
 
 mod close;
 mod session;
+mod socket;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use protocol::{ErrorCode, ErrorReply};
-
-use crate::app::AppState;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::Instrument;
 
+use crate::app::AppState;
+use crate::config::Limits;
 use crate::guard::ConnectionSlot;
+use crate::hub::{Outbox, WsFrame};
 use crate::identity::AuthError;
 use crate::metrics::Limit;
+use socket::{Handshake, NotWebSocket, Upgraded};
 
 /// Read buffer of a connection: chat frames are small, and tungstenite zero-fills the free part
 /// of this buffer before every read attempt (fanout: 1 KiB gave ~8 % more deliveries/s than
 /// 4 KiB, see docs/BENCHMARKS.md). Larger frames still work: the buffer grows to the frame.
 const READ_BUFFER: usize = 1024;
-/// Bytes buffered before tungstenite writes (every batch is flushed anyway).
-const WRITE_BUFFER: usize = 8 * 1024;
+
+/// tungstenite's settings for a chat connection. Its write buffer only ever holds its own
+/// frames (pings, pongs, close), which go to the outbox at once.
+fn websocket_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(limits.max_frame_bytes))
+        .max_frame_size(Some(limits.max_frame_bytes))
+}
 
 /// `GET /?auth_token=...` (and `/ws`): upgrades to the chat WebSocket.
 ///
@@ -34,11 +46,12 @@ const WRITE_BUFFER: usize = 8 * 1024;
 pub async fn upgrade(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
-    if !app.guard.origin_allowed(&headers) {
+    let (mut parts, _body) = request.into_parts();
+    let headers = &parts.headers;
+    if !app.guard.origin_allowed(headers) {
         app.node.metrics.limit(Limit::Origin);
         return (
             StatusCode::FORBIDDEN,
@@ -46,14 +59,21 @@ pub async fn upgrade(
         )
             .into_response();
     }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(_) => {
+    let ip = app.guard.client_ip(headers, connect.map(|c| c.0.0));
+    let handshake = match Handshake::from_parts(&mut parts) {
+        Ok(handshake) => handshake,
+        Err(error @ NotWebSocket::Headers(_)) => {
             return (
                 StatusCode::UPGRADE_REQUIRED,
-                "bevy chat server: connect with a WebSocket client to /?auth_token=TOKEN\n",
+                format!(
+                    "bevy chat server: connect with a WebSocket client to /?auth_token=TOKEN ({error})\n"
+                ),
             )
                 .into_response();
+        }
+        Err(error @ NotWebSocket::NotUpgradable) => {
+            tracing::error!(%error, "a WebSocket request arrived on a connection that cannot be upgraded");
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response();
         }
     };
     let token = query.as_deref().and_then(|q| {
@@ -62,7 +82,6 @@ pub async fn upgrade(
             .map(|(_, value)| value.into_owned())
             .filter(|value| !value.is_empty())
     });
-    let ip = app.guard.client_ip(&headers, connect.map(|c| c.0.0));
     let verdict = match token {
         None => Err(Refusal::Auth(AuthError::Missing)),
         Some(token) => match app.identity.verify(&token).await {
@@ -72,25 +91,16 @@ pub async fn upgrade(
             }
         },
     };
-    let limits = &app.node.limits;
-    let tracker = app.tasks.clone();
-    // Chat frames are small: tungstenite's 128 KiB default buffers would cost ~256 KiB of
-    // memory per connection. Larger frames still work (the buffers grow), up to the limit.
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                match verdict {
-                    Ok((principal, _slots)) => {
-                        let span = tracing::info_span!("conn", user = %principal.user_id);
-                        session::run(socket, app, principal).instrument(span).await
-                    }
-                    Err(refusal) => refuse(socket, &app, refusal).await,
-                }
-            })
-        })
+    let tasks = app.tasks.clone();
+    handshake.response(&tasks, move |socket| async move {
+        match verdict {
+            Ok((principal, _slots)) => {
+                let span = tracing::info_span!("conn", user = %principal.user_id);
+                session::run(socket, app, principal).instrument(span).await
+            }
+            Err(refusal) => refuse(socket, &app, refusal).await,
+        }
+    })
 }
 
 /// Why a WebSocket is refused right after the upgrade.
@@ -132,7 +142,7 @@ fn take_slots(app: &AppState, ip: Option<std::net::IpAddr>, user: &str) -> Resul
 }
 
 /// Sends the error (the seed's texts for auth errors), then closes with 1008.
-async fn refuse(socket: WebSocket, app: &AppState, refusal: Refusal) {
+async fn refuse(socket: Upgraded, app: &AppState, refusal: Refusal) {
     let (code, text) = match refusal {
         Refusal::Auth(error) => {
             let code = match &error {
@@ -156,12 +166,18 @@ async fn refuse(socket: WebSocket, app: &AppState, refusal: Refusal) {
         code,
         reference: None,
     };
-    let (mut sink, mut stream) = socket.split();
-    if sink
-        .send(Message::Text(reply.to_json().into()))
-        .await
-        .is_ok()
-    {
+    let metrics = &app.node.metrics;
+    let outbox = Arc::new(Outbox::new(
+        Some(socket.socket().clone()),
+        1,
+        metrics.frames_out.clone(),
+    ));
+    outbox.push_reply(WsFrame::text(reply.to_json()));
+    let websocket = socket
+        .into_websocket(outbox.clone(), websocket_config(&app.node.limits))
+        .await;
+    let (mut sink, mut stream) = websocket.split();
+    if outbox.flush().await.is_ok() {
         close::close_handshake(&mut sink, &mut stream, (1008, &text), close::Readable::Yes).await;
     }
 }

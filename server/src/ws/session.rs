@@ -6,26 +6,26 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::StreamExt;
 use governor::{Quota, RateLimiter};
 use protocol::{ErrorCode, Reply, parse_client_frame};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+use tokio_tungstenite::tungstenite::Message;
 
-use super::close::{
-    ReadFailure, Readable, Sink, answer_client_close, close_handshake, read_failure,
-};
+use super::close::{ReadFailure, Readable, answer_client_close, close_handshake, read_failure};
+use super::socket::Upgraded;
 
 use crate::app::AppState;
 use crate::commands::{self, Session};
 use crate::error::ChatError;
-use crate::hub::{BANNED, CloseReason, Outgoing, SLOW_CONSUMER};
+use crate::hub::outbox::Flush;
+use crate::hub::{BANNED, CloseReason, Outbox, SLOW_CONSUMER, WsFrame};
 use crate::identity::Principal;
 use crate::metrics::Limit;
 use crate::node::Node;
 
-/// Queued frames written per flush, so one busy channel cannot starve reading.
+/// Queued frames written per wake-up, so one busy channel cannot starve reading.
 const WRITE_BATCH: usize = 64;
 
 const FLOODING: CloseReason = CloseReason {
@@ -42,10 +42,16 @@ const IDLE: CloseReason = CloseReason {
 };
 
 /// Serves one authenticated connection until it ends.
-pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) {
+pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
     let node = &app.node;
     let metrics = &node.metrics;
-    let (handle, inbox) = node.hub.connect(principal.user_id.clone(), &app.shutdown);
+    let (handle, kill) = node.hub.connect(
+        principal.user_id.clone(),
+        Some(socket.socket().clone()),
+        &app.shutdown,
+    );
+    // Deliveries wait in the outbox until the welcome is written.
+    let outbox = handle.outbox.clone();
     // Read after joining the hub: a mute or ban given from now on reaches the hub directly, and
     // one given before is in the engine. (The only ban check of a new connection.)
     let banned = load_standing(node, &principal.user_id).await;
@@ -57,11 +63,12 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
         tracing::warn!(%error, "could not record the user online");
     }
 
-    let (mut sink, mut stream) = socket.split();
-    let mut rx = inbox.rx;
-    let inbox_kill = inbox.kill;
+    let websocket = socket
+        .into_websocket(outbox.clone(), super::websocket_config(&node.limits))
+        .await;
+    let (mut sink, mut stream) = websocket.split();
     // A kill, a moderator's or the server's shutdown: one future for the connection's life.
-    let killed = inbox_kill.killed();
+    let killed = kill.killed();
     tokio::pin!(killed);
     let mut session = Session::new(handle.clone(), principal, node);
     let limits = &node.limits;
@@ -73,22 +80,22 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
     let mut last_seen = Instant::now();
     let mut readable = Readable::Yes;
 
-    let welcome = Reply {
-        message: "Successfully connected!".into(),
-        reference: None,
-    };
     let mut close = match banned {
-        // Refused in place of the welcome, as other connect refusals are.
+        // Refused in place of the welcome, as other connect refusals are (written on closing).
         Some(text) => {
             let error = ChatError::new(ErrorCode::Forbidden, text);
             metrics.error(error.code);
-            let _ = send_text(&mut sink, error.to_json(None), &app).await;
+            outbox.push_reply(WsFrame::text(error.to_json(None)));
             Some(Some(BANNED))
         }
-        None => match send_text(&mut sink, welcome.to_json(), &app).await {
-            Ok(()) => None,
-            Err(()) => Some(None),
-        },
+        None => {
+            let welcome = Reply {
+                message: "Successfully connected!".into(),
+                reference: None,
+            };
+            outbox.push_reply(WsFrame::text(welcome.to_json()));
+            interruptible(finish_request(&outbox), killed.as_mut()).await
+        }
     };
 
     while close.is_none() {
@@ -108,22 +115,20 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
                         metrics.frames_in.inc();
                         if flood.check().is_err() {
                             Some(Some(FLOODING))
-                        } else if matches!(frame, Message::Ping(_) | Message::Pong(_)) {
+                        } else if matches!(frame, Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) {
                             None
                         } else {
-                            // First deliver what was queued before this request takes effect
-                            // (e.g. the own copy of a message sent just before a `leave`).
-                            let pending = write_queued(&mut sink, &mut rx, None, usize::MAX, &session, &app);
-                            match interruptible(pending, killed.as_mut()).await {
-                                Some(close) => Some(close),
-                                None => {
-                                    let replies = match frame {
-                                        Message::Text(text) => handle_text(&mut session, &app, &text).await,
-                                        _ => vec![binary_error(&app)],
-                                    };
-                                    interruptible(write_all(&mut sink, replies, &app), killed.as_mut()).await
-                                }
+                            // Deliveries queued before this request go out before its replies;
+                            // those that arrive while it runs, after them.
+                            outbox.begin_request();
+                            let replies = match frame {
+                                Message::Text(text) => handle_text(&mut session, &app, &text).await,
+                                _ => vec![binary_error(&app)],
+                            };
+                            for reply in replies {
+                                outbox.push_reply(WsFrame::text(reply));
                             }
+                            interruptible(finish_request(&outbox), killed.as_mut()).await
                         }
                     }
                     Some(Err(error)) => match read_failure(error) {
@@ -135,9 +140,12 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
                     },
                 };
             }
-            item = rx.recv() => {
-                let Some(item) = item else { break };
-                close = interruptible(write_queued(&mut sink, &mut rx, Some(item), WRITE_BATCH, &session, &app), killed.as_mut()).await;
+            writable = outbox.ready() => {
+                // Deliveries that found the socket full (or a partial write) wait here.
+                close = match writable.map(|()| outbox.try_flush(WRITE_BATCH)) {
+                    Ok(Flush::Failed) | Err(_) => Some(None),
+                    Ok(_) => None,
+                };
             }
             _ = ping.tick() => {
                 close = if last_seen.elapsed() >= limits.idle_timeout {
@@ -149,24 +157,25 @@ pub(super) async fn run(socket: WebSocket, app: AppState, principal: Principal) 
         }
     }
 
+    let reason = close.flatten();
+    // Nothing from others after the close frame; a slow consumer's backlog is dropped so that
+    // the close frame goes out next.
+    outbox.close(reason == Some(SLOW_CONSUMER));
     commands::leave_all(&mut session, node).await;
     node.hub.disconnect(&handle);
     if let Err(error) = node.engine.user_offline(&handle.user_id).await {
         tracing::warn!(%error, "could not record the user offline");
     }
     metrics.connections.dec();
-    if let Some(Some(reason)) = close {
+    if let Some(reason) = reason {
         metrics.close(reason.label);
         if let Some(limit) = reason.limit {
             metrics.limit(limit);
         }
         tracing::info!(reason = reason.label, "closing connection");
-        // Say why first (e.g. a kick's reason), unless the client is too slow to read; the close
-        // frame gets its own time.
-        if reason != SLOW_CONSUMER {
-            let drain = write_queued(&mut sink, &mut rx, None, usize::MAX, &session, &app);
-            let _ = timeout(Duration::from_millis(500), drain).await;
-        }
+        // Say why first (e.g. a kick's reason); the close frame gets its own time.
+        outbox.end_request();
+        let _ = timeout(Duration::from_millis(500), outbox.flush()).await;
         close_handshake(&mut sink, &mut stream, (reason.code, reason.text), readable).await;
     }
     tracing::debug!(conn = handle.id, "disconnected");
@@ -206,62 +215,12 @@ async fn interruptible(
     }
 }
 
-async fn send_text(sink: &mut Sink, text: String, app: &AppState) -> Result<(), ()> {
-    app.node.metrics.frames_out.inc();
-    sink.send(Message::Text(text.into())).await.map_err(|_| ())
-}
-
-async fn write_all(sink: &mut Sink, replies: Vec<String>, app: &AppState) -> Result<(), ()> {
-    let count = replies.len() as u64;
-    for reply in replies {
-        sink.feed(Message::Text(reply.into()))
-            .await
-            .map_err(|_| ())?;
-    }
-    app.node.metrics.frames_out.inc_by(count);
-    sink.flush().await.map_err(|_| ())
-}
-
-/// Writes `first` and whatever else is queued (up to `batch` frames), then flushes once.
-async fn write_queued(
-    sink: &mut Sink,
-    rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
-    first: Option<Outgoing>,
-    batch: usize,
-    session: &Session,
-    app: &AppState,
-) -> Result<(), ()> {
-    let mut written = 0;
-    let mut next = first.or_else(|| rx.try_recv().ok());
-    while let Some(item) = next.take() {
-        if let Some(frame) = deliverable(item, session) {
-            sink.feed(Message::Text(frame)).await.map_err(|_| ())?;
-            written += 1;
-        }
-        if written < batch {
-            next = rx.try_recv().ok();
-        }
-    }
-    if written == 0 {
-        return Ok(());
-    }
-    app.node.metrics.frames_out.inc_by(written as u64);
-    sink.flush().await.map_err(|_| ())
-}
-
-/// The frame to write for a queued item, or none when the session must skip it: a channel
-/// left since, or a message already sent as history.
-fn deliverable(item: Outgoing, session: &Session) -> Option<Utf8Bytes> {
-    match item {
-        Outgoing::Frame(frame) => Some(frame),
-        Outgoing::Channel { channel, id, frame } => {
-            let joined = session.channels.get(&channel)?;
-            match (id, joined.replay_until) {
-                (Some(id), Some(until)) if id <= until => None,
-                _ => Some(frame),
-            }
-        }
-    }
+/// Writes a request's replies (and what was queued before them); deliveries that arrived
+/// meanwhile follow them through the queue.
+async fn finish_request(outbox: &Outbox) -> Result<(), ()> {
+    outbox.flush().await?;
+    outbox.end_request();
+    Ok(())
 }
 
 /// Loads the user's mute into the hub and returns the ban text, if banned now. Reads again when

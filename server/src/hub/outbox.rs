@@ -1,0 +1,669 @@
+//! A connection's outgoing side, shared by its task and by every task that delivers to it.
+//!
+//! Most deliveries find nothing waiting for the connection: then the deliverer writes the
+//! message's frame (encoded once per message, the same bytes for every member) straight to the
+//! socket with one non-blocking write, and the connection's task is not woken at all. Only when
+//! the socket would block, a write is partial, or the task is answering a request (its replies
+//! go first) does a frame wait in the queue, in order, for the task to write when the socket
+//! can take it. The queue is bounded: a client that stops reading fills it and is closed as a
+//! slow consumer, as before.
+//!
+//! Every byte written to the socket goes through here under one lock (deliveries, the task's
+//! replies, and tungstenite's pings, pongs and close frames), so frames never interleave.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use protocol::MessageId;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+/// Frames written per vectored write (Linux takes up to 1024 slices; a few dozen cover a burst).
+const SLICES_PER_WRITE: usize = 64;
+
+/// A server text frame (RFC 6455 §5.2: header and unmasked payload), encoded once and shared by
+/// every connection it is written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsFrame(Bytes);
+
+impl WsFrame {
+    /// The text frame carrying `text`.
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        let payload: Bytes = text.into();
+        let mut encoded = Vec::with_capacity(payload.len() + 10);
+        Frame::message(payload, OpCode::Data(Data::Text), true)
+            .format(&mut encoded)
+            .unwrap_or_else(|e| unreachable!("writing to a Vec: {e}"));
+        Self(Bytes::from(encoded))
+    }
+
+    /// The frame's bytes as they go on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A frame for one connection.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// Send as is.
+    Frame(WsFrame),
+    /// A channel frame: it waits in the queue tagged with its channel and id, so that a `leave`
+    /// or a history replay can take it out again.
+    Channel {
+        /// The channel.
+        channel: Arc<str>,
+        /// The message id (none for presence events).
+        id: Option<MessageId>,
+        /// The encoded frame.
+        frame: WsFrame,
+    },
+}
+
+/// What became of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Written to the socket now.
+    Written,
+    /// Queued for the connection's task.
+    Queued,
+    /// The queue is full: the client reads too slowly.
+    Full,
+    /// The connection is closing or gone.
+    Closed,
+}
+
+/// What one [`Outbox::try_flush`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything queued is written.
+    Done,
+    /// The socket takes no more now: wait until it is writable.
+    Blocked,
+    /// Stopped after the batch; more is queued.
+    More,
+    /// The socket failed (the peer is gone), or there is none.
+    Failed,
+}
+
+/// Bytes waiting for the socket, in the order they must go out.
+#[derive(Debug)]
+struct Queued {
+    bytes: Bytes,
+    /// For channel frames: the channel and the message id, to take them out again.
+    channel: Option<(Arc<str>, Option<MessageId>)>,
+    /// A frame (counted in `chat_frames_out_total` when written); false for tungstenite's own
+    /// bytes, which it counts in no metric.
+    frame: bool,
+    /// Delivered by another task (what the capacity bounds).
+    from_other: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Bytes in the order they go out.
+    queue: VecDeque<Queued>,
+    /// Bytes of the front entry already written (a partial write).
+    front_written: usize,
+    /// Deliveries that arrived while the task answered a request: they go out after its
+    /// replies (as if they arrived after the request).
+    held: VecDeque<Queued>,
+    /// Deliveries in `queue` and `held` (what the capacity bounds).
+    from_others: usize,
+    /// The task is answering a request (or has not written its welcome yet).
+    busy: bool,
+    /// The connection is closing: no more deliveries.
+    closed: bool,
+    /// A write failed: the peer is gone.
+    failed: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            front_written: 0,
+            held: VecDeque::new(),
+            from_others: 0,
+            busy: true,
+            closed: false,
+            failed: false,
+        }
+    }
+}
+
+impl State {
+    /// Removes held deliveries that `drop` selects.
+    fn remove_held(&mut self, drop: impl Fn(&Queued) -> bool) {
+        let before = self.held.len();
+        self.held.retain(|entry| !drop(entry));
+        self.from_others -= before - self.held.len();
+    }
+
+    /// Removes every delivery not yet begun (`queue` and `held`).
+    fn discard_deliveries(&mut self) {
+        self.remove_held(|_| true);
+        let keep_front = self.front_written > 0;
+        let mut index = 0;
+        let mut removed = 0;
+        self.queue.retain(|entry| {
+            let keep = (index == 0 && keep_front) || !entry.from_other;
+            removed += usize::from(!keep);
+            index += 1;
+            keep
+        });
+        self.from_others -= removed;
+    }
+}
+
+/// The outgoing side of one connection; see the module text.
+#[derive(Debug)]
+pub struct Outbox {
+    /// The connection's socket; none for a connection that has no socket (the fuzz target),
+    /// whose frames only queue.
+    socket: Option<Arc<TcpStream>>,
+    state: Mutex<State>,
+    /// Tells the connection's task that frames wait for it.
+    wake: Notify,
+    /// Queued deliveries at most (`--outgoing-queue`).
+    capacity: usize,
+    /// `chat_frames_out_total`: every frame written, whoever wrote it.
+    frames_out: Counter,
+}
+
+impl Outbox {
+    /// The outgoing side of `socket`, queueing at most `capacity` deliveries and counting the
+    /// frames it writes in `frames_out`.
+    pub fn new(socket: Option<Arc<TcpStream>>, capacity: usize, frames_out: Counter) -> Self {
+        Self {
+            socket,
+            state: Mutex::default(),
+            wake: Notify::new(),
+            capacity: capacity.max(1),
+            frames_out,
+        }
+    }
+
+    /// Delivers a frame from another task: written now when nothing waits before it and the
+    /// socket takes it whole, queued otherwise.
+    pub fn deliver(&self, item: Outgoing) -> Delivered {
+        let (frame, channel) = match item {
+            Outgoing::Frame(frame) => (frame, None),
+            Outgoing::Channel { channel, id, frame } => (frame, Some((channel, id))),
+        };
+        self.deliver_bytes(frame.0, channel, false)
+    }
+
+    /// Queues a frame that must reach the client before the connection closes (a kick's
+    /// reason): not refused for a full queue.
+    pub fn deliver_last(&self, frame: WsFrame) -> Delivered {
+        self.deliver_bytes(frame.0, None, true)
+    }
+
+    fn deliver_bytes(
+        &self,
+        bytes: Bytes,
+        channel: Option<(Arc<str>, Option<MessageId>)>,
+        beyond_capacity: bool,
+    ) -> Delivered {
+        let mut state = self.state.lock();
+        if state.closed || state.failed {
+            return Delivered::Closed;
+        }
+        if state.queue.is_empty()
+            && !state.busy
+            && let Some(socket) = &self.socket
+        {
+            match socket.try_write(&bytes) {
+                Ok(written) if written == bytes.len() => {
+                    self.frames_out.inc();
+                    return Delivered::Written;
+                }
+                Ok(written) => state.front_written = written,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    state.failed = true;
+                    self.wake.notify_one();
+                    return Delivered::Closed;
+                }
+            }
+        } else if state.from_others >= self.capacity && !beyond_capacity {
+            return Delivered::Full;
+        }
+        let entry = Queued {
+            bytes,
+            channel,
+            frame: true,
+            from_other: true,
+        };
+        state.from_others += 1;
+        if state.busy {
+            // The task writes these after its replies.
+            state.held.push_back(entry);
+        } else {
+            if state.queue.is_empty() {
+                self.wake.notify_one();
+            }
+            state.queue.push_back(entry);
+        }
+        Delivered::Queued
+    }
+
+    /// Queues one of the task's replies behind what waits; the task writes it with
+    /// [`flush`](Self::flush).
+    pub fn push_reply(&self, frame: WsFrame) {
+        self.push_own(frame.0, true);
+    }
+
+    /// Queues bytes tungstenite wrote (its pings, pongs and close frames, whole frames).
+    pub fn push_raw(&self, bytes: Bytes) {
+        self.push_own(bytes, false);
+    }
+
+    fn push_own(&self, bytes: Bytes, frame: bool) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.queue.push_back(Queued {
+            bytes,
+            channel: None,
+            frame,
+            from_other: false,
+        });
+    }
+
+    /// The task starts answering a request: deliveries wait until its replies are written
+    /// (see [`end_request`](Self::end_request)).
+    pub fn begin_request(&self) {
+        self.state.lock().busy = true;
+    }
+
+    /// The request is answered (its replies written): deliveries that arrived meanwhile join
+    /// the queue behind them (the task writes them when the socket can take them), and later
+    /// ones go straight to the socket again once the queue is empty.
+    pub fn end_request(&self) {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        state.busy = false;
+        if !state.held.is_empty() {
+            if state.queue.is_empty() {
+                self.wake.notify_one();
+            }
+            state.queue.append(&mut state.held);
+        }
+    }
+
+    /// Takes out the frames of `channel` that arrived during the current request (it left the
+    /// channel: what arrived before the request is still its to receive).
+    pub fn forget_channel(&self, channel: &str) {
+        self.state
+            .lock()
+            .remove_held(|entry| matches!(&entry.channel, Some((c, _)) if &**c == channel));
+    }
+
+    /// Takes out the held messages of `channel` up to `until` (they went out as history).
+    pub fn forget_replayed(&self, channel: &str, until: MessageId) {
+        self.state.lock().remove_held(|entry| {
+            matches!(&entry.channel, Some((c, Some(id))) if &**c == channel && *id <= until)
+        });
+    }
+
+    /// The connection is closing: refuses further deliveries. With `discard`, also drops the
+    /// deliveries that wait (a slow consumer's backlog), so the close frame goes out next.
+    pub fn close(&self, discard: bool) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        if discard {
+            state.discard_deliveries();
+        }
+    }
+
+    /// Writes queued bytes until the queue is empty, the socket blocks, or about `batch` frames
+    /// went out; returns which.
+    pub fn try_flush(&self, batch: usize) -> Flush {
+        let Some(socket) = &self.socket else {
+            return Flush::Failed;
+        };
+        let mut frames = 0u64;
+        let flush = self.write_queued(socket, batch, &mut frames);
+        self.frames_out.inc_by(frames);
+        flush
+    }
+
+    fn write_queued(&self, socket: &TcpStream, batch: usize, frames: &mut u64) -> Flush {
+        let mut state = self.state.lock();
+        let mut entries = 0;
+        loop {
+            if state.failed {
+                return Flush::Failed;
+            }
+            if state.queue.is_empty() {
+                return Flush::Done;
+            }
+            if entries >= batch {
+                return Flush::More;
+            }
+            let written = {
+                let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+                let mut count = 0;
+                for (index, entry) in state.queue.iter().take(SLICES_PER_WRITE).enumerate() {
+                    let skip = if index == 0 { state.front_written } else { 0 };
+                    slices[count] = IoSlice::new(&entry.bytes[skip..]);
+                    count += 1;
+                }
+                socket.try_write_vectored(&slices[..count])
+            };
+            match written {
+                // A socket that takes nothing of a non-empty write is gone.
+                Ok(0) => {
+                    state.failed = true;
+                    return Flush::Failed;
+                }
+                Ok(mut written) => {
+                    while written > 0 {
+                        let front = &state.queue[0];
+                        let left = front.bytes.len() - state.front_written;
+                        if written < left {
+                            state.front_written += written;
+                            break;
+                        }
+                        written -= left;
+                        state.front_written = 0;
+                        let done = state.queue.pop_front().expect("front entry");
+                        entries += 1;
+                        if done.frame {
+                            *frames += 1;
+                        }
+                        if done.from_other {
+                            state.from_others -= 1;
+                        }
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(_) => {
+                    state.failed = true;
+                    return Flush::Failed;
+                }
+            }
+        }
+    }
+
+    /// Writes everything queued, waiting for the socket as needed. Fails when the socket does
+    /// (the peer is gone).
+    pub async fn flush(&self) -> Result<(), ()> {
+        loop {
+            match self.try_flush(usize::MAX) {
+                Flush::Done => return Ok(()),
+                Flush::More => {}
+                Flush::Failed => return Err(()),
+                Flush::Blocked => self.writable().await.map_err(|_| ())?,
+            }
+        }
+    }
+
+    /// Resolves when frames wait and the socket may take some: then call
+    /// [`try_flush`](Self::try_flush). Never resolves while the task answers a request.
+    pub async fn ready(&self) -> io::Result<()> {
+        loop {
+            let notified = self.wake.notified();
+            let (work, failed) = {
+                let state = self.state.lock();
+                (!state.queue.is_empty() && !state.busy, state.failed)
+            };
+            if failed {
+                return Ok(());
+            }
+            if work {
+                return self.writable().await;
+            }
+            notified.await;
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match &self.socket {
+            Some(socket) => socket.writable().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Polls for writability on behalf of the task's WebSocket (see [`crate::ws`]).
+    pub fn poll_writable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match &self.socket {
+            Some(socket) => socket.poll_write_ready(cx),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+    /// A connected pair of loopback sockets: the server's side (shared, as a session's) and the
+    /// client's.
+    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (Arc::new(accepted.unwrap().0), client.unwrap())
+    }
+
+    /// An idle outbox (its welcome written) on `socket`.
+    fn idle(socket: &Arc<TcpStream>, capacity: usize) -> Outbox {
+        let outbox = Outbox::new(Some(socket.clone()), capacity, Counter::default());
+        outbox.end_request();
+        outbox
+    }
+
+    fn channel_frame(channel: &str, id: u64, text: &str) -> Outgoing {
+        Outgoing::Channel {
+            channel: Arc::from(channel),
+            id: Some(MessageId::new(id, 0)),
+            frame: WsFrame::text(text.to_owned()),
+        }
+    }
+
+    /// Reads frames' payloads from the client side until `count` have arrived.
+    async fn read_texts(client: &mut TcpStream, count: usize) -> Vec<String> {
+        let mut bytes = Vec::new();
+        let mut texts = Vec::new();
+        while texts.len() < count {
+            let mut chunk = [0u8; 4096];
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(10), client.read(&mut chunk))
+                    .await
+                    .expect("frames in time")
+                    .unwrap();
+            assert!(read > 0, "socket closed after {texts:?}");
+            bytes.extend_from_slice(&chunk[..read]);
+            loop {
+                let mut cursor = Cursor::new(&bytes);
+                let Some((header, length)) = FrameHeader::parse(&mut cursor).unwrap() else {
+                    break;
+                };
+                let start = cursor.position() as usize;
+                let end = start + length as usize;
+                if bytes.len() < end {
+                    break;
+                }
+                assert!(header.is_final && header.mask.is_none());
+                texts.push(String::from_utf8(bytes[start..end].to_vec()).unwrap());
+                bytes.drain(..end);
+            }
+        }
+        texts
+    }
+
+    #[test]
+    fn a_text_frame_is_one_header_and_the_unmasked_payload() {
+        for length in [0, 5, 125, 126, 200, 65_535, 70_000] {
+            let text = "x".repeat(length);
+            let frame = WsFrame::text(text.clone());
+            let mut cursor = Cursor::new(frame.as_bytes());
+            let (header, parsed) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            assert_eq!(header.opcode, OpCode::Data(Data::Text));
+            assert!(header.is_final && header.mask.is_none());
+            assert_eq!(parsed as usize, length);
+            assert_eq!(
+                &frame.as_bytes()[cursor.position() as usize..],
+                text.as_bytes()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_to_an_idle_connection_is_written_at_once() {
+        let (socket, mut client) = pair().await;
+        let outbox = idle(&socket, 4);
+        assert_eq!(
+            outbox.deliver(channel_frame("c", 1, "hello")),
+            Delivered::Written
+        );
+        assert_eq!(read_texts(&mut client, 1).await, ["hello"]);
+    }
+
+    #[tokio::test]
+    async fn the_welcome_and_a_requests_replies_go_before_what_arrives_meanwhile() {
+        let (socket, mut client) = pair().await;
+        let outbox = Outbox::new(Some(socket.clone()), 4, Counter::default());
+        // Before the welcome is written, deliveries wait.
+        assert_eq!(
+            outbox.deliver(channel_frame("c", 1, "early")),
+            Delivered::Queued
+        );
+        outbox.push_reply(WsFrame::text("welcome"));
+        outbox.flush().await.unwrap();
+        outbox.end_request();
+        // Queued behind the welcome: no delivery overtakes it.
+        assert_eq!(
+            outbox.deliver(channel_frame("c", 2, "next")),
+            Delivered::Queued
+        );
+        outbox.flush().await.unwrap();
+        outbox.begin_request();
+        assert_eq!(
+            outbox.deliver(channel_frame("c", 3, "during")),
+            Delivered::Queued
+        );
+        outbox.push_reply(WsFrame::text("reply"));
+        outbox.flush().await.unwrap();
+        outbox.end_request();
+        outbox.flush().await.unwrap();
+        assert_eq!(
+            read_texts(&mut client, 5).await,
+            ["welcome", "early", "next", "reply", "during"]
+        );
+    }
+
+    #[tokio::test]
+    async fn leaving_and_replaying_take_out_only_what_arrived_during_the_request() {
+        let (socket, mut client) = pair().await;
+        let outbox = idle(&socket, 8);
+        outbox.begin_request();
+        outbox.deliver(channel_frame("left", 1, "left 1"));
+        outbox.deliver(channel_frame("kept", 2, "kept 2"));
+        outbox.deliver(channel_frame("joined", 3, "joined 3"));
+        outbox.deliver(channel_frame("joined", 4, "joined 4"));
+        outbox.forget_channel("left");
+        outbox.forget_replayed("joined", MessageId::new(3, 0));
+        outbox.end_request();
+        outbox.flush().await.unwrap();
+        assert_eq!(read_texts(&mut client, 2).await, ["kept 2", "joined 4"]);
+        assert_eq!(outbox.state.lock().from_others, 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_fills_the_queue_and_nothing_is_reordered() {
+        let (socket, mut client) = pair().await;
+        socket2::SockRef::from(&*socket)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let capacity = 16;
+        let outbox = idle(&socket, capacity);
+        let body = "y".repeat(1000);
+        let mut sent = 0;
+        let mut queued = 0;
+        loop {
+            match outbox.deliver(channel_frame("c", sent, &format!("{sent} {body}"))) {
+                Delivered::Written => {}
+                Delivered::Queued => queued += 1,
+                Delivered::Full => break,
+                Delivered::Closed => panic!("closed"),
+            }
+            sent += 1;
+            assert!(sent < 100_000, "the socket never filled");
+        }
+        assert_eq!(queued, capacity, "the queue holds exactly its capacity");
+        // The client reads again: the task writes the rest, in order.
+        let writer = async {
+            loop {
+                outbox.ready().await.unwrap();
+                if outbox.try_flush(4) == Flush::Done {
+                    break;
+                }
+            }
+        };
+        let (_, texts) = tokio::join!(writer, read_texts(&mut client, sent as usize));
+        for (index, text) in texts.iter().enumerate() {
+            assert!(
+                text.starts_with(&format!("{index} ")),
+                "frame {index}: {text:.20}"
+            );
+        }
+        assert_eq!(
+            outbox.deliver(channel_frame("c", 0, "after")),
+            Delivered::Written
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closing_connection_refuses_deliveries_and_a_slow_ones_backlog_is_dropped() {
+        let (socket, mut client) = pair().await;
+        let outbox = idle(&socket, 8);
+        outbox.begin_request();
+        outbox.deliver(channel_frame("c", 1, "backlog"));
+        outbox.deliver_last(WsFrame::text("kicked"));
+        outbox.close(true);
+        assert_eq!(
+            outbox.deliver(channel_frame("c", 2, "late")),
+            Delivered::Closed
+        );
+        outbox.push_reply(WsFrame::text("close"));
+        outbox.flush().await.unwrap();
+        assert_eq!(read_texts(&mut client, 1).await, ["close"]);
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_fails_the_connection_once_not_in_a_loop() {
+        let (socket, client) = pair().await;
+        let outbox = idle(&socket, 4);
+        drop(client);
+        // The kernel takes the first writes; the peer's reset fails a later one.
+        let gone = async {
+            while outbox.deliver(channel_frame("c", 1, "anyone?")) != Delivered::Closed {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), gone)
+            .await
+            .expect("a write fails once the client is gone");
+        // The task is told, and finds the connection failed even with nothing queued.
+        outbox.ready().await.unwrap();
+        assert_eq!(outbox.try_flush(64), Flush::Failed);
+        assert!(outbox.flush().await.is_err());
+    }
+}
