@@ -220,7 +220,11 @@ impl Outbox {
             && !state.busy
             && let Some(socket) = &self.socket
         {
-            match socket.try_write(&bytes) {
+            // A plain non-blocking send: tokio's `try_write` would also consult (another cache
+            // line per member) and keep the socket's readiness, which only the task needs. A
+            // send that would block leaves that readiness set: the task's first flush finds
+            // the socket full and clears it (one extra wake-up, only then).
+            match socket2::SockRef::from(&**socket).send(&bytes) {
                 Ok(written) if written == bytes.len() => {
                     self.frames_out.inc();
                     return Delivered::Written;
