@@ -323,9 +323,11 @@ impl Hub {
     fn sanction(&self, user: &Arc<str>, sanction: &Sanction) {
         let (close, text, reason) = match sanction {
             Sanction::Mute { until_ms, reason } => {
+                // `users` before `muted`, as `disconnect` takes them.
+                let users = self.users.read();
                 let mut map = self.muted.write();
                 self.mute_epoch.fetch_add(1, Ordering::AcqRel);
-                if self.users.read().contains_key(user) {
+                if users.contains_key(user) {
                     map.insert(user.clone(), (*until_ms, reason.clone()));
                 }
                 return;

@@ -123,3 +123,28 @@ async fn protocol_violations_close_with_1002_and_bad_utf8_with_1007() {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
 }
+
+/// A client that closes first gets the server's Close in reply (RFC 6455 §5.5.1), not a bare end
+/// of the stream, even with deliveries still arriving for it.
+#[tokio::test]
+async fn a_client_that_closes_first_gets_a_close_in_reply() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let server = TestServer::start().await;
+    let mut ann = server.named("Ann").await;
+    ann.join("lobby").await;
+    let mut bob = server.named("Bob").await;
+    bob.join("lobby").await;
+    bob.send_request(
+        "message",
+        json!({"channel": "lobby", "message": "still talking"}),
+    )
+    .await;
+    ann.send_raw(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await;
+    let close = ann.expect_close().await;
+    assert_eq!(close.map(|(code, _)| code), Some(1000));
+}

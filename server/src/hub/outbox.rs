@@ -24,6 +24,9 @@ use tokio_tungstenite::tungstenite::Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
+/// tungstenite's frames (pongs, pings, close) waiting at most; past it tungstenite waits for the
+/// socket (a client that pings without reading cannot grow the queue).
+const RAW_WAITING: usize = 8;
 /// Frames written per vectored write (Linux takes up to 1024 slices; a few dozen cover a burst).
 const SLICES_PER_WRITE: usize = 64;
 
@@ -116,6 +119,8 @@ struct State {
     held: VecDeque<Queued>,
     /// Deliveries in `queue` and `held` (what the capacity bounds).
     from_others: usize,
+    /// tungstenite's frames in `queue` (see [`RAW_WAITING`]).
+    raw_waiting: usize,
     /// The task is answering a request (or has not written its welcome yet).
     busy: bool,
     /// The connection is closing: no more deliveries.
@@ -131,6 +136,7 @@ impl Default for State {
             front_written: 0,
             held: VecDeque::new(),
             from_others: 0,
+            raw_waiting: 0,
             busy: true,
             closed: false,
             failed: false,
@@ -262,25 +268,31 @@ impl Outbox {
     /// Queues one of the task's replies behind what waits; the task writes it with
     /// [`flush`](Self::flush).
     pub fn push_reply(&self, frame: WsFrame) {
-        self.push_own(frame.0, true);
-    }
-
-    /// Queues bytes tungstenite wrote (its pings, pongs and close frames, whole frames).
-    pub fn push_raw(&self, bytes: Bytes) {
-        self.push_own(bytes, false);
-    }
-
-    fn push_own(&self, bytes: Bytes, frame: bool) {
-        if bytes.is_empty() {
-            return;
-        }
-        let mut state = self.state.lock();
-        state.queue.push_back(Queued {
-            bytes,
+        self.state.lock().queue.push_back(Queued {
+            bytes: frame.0,
             channel: None,
-            frame,
+            frame: true,
             from_other: false,
         });
+    }
+
+    /// Queues bytes tungstenite wrote (its pings, pongs and close frames, whole frames), unless
+    /// [`RAW_WAITING`] of them wait already: false then (write some, then try again).
+    pub fn push_raw(&self, bytes: Bytes) -> bool {
+        let mut state = self.state.lock();
+        if state.raw_waiting >= RAW_WAITING {
+            return false;
+        }
+        if !bytes.is_empty() {
+            state.raw_waiting += 1;
+            state.queue.push_back(Queued {
+                bytes,
+                channel: None,
+                frame: false,
+                from_other: false,
+            });
+        }
+        true
     }
 
     /// The task starts answering a request: deliveries wait until its replies are written
@@ -387,6 +399,8 @@ impl Outbox {
                         }
                         if done.from_other {
                             state.from_others -= 1;
+                        } else if !done.frame {
+                            state.raw_waiting -= 1;
                         }
                     }
                 }

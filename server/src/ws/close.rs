@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use super::socket::WsStream;
-use crate::hub::CloseReason;
+use crate::hub::{CloseReason, Outbox};
 use crate::metrics::Limit;
 
 /// tungstenite's writing half of a connection (its own frames: pings, close).
@@ -136,9 +136,14 @@ pub(super) async fn close_handshake(
     }
 }
 
-/// After the client's own Close: send tungstenite's queued reply to it, bounded in time.
-pub(super) async fn answer_client_close(sink: &mut Sink) {
-    let _ = timeout(CLOSE_WRITE_TIMEOUT, sink.flush()).await;
+/// After the client's own Close: write tungstenite's reply to it, bounded in time. (tungstenite
+/// hands the reply to the outbox but, the connection being closed, does not flush it.)
+pub(super) async fn answer_client_close(sink: &mut Sink, outbox: &Outbox) {
+    let _ = timeout(CLOSE_WRITE_TIMEOUT, async {
+        let _ = sink.flush().await;
+        outbox.flush().await
+    })
+    .await;
 }
 
 fn message_len(message: &Message) -> usize {

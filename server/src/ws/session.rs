@@ -106,7 +106,10 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
                 close = match incoming {
                     None => Some(None),
                     Some(Ok(Message::Close(_))) => {
-                        answer_client_close(&mut sink).await;
+                        // The client leaves: what waits for it is dropped, and the reply to its
+                        // Close is the last frame it gets.
+                        outbox.close(true);
+                        answer_client_close(&mut sink, &outbox).await;
                         Some(None)
                     }
                     Some(Ok(frame)) => {
@@ -176,6 +179,8 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
         // Say why first (e.g. a kick's reason); the close frame gets its own time.
         outbox.end_request();
         let _ = timeout(Duration::from_millis(500), outbox.flush()).await;
+        // What could not go out in that time is dropped: the close frame comes next.
+        outbox.close(true);
         close_handshake(&mut sink, &mut stream, (reason.code, reason.text), readable).await;
     }
     tracing::debug!(conn = handle.id, "disconnected");

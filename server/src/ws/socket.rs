@@ -190,12 +190,21 @@ impl AsyncRead for SocketIo {
 impl AsyncWrite for SocketIo {
     fn poll_write(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         // Taken whole, so that a frame is never split by a delivery written in between.
-        self.outbox.push_raw(Bytes::copy_from_slice(buf));
-        Poll::Ready(Ok(buf.len()))
+        let bytes = Bytes::copy_from_slice(buf);
+        loop {
+            if self.outbox.push_raw(bytes.clone()) {
+                return Poll::Ready(Ok(buf.len()));
+            }
+            match self.outbox.try_flush(usize::MAX) {
+                Flush::Failed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Flush::Blocked => ready!(self.outbox.poll_writable(cx))?,
+                Flush::Done | Flush::More => {}
+            }
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
