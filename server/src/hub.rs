@@ -110,7 +110,12 @@ impl KillSignal {
 impl ConnHandle {
     /// Delivers a frame. A full queue closes the connection (slow consumer); returns false then.
     pub fn send(&self, item: Outgoing, metrics: &Metrics) -> bool {
-        match self.outbox.deliver(item) {
+        self.send_by(item, outbox::Writer::Deliverer, metrics)
+    }
+
+    /// [`send`](Self::send), saying who writes it to an idle socket.
+    fn send_by(&self, item: Outgoing, writer: outbox::Writer, metrics: &Metrics) -> bool {
+        match self.outbox.deliver_by(item, writer) {
             outbox::Delivered::Written | outbox::Delivered::Queued => true,
             outbox::Delivered::Full => {
                 if self.close(SLOW_CONSUMER) {
@@ -154,6 +159,49 @@ pub struct ChannelEntry {
     /// Held while a join or leave changes membership; the bool is "subscribed in the engine".
     pub transition: tokio::sync::Mutex<EntryState>,
     members: RwLock<HashMap<ConnId, Member>>,
+    load: parking_lot::Mutex<FanOutLoad>,
+}
+
+/// How much of a thread this channel's fan-out took in the last window. Past half of one, the
+/// channel is overloaded: the deliverer only queues its frames and the members' tasks write them,
+/// on every thread, several frames per write (one thread writing each frame alone would cap the
+/// channel's deliveries/s). Queueing costs about a tenth of writing, so the channel is back to
+/// direct writes when queueing took less than a tenth of a thread.
+#[derive(Debug)]
+struct FanOutLoad {
+    since: std::time::Instant,
+    busy: std::time::Duration,
+    overloaded: bool,
+}
+
+impl Default for FanOutLoad {
+    fn default() -> Self {
+        Self {
+            since: std::time::Instant::now(),
+            busy: std::time::Duration::ZERO,
+            overloaded: false,
+        }
+    }
+}
+
+/// The window over which a channel's fan-out load is measured.
+const LOAD_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl FanOutLoad {
+    /// Counts one fan-out that took `took`.
+    fn record(&mut self, now: std::time::Instant, took: std::time::Duration) {
+        self.busy += took;
+        let window = now.duration_since(self.since);
+        if window >= LOAD_WINDOW {
+            self.overloaded = if self.overloaded {
+                self.busy * 10 >= window
+            } else {
+                self.busy * 2 > window
+            };
+            self.since = now;
+            self.busy = std::time::Duration::ZERO;
+        }
+    }
 }
 
 /// Engine subscription state of a channel entry.
@@ -431,7 +479,13 @@ impl Hub {
             return;
         };
         let channel: Arc<str> = Arc::from(channel);
+        let start = std::time::Instant::now();
         let members = entry.members.read();
+        let writer = if entry.load.lock().overloaded {
+            outbox::Writer::Task
+        } else {
+            outbox::Writer::Deliverer
+        };
         for member in members.values() {
             if origin.leaves_out(&member.handle) {
                 continue;
@@ -441,15 +495,19 @@ impl Hub {
             {
                 continue;
             }
-            member.handle.send(
+            member.handle.send_by(
                 Outgoing::Channel {
                     channel: channel.clone(),
                     id,
                     frame: frame.clone(),
                 },
+                writer,
                 &self.metrics,
             );
         }
+        drop(members);
+        let now = std::time::Instant::now();
+        entry.load.lock().record(now, now.duration_since(start));
     }
 }
 
@@ -539,49 +597,4 @@ impl DeliverySink for Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use protocol::{BroadcastMessage, ChatMessage, Event, PresenceChange};
-
-    #[test]
-    fn borrowed_frames_match_the_protocol_events() {
-        let message = ChatMessage {
-            username: "N".into(),
-            message: "M".into(),
-            channel: "C".into(),
-            id: MessageId::new(1, 2),
-            user_id: "u".into(),
-            ts: 1,
-        };
-        assert_eq!(
-            serialise("chat_message_received", &message),
-            WsFrame::text(Event::ChatMessageReceived(message).to_json(None))
-        );
-        let change = PresenceChange {
-            channel: "C".into(),
-            user_id: "u".into(),
-            username: None,
-        };
-        assert_eq!(
-            serialise("user_left", &change),
-            WsFrame::text(Event::UserLeft(change).to_json(None))
-        );
-        let broadcast = BroadcastMessage {
-            message: "hi".into(),
-            ts: 5,
-        };
-        assert_eq!(
-            serialise("broadcast", &broadcast),
-            WsFrame::text(Event::Broadcast(broadcast).to_json(None))
-        );
-        let typing = protocol::TypingUser {
-            channel: "C".into(),
-            user_id: "u".into(),
-            username: "N".into(),
-        };
-        assert_eq!(
-            serialise("user_typing", &typing),
-            WsFrame::text(Event::UserTyping(typing).to_json(None))
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,220 @@
+//! The outbox against real loopback sockets: direct writes, order, bounds, closing.
+
+use super::*;
+use std::io::Cursor;
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+/// A connected pair of loopback sockets: the server's side (shared, as a session's) and the
+/// client's.
+async fn pair() -> (Arc<TcpStream>, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap());
+    let (client, accepted) = tokio::join!(client, listener.accept());
+    (Arc::new(accepted.unwrap().0), client.unwrap())
+}
+
+/// An idle outbox (its welcome written) on `socket`.
+fn idle(socket: &Arc<TcpStream>, capacity: usize) -> Outbox {
+    let outbox = Outbox::new(Some(socket.clone()), capacity, Counter::default());
+    outbox.end_request();
+    outbox
+}
+
+fn channel_frame(channel: &str, id: u64, text: &str) -> Outgoing {
+    Outgoing::Channel {
+        channel: Arc::from(channel),
+        id: Some(MessageId::new(id, 0)),
+        frame: WsFrame::text(text.to_owned()),
+    }
+}
+
+/// Reads frames' payloads from the client side until `count` have arrived.
+async fn read_texts(client: &mut TcpStream, count: usize) -> Vec<String> {
+    let mut bytes = Vec::new();
+    let mut texts = Vec::new();
+    while texts.len() < count {
+        let mut chunk = [0u8; 4096];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), client.read(&mut chunk))
+                .await
+                .expect("frames in time")
+                .unwrap();
+        assert!(read > 0, "socket closed after {texts:?}");
+        bytes.extend_from_slice(&chunk[..read]);
+        loop {
+            let mut cursor = Cursor::new(&bytes);
+            let Some((header, length)) = FrameHeader::parse(&mut cursor).unwrap() else {
+                break;
+            };
+            let start = cursor.position() as usize;
+            let end = start + length as usize;
+            if bytes.len() < end {
+                break;
+            }
+            assert!(header.is_final && header.mask.is_none());
+            texts.push(String::from_utf8(bytes[start..end].to_vec()).unwrap());
+            bytes.drain(..end);
+        }
+    }
+    texts
+}
+
+#[test]
+fn a_text_frame_is_one_header_and_the_unmasked_payload() {
+    for length in [0, 5, 125, 126, 200, 65_535, 70_000] {
+        let text = "x".repeat(length);
+        let frame = WsFrame::text(text.clone());
+        let mut cursor = Cursor::new(frame.as_bytes());
+        let (header, parsed) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+        assert_eq!(header.opcode, OpCode::Data(Data::Text));
+        assert!(header.is_final && header.mask.is_none());
+        assert_eq!(parsed as usize, length);
+        assert_eq!(
+            &frame.as_bytes()[cursor.position() as usize..],
+            text.as_bytes()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_to_an_idle_connection_is_written_at_once() {
+    let (socket, mut client) = pair().await;
+    let outbox = idle(&socket, 4);
+    assert_eq!(
+        outbox.deliver(channel_frame("c", 1, "hello")),
+        Delivered::Written
+    );
+    assert_eq!(read_texts(&mut client, 1).await, ["hello"]);
+}
+
+#[tokio::test]
+async fn the_welcome_and_a_requests_replies_go_before_what_arrives_meanwhile() {
+    let (socket, mut client) = pair().await;
+    let outbox = Outbox::new(Some(socket.clone()), 4, Counter::default());
+    // Before the welcome is written, deliveries wait.
+    assert_eq!(
+        outbox.deliver(channel_frame("c", 1, "early")),
+        Delivered::Queued
+    );
+    outbox.push_reply(WsFrame::text("welcome"));
+    outbox.flush().await.unwrap();
+    outbox.end_request();
+    // Queued behind the welcome: no delivery overtakes it.
+    assert_eq!(
+        outbox.deliver(channel_frame("c", 2, "next")),
+        Delivered::Queued
+    );
+    outbox.flush().await.unwrap();
+    outbox.begin_request();
+    assert_eq!(
+        outbox.deliver(channel_frame("c", 3, "during")),
+        Delivered::Queued
+    );
+    outbox.push_reply(WsFrame::text("reply"));
+    outbox.flush().await.unwrap();
+    outbox.end_request();
+    outbox.flush().await.unwrap();
+    assert_eq!(
+        read_texts(&mut client, 5).await,
+        ["welcome", "early", "next", "reply", "during"]
+    );
+}
+
+#[tokio::test]
+async fn leaving_and_replaying_take_out_only_what_arrived_during_the_request() {
+    let (socket, mut client) = pair().await;
+    let outbox = idle(&socket, 8);
+    outbox.begin_request();
+    outbox.deliver(channel_frame("left", 1, "left 1"));
+    outbox.deliver(channel_frame("kept", 2, "kept 2"));
+    outbox.deliver(channel_frame("joined", 3, "joined 3"));
+    outbox.deliver(channel_frame("joined", 4, "joined 4"));
+    outbox.forget_channel("left");
+    outbox.forget_replayed("joined", MessageId::new(3, 0));
+    outbox.end_request();
+    outbox.flush().await.unwrap();
+    assert_eq!(read_texts(&mut client, 2).await, ["kept 2", "joined 4"]);
+    assert_eq!(outbox.state.lock().from_others, 0);
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_fills_the_queue_and_nothing_is_reordered() {
+    let (socket, mut client) = pair().await;
+    socket2::SockRef::from(&*socket)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    let capacity = 16;
+    let outbox = idle(&socket, capacity);
+    let body = "y".repeat(1000);
+    let mut sent = 0;
+    let mut queued = 0;
+    loop {
+        match outbox.deliver(channel_frame("c", sent, &format!("{sent} {body}"))) {
+            Delivered::Written => {}
+            Delivered::Queued => queued += 1,
+            Delivered::Full => break,
+            Delivered::Closed => panic!("closed"),
+        }
+        sent += 1;
+        assert!(sent < 100_000, "the socket never filled");
+    }
+    assert_eq!(queued, capacity, "the queue holds exactly its capacity");
+    // The client reads again: the task writes the rest, in order.
+    let writer = async {
+        loop {
+            outbox.ready().await.unwrap();
+            if outbox.try_flush(4) == Flush::Done {
+                break;
+            }
+        }
+    };
+    let (_, texts) = tokio::join!(writer, read_texts(&mut client, sent as usize));
+    for (index, text) in texts.iter().enumerate() {
+        assert!(
+            text.starts_with(&format!("{index} ")),
+            "frame {index}: {text:.20}"
+        );
+    }
+    assert_eq!(
+        outbox.deliver(channel_frame("c", 0, "after")),
+        Delivered::Written
+    );
+}
+
+#[tokio::test]
+async fn a_closing_connection_refuses_deliveries_and_a_slow_ones_backlog_is_dropped() {
+    let (socket, mut client) = pair().await;
+    let outbox = idle(&socket, 8);
+    outbox.begin_request();
+    outbox.deliver(channel_frame("c", 1, "backlog"));
+    outbox.deliver_last(WsFrame::text("kicked"));
+    outbox.close(true);
+    assert_eq!(
+        outbox.deliver(channel_frame("c", 2, "late")),
+        Delivered::Closed
+    );
+    outbox.push_reply(WsFrame::text("close"));
+    outbox.flush().await.unwrap();
+    assert_eq!(read_texts(&mut client, 1).await, ["close"]);
+}
+
+#[tokio::test]
+async fn a_client_gone_fails_the_connection_once_not_in_a_loop() {
+    let (socket, client) = pair().await;
+    let outbox = idle(&socket, 4);
+    drop(client);
+    // The kernel takes the first writes; the peer's reset fails a later one.
+    let gone = async {
+        while outbox.deliver(channel_frame("c", 1, "anyone?")) != Delivered::Closed {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), gone)
+        .await
+        .expect("a write fails once the client is gone");
+    // The task is told, and finds the connection failed even with nothing queued.
+    outbox.ready().await.unwrap();
+    assert_eq!(outbox.try_flush(64), Flush::Failed);
+    assert!(outbox.flush().await.is_err());
+}
