@@ -110,11 +110,18 @@ struct Queued {
     bytes: Bytes,
     /// For channel frames: the channel and the message id, to take them out again.
     channel: Option<(Arc<str>, Option<MessageId>)>,
-    /// A frame (counted in `chat_frames_out_total` when written); false for tungstenite's own
-    /// bytes, which it counts in no metric.
-    frame: bool,
-    /// Delivered by another task (what the capacity bounds).
-    from_other: bool,
+    kind: Kind,
+}
+
+/// Who queued bytes, which decides what bounds them and whether they count as a frame out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A delivery from another task (bounded by the capacity; a frame out).
+    Delivery,
+    /// One of the task's replies (bounded by the request; a frame out).
+    Reply,
+    /// tungstenite's own bytes (bounded by [`RAW_WAITING`]; counted in no metric).
+    Raw,
 }
 
 #[derive(Debug)]
@@ -168,7 +175,7 @@ impl State {
         let mut index = 0;
         let mut removed = 0;
         self.queue.retain(|entry| {
-            let keep = (index == 0 && keep_front) || !entry.from_other;
+            let keep = (index == 0 && keep_front) || entry.kind != Kind::Delivery;
             removed += usize::from(!keep);
             index += 1;
             keep
@@ -266,8 +273,7 @@ impl Outbox {
         let entry = Queued {
             bytes,
             channel,
-            frame: true,
-            from_other: true,
+            kind: Kind::Delivery,
         };
         state.from_others += 1;
         if state.busy {
@@ -288,8 +294,7 @@ impl Outbox {
         self.state.lock().queue.push_back(Queued {
             bytes: frame.0,
             channel: None,
-            frame: true,
-            from_other: false,
+            kind: Kind::Reply,
         });
     }
 
@@ -305,8 +310,7 @@ impl Outbox {
             state.queue.push_back(Queued {
                 bytes,
                 channel: None,
-                frame: false,
-                from_other: false,
+                kind: Kind::Raw,
             });
         }
         true
@@ -411,13 +415,13 @@ impl Outbox {
                         state.front_written = 0;
                         let done = state.queue.pop_front().expect("front entry");
                         entries += 1;
-                        if done.frame {
-                            *frames += 1;
-                        }
-                        if done.from_other {
-                            state.from_others -= 1;
-                        } else if !done.frame {
-                            state.raw_waiting -= 1;
+                        match done.kind {
+                            Kind::Delivery => {
+                                state.from_others -= 1;
+                                *frames += 1;
+                            }
+                            Kind::Reply => *frames += 1,
+                            Kind::Raw => state.raw_waiting -= 1,
                         }
                     }
                 }
