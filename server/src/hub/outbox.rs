@@ -137,6 +137,8 @@ struct State {
     from_others: usize,
     /// tungstenite's frames in `queue` (see [`RAW_WAITING`]).
     raw_waiting: usize,
+    /// The task's replies in `queue` (see [`Outbox::finish_request`]).
+    replies_waiting: usize,
     /// The task is answering a request (or has not written its welcome yet).
     busy: bool,
     /// The connection is closing: no more deliveries.
@@ -153,6 +155,7 @@ impl Default for State {
             held: VecDeque::new(),
             from_others: 0,
             raw_waiting: 0,
+            replies_waiting: 0,
             busy: true,
             closed: false,
             failed: false,
@@ -291,7 +294,9 @@ impl Outbox {
     /// Queues one of the task's replies behind what waits; the task writes it with
     /// [`flush`](Self::flush).
     pub fn push_reply(&self, frame: WsFrame) {
-        self.state.lock().queue.push_back(Queued {
+        let mut state = self.state.lock();
+        state.replies_waiting += 1;
+        state.queue.push_back(Queued {
             bytes: frame.0,
             channel: None,
             kind: Kind::Reply,
@@ -322,18 +327,33 @@ impl Outbox {
         self.state.lock().busy = true;
     }
 
-    /// The request is answered (its replies written): deliveries that arrived meanwhile join
-    /// the queue behind them (the task writes them when the socket can take them), and later
-    /// ones go straight to the socket again once the queue is empty.
+    /// The request is answered (its replies queued): deliveries that arrived meanwhile join the
+    /// queue behind them, so that one write can carry both (the task flushes next, with
+    /// [`try_flush`](Self::try_flush), and what the socket does not take then waits for
+    /// [`ready`](Self::ready)). Later deliveries go straight to the socket again once the
+    /// queue is empty.
     pub fn end_request(&self) {
         let mut state = self.state.lock();
         let state = &mut *state;
         state.busy = false;
-        if !state.held.is_empty() {
-            if state.queue.is_empty() {
-                self.wake.notify_one();
+        state.queue.append(&mut state.held);
+    }
+
+    /// Ends a request: its replies, and behind them the deliveries that arrived meanwhile, go
+    /// out in as few writes as the socket takes (the ack and the sender's own copy of its
+    /// message in one). Returns once the replies are written, so that a client that sends
+    /// requests without reading the answers is held up rather than buffered for; deliveries
+    /// the socket did not take wait for [`ready`](Self::ready). Fails when the socket does.
+    pub async fn finish_request(&self) -> Result<(), ()> {
+        self.end_request();
+        loop {
+            match self.try_flush(SLICES_PER_WRITE) {
+                Flush::Done => return Ok(()),
+                Flush::Failed => return Err(()),
+                _ if self.state.lock().replies_waiting == 0 => return Ok(()),
+                Flush::More => {}
+                Flush::Blocked => self.writable().await.map_err(|_| ())?,
             }
-            state.queue.append(&mut state.held);
         }
     }
 
@@ -420,7 +440,10 @@ impl Outbox {
                                 state.from_others -= 1;
                                 *frames += 1;
                             }
-                            Kind::Reply => *frames += 1,
+                            Kind::Reply => {
+                                state.replies_waiting -= 1;
+                                *frames += 1;
+                            }
                             Kind::Raw => state.raw_waiting -= 1,
                         }
                     }

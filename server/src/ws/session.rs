@@ -20,7 +20,7 @@ use crate::app::AppState;
 use crate::commands::{self, Session};
 use crate::error::ChatError;
 use crate::hub::outbox::Flush;
-use crate::hub::{BANNED, CloseReason, Outbox, SLOW_CONSUMER, WsFrame};
+use crate::hub::{BANNED, CloseReason, SLOW_CONSUMER, WsFrame};
 use crate::identity::Principal;
 use crate::metrics::Limit;
 use crate::node::Node;
@@ -94,7 +94,7 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
                 reference: None,
             };
             outbox.push_reply(WsFrame::text(welcome.to_json()));
-            interruptible(finish_request(&outbox), killed.as_mut()).await
+            interruptible(outbox.finish_request(), killed.as_mut()).await
         }
     };
 
@@ -131,7 +131,7 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
                             for reply in replies {
                                 outbox.push_reply(WsFrame::text(reply));
                             }
-                            interruptible(finish_request(&outbox), killed.as_mut()).await
+                            interruptible(outbox.finish_request(), killed.as_mut()).await
                         }
                     }
                     Some(Err(error)) => match read_failure(error) {
@@ -218,14 +218,6 @@ async fn interruptible(
         result = write => result.err().map(|()| None),
         reason = killed => Some(Some(reason)),
     }
-}
-
-/// Writes a request's replies (and what was queued before them); deliveries that arrived
-/// meanwhile follow them through the queue.
-async fn finish_request(outbox: &Outbox) -> Result<(), ()> {
-    outbox.flush().await?;
-    outbox.end_request();
-    Ok(())
 }
 
 /// Loads the user's mute into the hub and returns the ban text, if banned now. Reads again when

@@ -14,6 +14,21 @@ async fn pair() -> (Arc<TcpStream>, TcpStream) {
     (Arc::new(accepted.unwrap().0), client.unwrap())
 }
 
+/// A pair whose kernel buffers are as small as Linux allows (4 KiB to send, 4 KiB to receive),
+/// so that a client that stops reading holds up the server's writes after a few frames.
+async fn tight_pair() -> (Arc<TcpStream>, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpSocket::new_v4().unwrap();
+    client.set_recv_buffer_size(4096).unwrap();
+    let client = client.connect(listener.local_addr().unwrap());
+    let (client, accepted) = tokio::join!(client, listener.accept());
+    let socket = accepted.unwrap().0;
+    socket2::SockRef::from(&socket)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    (Arc::new(socket), client.unwrap())
+}
+
 /// An idle outbox (its welcome written) on `socket`.
 fn idle(socket: &Arc<TcpStream>, capacity: usize) -> Outbox {
     let outbox = Outbox::new(Some(socket.clone()), capacity, Counter::default());
@@ -217,4 +232,54 @@ async fn a_client_gone_fails_the_connection_once_not_in_a_loop() {
     outbox.ready().await.unwrap();
     assert_eq!(outbox.try_flush(64), Flush::Failed);
     assert!(outbox.flush().await.is_err());
+}
+
+#[tokio::test]
+async fn a_requests_replies_and_what_arrived_meanwhile_go_out_in_one_flush() {
+    let (socket, mut client) = pair().await;
+    let outbox = idle(&socket, 4);
+    outbox.begin_request();
+    // The sender's own copy of its message arrives while its request is answered.
+    assert_eq!(
+        outbox.deliver(channel_frame("c", 1, "own copy")),
+        Delivered::Queued
+    );
+    outbox.push_reply(WsFrame::text("ack"));
+    outbox.finish_request().await.unwrap();
+    // Both went out in the request's flush (not one now and one on a later wake-up).
+    assert!(outbox.state.lock().queue.is_empty());
+    assert_eq!(read_texts(&mut client, 2).await, ["ack", "own copy"]);
+    assert_eq!(
+        outbox.deliver(channel_frame("c", 2, "next")),
+        Delivered::Written
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_answers_holds_up_its_requests() {
+    let (socket, mut client) = tight_pair().await;
+    let outbox = idle(&socket, 4);
+    let body = "z".repeat(1000);
+    let mut sent = 0;
+    // Until the socket is full and the queue too.
+    while outbox.deliver(channel_frame("c", sent, &format!("{sent} {body}"))) != Delivered::Full {
+        sent += 1;
+        assert!(sent < 100_000, "the socket never filled");
+    }
+    // An answer larger than the kernel's buffers can take (they take a little more now and
+    // then even from a client that reads nothing).
+    let answer = "a".repeat(1 << 20);
+    outbox.begin_request();
+    outbox.push_reply(WsFrame::text(answer.clone()));
+    let finish = outbox.finish_request();
+    tokio::pin!(finish);
+    // The request is not finished (the task reads nothing more) until the client reads.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), finish.as_mut())
+            .await
+            .is_err()
+    );
+    let (finished, texts) = tokio::join!(finish, read_texts(&mut client, sent as usize + 1));
+    finished.unwrap();
+    assert_eq!(texts.last(), Some(&answer));
 }
