@@ -486,16 +486,23 @@ impl Hub {
         } else {
             outbox::Writer::Deliverer
         };
-        for member in members.values() {
-            if origin.leaves_out(&member.handle) {
-                continue;
-            }
-            if let (Some(id), Some(until)) = (id, member.replay_until)
-                && id <= until
-            {
-                continue;
-            }
-            member.handle.send_by(
+        // Two passes. Who gets the frame touches each member's entry and block list, cache
+        // misses independent of each other that the processor overlaps in a loop without
+        // syscalls; it also starts fetching each recipient's outbox, so that the writes that
+        // follow find it in cache.
+        let recipients: Vec<&ConnHandle> = members
+            .values()
+            .filter(|member| {
+                !origin.leaves_out(&member.handle)
+                    && !matches!((id, member.replay_until), (Some(id), Some(until)) if id <= until)
+            })
+            .map(|member| {
+                member.handle.outbox.prefetch();
+                &member.handle
+            })
+            .collect();
+        for handle in recipients {
+            handle.send_by(
                 Outgoing::Channel {
                     channel: channel.clone(),
                     id,

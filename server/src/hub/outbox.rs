@@ -215,6 +215,26 @@ impl Outbox {
         }
     }
 
+    /// Starts fetching what a delivery reads (the lock, the queue, the socket) into the
+    /// processor's cache, ahead of it: a hint, with no effect but speed (none but on x86_64).
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let state = std::ptr::from_ref(&self.state).cast::<i8>();
+            let state_end = state.wrapping_add(size_of::<Mutex<State>>() - 1);
+            let socket = self
+                .socket
+                .as_deref()
+                .map(|socket| std::ptr::from_ref(socket).cast::<i8>());
+            for line in [Some(state), Some(state_end), socket].into_iter().flatten() {
+                // SAFETY: a prefetch only hints the cache; it reads nothing the program sees
+                // and does not fault, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
+            }
+        }
+    }
+
     /// Delivers a frame from another task: written now when nothing waits before it and the
     /// socket takes it whole, queued otherwise.
     pub fn deliver(&self, item: Outgoing) -> Delivered {
