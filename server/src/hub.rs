@@ -490,17 +490,15 @@ impl Hub {
         // misses independent of each other that the processor overlaps in a loop without
         // syscalls; it also starts fetching each recipient's outbox, so that the writes that
         // follow find it in cache.
-        let recipients: Vec<&ConnHandle> = members
-            .values()
-            .filter(|member| {
+        let mut recipients: Vec<&ConnHandle> = Vec::with_capacity(members.len());
+        recipients.extend(members.values().filter(|member| {
                 !origin.leaves_out(&member.handle)
                     && !matches!((id, member.replay_until), (Some(id), Some(until)) if id <= until)
             })
             .map(|member| {
                 member.handle.outbox.prefetch();
                 &member.handle
-            })
-            .collect();
+            }));
         for handle in recipients {
             handle.send_by(
                 Outgoing::Channel {

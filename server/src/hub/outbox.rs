@@ -139,7 +139,7 @@ struct State {
     raw_waiting: usize,
     /// The task's replies in `queue` (see [`Outbox::finish_request`]).
     replies_waiting: usize,
-    /// The task is answering a request (or has not written its welcome yet).
+    /// The task is answering a request (or has not queued its welcome yet).
     busy: bool,
     /// The connection is closing: no more deliveries.
     closed: bool,
@@ -215,22 +215,27 @@ impl Outbox {
         }
     }
 
-    /// Starts fetching what a delivery reads (the lock, the queue, the socket) into the
-    /// processor's cache, ahead of it: a hint, with no effect but speed (none but on x86_64).
+    /// Starts fetching what a delivery reads (the lock and the queue's header, and the socket)
+    /// into the processor's cache, ahead of it: a hint, with no effect but speed (none but on
+    /// x86_64). Reading the socket's address loads the outbox's own first line.
     pub fn prefetch(&self) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            const LINE: usize = 64;
             let state = std::ptr::from_ref(&self.state).cast::<i8>();
-            let state_end = state.wrapping_add(size_of::<Mutex<State>>() - 1);
+            let size = size_of::<Mutex<State>>();
+            // Every cache line the state touches: each 64th byte, and the last one.
+            let lines = (0..size).step_by(LINE).chain([size - 1]);
             let socket = self
                 .socket
                 .as_deref()
                 .map(|socket| std::ptr::from_ref(socket).cast::<i8>());
-            for line in [Some(state), Some(state_end), socket].into_iter().flatten() {
+            let addresses = lines.map(|offset| state.wrapping_add(offset)).chain(socket);
+            for address in addresses {
                 // SAFETY: a prefetch only hints the cache; it reads nothing the program sees
                 // and does not fault, whatever the address.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(address) };
             }
         }
     }
@@ -312,7 +317,7 @@ impl Outbox {
     }
 
     /// Queues one of the task's replies behind what waits; the task writes it with
-    /// [`flush`](Self::flush).
+    /// [`finish_request`](Self::finish_request) (or [`flush`](Self::flush)).
     pub fn push_reply(&self, frame: WsFrame) {
         let mut state = self.state.lock();
         state.replies_waiting += 1;
@@ -341,8 +346,8 @@ impl Outbox {
         true
     }
 
-    /// The task starts answering a request: deliveries wait until its replies are written
-    /// (see [`end_request`](Self::end_request)).
+    /// The task starts answering a request: deliveries are held until
+    /// [`end_request`](Self::end_request), then queue behind its replies.
     pub fn begin_request(&self) {
         self.state.lock().busy = true;
     }
@@ -362,8 +367,9 @@ impl Outbox {
     /// Ends a request: its replies, and behind them the deliveries that arrived meanwhile, go
     /// out in as few writes as the socket takes (the ack and the sender's own copy of its
     /// message in one). Returns once the replies are written, so that a client that sends
-    /// requests without reading the answers is held up rather than buffered for; deliveries
-    /// the socket did not take wait for [`ready`](Self::ready). Fails when the socket does.
+    /// requests without reading the answers is held up rather than buffered for (a request
+    /// with no reply, such as `typing`, waits for nothing); deliveries the socket did not take
+    /// wait for [`ready`](Self::ready). Fails when the socket does.
     pub async fn finish_request(&self) -> Result<(), ()> {
         self.end_request();
         loop {

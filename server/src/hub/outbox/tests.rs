@@ -14,7 +14,7 @@ async fn pair() -> (Arc<TcpStream>, TcpStream) {
     (Arc::new(accepted.unwrap().0), client.unwrap())
 }
 
-/// A pair whose kernel buffers are as small as Linux allows (4 KiB to send, 4 KiB to receive),
+/// A pair with small kernel buffers (4 KiB asked to send and to receive; Linux doubles them),
 /// so that a client that stops reading holds up the server's writes after a few frames.
 async fn tight_pair() -> (Arc<TcpStream>, TcpStream) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -282,4 +282,39 @@ async fn a_client_that_does_not_read_its_answers_holds_up_its_requests() {
     let (finished, texts) = tokio::join!(finish, read_texts(&mut client, sent as usize + 1));
     finished.unwrap();
     assert_eq!(texts.last(), Some(&answer));
+}
+
+#[tokio::test]
+async fn once_the_replies_are_out_the_deliveries_behind_them_wait_for_the_socket() {
+    let (socket, mut client) = tight_pair().await;
+    let outbox = idle(&socket, 128);
+    let body = "d".repeat(1000);
+    outbox.begin_request();
+    outbox.push_reply(WsFrame::text("ack"));
+    // 96 KB arrive while the request is answered: more than the kernel takes from a client
+    // that reads nothing.
+    for id in 0..96 {
+        outbox.deliver(channel_frame("c", id, &format!("{id} {body}")));
+    }
+    // The reply is written, so the request is finished, though the socket takes no more.
+    tokio::time::timeout(std::time::Duration::from_secs(10), outbox.finish_request())
+        .await
+        .expect("finished once the reply is written")
+        .unwrap();
+    assert!(!outbox.state.lock().queue.is_empty());
+    assert_eq!(outbox.state.lock().replies_waiting, 0);
+    // The rest goes out through the task's `ready` (no wake-up needed) as the client reads.
+    let writer = async {
+        loop {
+            outbox.ready().await.unwrap();
+            if outbox.try_flush(4) == Flush::Done {
+                break;
+            }
+        }
+    };
+    let (_, texts) = tokio::join!(writer, read_texts(&mut client, 97));
+    assert_eq!(texts[0], "ack");
+    for (index, text) in texts[1..].iter().enumerate() {
+        assert!(text.starts_with(&format!("{index} ")), "frame {index}");
+    }
 }
