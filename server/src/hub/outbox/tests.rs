@@ -36,6 +36,16 @@ fn idle(socket: &Arc<TcpStream>, capacity: usize) -> Outbox {
     outbox
 }
 
+/// Writes what is queued as the connection's task does: when `ready`, a few frames at a time.
+async fn write_as_the_task(outbox: &Outbox) {
+    loop {
+        outbox.ready().await.unwrap();
+        if outbox.try_flush(4) == Flush::Done {
+            return;
+        }
+    }
+}
+
 fn channel_frame(channel: &str, id: u64, text: &str) -> Outgoing {
     Outgoing::Channel {
         channel: Arc::from(channel),
@@ -176,15 +186,10 @@ async fn a_client_that_does_not_read_fills_the_queue_and_nothing_is_reordered() 
     }
     assert_eq!(queued, capacity, "the queue holds exactly its capacity");
     // The client reads again: the task writes the rest, in order.
-    let writer = async {
-        loop {
-            outbox.ready().await.unwrap();
-            if outbox.try_flush(4) == Flush::Done {
-                break;
-            }
-        }
-    };
-    let (_, texts) = tokio::join!(writer, read_texts(&mut client, sent as usize));
+    let (_, texts) = tokio::join!(
+        write_as_the_task(&outbox),
+        read_texts(&mut client, sent as usize)
+    );
     for (index, text) in texts.iter().enumerate() {
         assert!(
             text.starts_with(&format!("{index} ")),
@@ -304,15 +309,7 @@ async fn once_the_replies_are_out_the_deliveries_behind_them_wait_for_the_socket
     assert!(!outbox.state.lock().queue.is_empty());
     assert_eq!(outbox.state.lock().replies_waiting, 0);
     // The rest goes out through the task's `ready` (no wake-up needed) as the client reads.
-    let writer = async {
-        loop {
-            outbox.ready().await.unwrap();
-            if outbox.try_flush(4) == Flush::Done {
-                break;
-            }
-        }
-    };
-    let (_, texts) = tokio::join!(writer, read_texts(&mut client, 97));
+    let (_, texts) = tokio::join!(write_as_the_task(&outbox), read_texts(&mut client, 97));
     assert_eq!(texts[0], "ack");
     for (index, text) in texts[1..].iter().enumerate() {
         assert!(text.starts_with(&format!("{index} ")), "frame {index}");
