@@ -135,4 +135,41 @@ async fn health_and_metrics_report_the_server_state() {
     let (status, body) = server.get("/").await;
     assert_eq!(status, 426);
     assert!(body.contains("WebSocket"));
+
+    // A WebSocket client of another protocol version is told which one this server speaks.
+    let head = raw_response_head(
+        &server,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 426"), "{head}");
+    for line in [
+        "\r\nupgrade: websocket\r\n",
+        "\r\nsec-websocket-version: 13\r\n",
+    ] {
+        assert!(head.contains(line), "missing {line:?} in\n{head}");
+    }
+}
+
+/// Sends `request` as is and returns the response's head (up to the blank line).
+async fn raw_response_head(server: &TestServer, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let read_head = async {
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            let read = tcp.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "closed before the head ended");
+            received.extend_from_slice(&chunk[..read]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read_head)
+        .await
+        .expect("a response in time");
+    let text = String::from_utf8_lossy(&received).into_owned();
+    text[..text.find("\r\n\r\n").unwrap() + 2].to_owned()
 }

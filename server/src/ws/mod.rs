@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{ConnectInfo, RawQuery, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use protocol::{ErrorCode, ErrorReply};
@@ -63,8 +63,15 @@ pub async fn upgrade(
     let handshake = match Handshake::from_parts(&mut parts) {
         Ok(handshake) => handshake,
         Err(error @ NotWebSocket::Headers(_)) => {
+            // RFC 9110 §15.5.22 and RFC 6455 §4.2.2: a 426 names the protocol to upgrade to,
+            // and the WebSocket version this server speaks.
             return (
                 StatusCode::UPGRADE_REQUIRED,
+                [
+                    (header::CONNECTION, "upgrade"),
+                    (header::UPGRADE, "websocket"),
+                    (header::SEC_WEBSOCKET_VERSION, "13"),
+                ],
                 format!(
                     "bevy chat server: connect with a WebSocket client to /?auth_token=TOKEN ({error})\n"
                 ),
