@@ -448,6 +448,16 @@ impl Hub {
         }
     }
 
+    /// The channels `conn` is a member of (a scan of every channel: for cleaning up after a
+    /// connection whose task could not say, see `ws::session`).
+    pub fn channels_of(&self, conn: ConnId) -> Vec<Arc<str>> {
+        let channels = self.channels.read();
+        let joined = channels
+            .iter()
+            .filter(|(_, e)| e.members.read().contains_key(&conn));
+        joined.map(|(channel, _)| channel.clone()).collect()
+    }
+
     /// Channels with local members (engine subscriptions this node needs).
     pub fn channel_count(&self) -> usize {
         self.channels.read().len()

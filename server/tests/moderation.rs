@@ -359,3 +359,48 @@ async fn a_game_can_plug_in_its_own_moderator() {
         "Message sent to lobby: gg"
     );
 }
+
+/// A game's hook with a bug: it panics on one word.
+struct Buggy;
+
+impl Moderator for Buggy {
+    fn review(&self, _: &Principal, _: Target<'_>, text: &str) -> Review {
+        assert!(text != "boom", "a bug in the game's moderator");
+        Review::Pass
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_a_session_closes_that_connection_and_leaves_no_ghost() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = server::Hooks {
+        moderator: Some(Arc::new(Buggy)),
+        ..Default::default()
+    };
+    let server = TestServer::start_hooked(test_config(dir.path()), dir, hooks).await;
+    let mut ann = server.named("Ann").await;
+    ann.join("lobby").await;
+    let mut bob = server.named("Bob").await;
+    bob.join("lobby").await;
+    ann.recv_type("user_joined").await;
+
+    bob.send_request("message", json!({ "channel": "lobby", "message": "boom" }))
+        .await;
+    // Bob is told and closed; Ann sees him leave; the server goes on.
+    assert_eq!(
+        bob.expect_close().await,
+        Some((1011, "internal error".into()))
+    );
+    let left = ann.recv_type("user_left").await;
+    assert_eq!(left["payload"]["channel"], "lobby");
+    assert_eq!(
+        say(&mut ann, "lobby", "still here").await["message"],
+        "Message sent to lobby: still here"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(metrics.contains("chat_connections 1\n"), "{metrics}");
+    ann.send_request("who", json!({ "channel": "lobby" })).await;
+    let users = ann.recv_type("presence").await["payload"]["users"].clone();
+    assert_eq!(users.as_array().map(Vec::len), Some(1), "{users}");
+    assert_eq!(users[0]["username"], "Ann");
+}

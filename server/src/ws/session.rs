@@ -13,7 +13,9 @@ use protocol::{ErrorCode, Reply, parse_client_frame};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::close::{ReadFailure, Readable, answer_client_close, close_handshake, read_failure};
+use super::close::{
+    self, ReadFailure, Readable, answer_client_close, close_handshake, read_failure,
+};
 use super::socket::Upgraded;
 
 use crate::app::AppState;
@@ -58,6 +60,11 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
     load_blocks(node, &handle).await;
     metrics.connections.inc();
     metrics.connections_total.inc();
+    let mut ghost = GhostGuard {
+        node: app.node.clone(),
+        handle: handle.clone(),
+        armed: true,
+    };
     tracing::debug!(conn = handle.id, "connected");
     if let Err(error) = node.engine.user_online(&principal.user_id).await {
         tracing::warn!(%error, "could not record the user online");
@@ -169,6 +176,7 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
     if let Err(error) = node.engine.user_offline(&handle.user_id).await {
         tracing::warn!(%error, "could not record the user offline");
     }
+    ghost.armed = false;
     metrics.connections.dec();
     if let Some(reason) = reason {
         metrics.close(reason.label);
@@ -184,6 +192,52 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
         close_handshake(&mut sink, &mut stream, (reason.code, reason.text), readable).await;
     }
     tracing::debug!(conn = handle.id, "disconnected");
+}
+
+/// Takes a connection out of the hub and the engine when its task ends without doing it itself:
+/// a panic in a session (in a game's moderator hook, say) must not leave a member in its
+/// channels that nobody reads for, its user online, or its socket open. The engine's part (leaving
+/// each channel, going offline) runs in a task of its own.
+struct GhostGuard {
+    node: std::sync::Arc<Node>,
+    handle: crate::hub::ConnHandle,
+    /// Still to clean up: the session did not reach its own cleanup.
+    armed: bool,
+}
+
+impl Drop for GhostGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if std::thread::panicking() {
+            tracing::error!(
+                conn = self.handle.id,
+                "the connection's task panicked: closing it"
+            );
+        }
+        let channels = self.node.hub.channels_of(self.handle.id);
+        // What waits is dropped; the client is told, if its socket takes it now.
+        let outbox = &self.handle.outbox;
+        outbox.close(true);
+        if outbox.push_raw(close::frame_bytes(1011, "internal error")) {
+            let _ = outbox.try_flush(usize::MAX);
+        }
+        self.node.hub.disconnect(&self.handle);
+        self.node.metrics.connections.dec();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (node, handle) = (self.node.clone(), self.handle.clone());
+        runtime.spawn(async move {
+            for channel in channels {
+                node.leave(&channel, &handle, None).await;
+            }
+            if let Err(error) = node.engine.user_offline(&handle.user_id).await {
+                tracing::warn!(%error, "could not record the user offline");
+            }
+        });
+    }
 }
 
 async fn handle_text(session: &mut Session, app: &AppState, text: &str) -> Vec<String> {
