@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         for (mut session, _kill) in sessions {
-            commands::leave_all(&mut session, &node).await;
+            commands::leave_all(&mut session, &node, Vec::new()).await;
             hub.disconnect(&session.conn);
         }
     });

@@ -148,6 +148,7 @@ async fn health_and_metrics_report_the_server_state() {
     for line in [
         "\r\nupgrade: websocket\r\n",
         "\r\nsec-websocket-version: 13\r\n",
+        "\r\nconnection: upgrade\r\n",
     ] {
         assert!(head.contains(line), "missing {line:?} in\n{head}");
     }

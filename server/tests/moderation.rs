@@ -393,12 +393,18 @@ async fn a_panic_in_a_session_closes_that_connection_and_leaves_no_ghost() {
     );
     let left = ann.recv_type("user_left").await;
     assert_eq!(left["payload"]["channel"], "lobby");
+    assert_eq!(left["payload"]["username"], "Bob");
     assert_eq!(
         say(&mut ann, "lobby", "still here").await["message"],
         "Message sent to lobby: still here"
     );
     let (_, metrics) = server.get("/metrics").await;
-    assert!(metrics.contains("chat_connections 1\n"), "{metrics}");
+    for line in [
+        "chat_connections 1\n",
+        "chat_closes_total{reason=\"internal_error\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
     ann.send_request("who", json!({ "channel": "lobby" })).await;
     let users = ann.recv_type("presence").await["payload"]["users"].clone();
     assert_eq!(users.as_array().map(Vec::len), Some(1), "{users}");

@@ -192,10 +192,17 @@ pub async fn handle(session: &mut Session, node: &Node, frame: ClientFrame) -> R
     })
 }
 
-/// Leaves every channel of a closing connection.
-pub async fn leave_all(session: &mut Session, node: &Node) {
+/// Leaves every channel of a closing connection: those its session lists, and `also` (after a
+/// request panicked, the hub's list: a join or leave may have stopped halfway).
+pub async fn leave_all(session: &mut Session, node: &Node, also: Vec<Arc<str>>) {
     let username = session.announced_name(node).await;
-    for (channel, _) in session.channels.drain() {
+    let listed: Vec<Arc<str>> = session
+        .channels
+        .drain()
+        .map(|(channel, _)| channel)
+        .collect();
+    for channel in listed.into_iter().chain(also) {
+        // A channel in both lists is left once: the second leave finds no member.
         node.leave(&channel, &session.conn, username.as_deref())
             .await;
     }

@@ -400,12 +400,15 @@ impl Outbox {
 
     /// The connection is closing: refuses further deliveries. With `discard`, also drops the
     /// deliveries that wait (a slow consumer's backlog), so the close frame goes out next.
-    pub fn close(&self, discard: bool) {
+    /// Returns whether it was open until now.
+    pub fn close(&self, discard: bool) -> bool {
         let mut state = self.state.lock();
+        let was_open = !state.closed;
         state.closed = true;
         if discard {
             state.discard_deliveries();
         }
+        was_open
     }
 
     /// Writes queued bytes until the queue is empty, the socket blocks, or about `batch` frames

@@ -3,11 +3,12 @@
 //! shutdown).
 
 use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::SinkExt;
 use futures_util::stream::StreamExt;
+use futures_util::{FutureExt, SinkExt};
 use governor::{Quota, RateLimiter};
 use protocol::{ErrorCode, Reply, parse_client_frame};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
@@ -36,6 +37,13 @@ const FLOODING: CloseReason = CloseReason {
     label: "flooding",
     limit: Some(Limit::FrameRate),
 };
+/// A request panicked (a bug here or in a game's hook): the connection closes, the server goes on.
+const INTERNAL_ERROR: CloseReason = CloseReason {
+    code: 1011,
+    text: "internal error",
+    label: "internal_error",
+    limit: None,
+};
 const IDLE: CloseReason = CloseReason {
     code: 1008,
     text: "no pong or frame received in time",
@@ -52,6 +60,12 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
         Some(socket.socket().clone()),
         &app.shutdown,
     );
+    let mut ghost = GhostGuard {
+        node: app.node.clone(),
+        handle: handle.clone(),
+        counted: false,
+        armed: true,
+    };
     // Deliveries wait in the outbox until the welcome is written.
     let outbox = handle.outbox.clone();
     // Read after joining the hub: a mute or ban given from now on reaches the hub directly, and
@@ -60,11 +74,7 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
     load_blocks(node, &handle).await;
     metrics.connections.inc();
     metrics.connections_total.inc();
-    let mut ghost = GhostGuard {
-        node: app.node.clone(),
-        handle: handle.clone(),
-        armed: true,
-    };
+    ghost.counted = true;
     tracing::debug!(conn = handle.id, "connected");
     if let Err(error) = node.engine.user_online(&principal.user_id).await {
         tracing::warn!(%error, "could not record the user online");
@@ -132,13 +142,22 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
                             // those that arrive while it runs, after them.
                             outbox.begin_request();
                             let replies = match frame {
-                                Message::Text(text) => handle_text(&mut session, &app, &text).await,
-                                _ => vec![binary_error(&app)],
+                                // A panic (in a game's hook, say) ends this connection only.
+                                Message::Text(text) => AssertUnwindSafe(handle_text(&mut session, &app, &text)).catch_unwind().await,
+                                _ => Ok(vec![binary_error(&app)]),
                             };
-                            for reply in replies {
-                                outbox.push_reply(WsFrame::text(reply));
+                            match replies {
+                                Ok(replies) => {
+                                    for reply in replies {
+                                        outbox.push_reply(WsFrame::text(reply));
+                                    }
+                                    interruptible(outbox.finish_request(), killed.as_mut()).await
+                                }
+                                Err(_) => {
+                                    tracing::error!(conn = handle.id, "a request panicked: closing the connection");
+                                    Some(Some(INTERNAL_ERROR))
+                                }
                             }
-                            interruptible(outbox.finish_request(), killed.as_mut()).await
                         }
                     }
                     Some(Err(error)) => match read_failure(error) {
@@ -171,7 +190,11 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
     // Nothing from others after the close frame; a slow consumer's backlog is dropped so that
     // the close frame goes out next.
     outbox.close(reason == Some(SLOW_CONSUMER));
-    commands::leave_all(&mut session, node).await;
+    let halfway = match reason {
+        Some(INTERNAL_ERROR) => node.hub.channels_of(handle.id),
+        _ => Vec::new(),
+    };
+    commands::leave_all(&mut session, node, halfway).await;
     node.hub.disconnect(&handle);
     if let Err(error) = node.engine.user_offline(&handle.user_id).await {
         tracing::warn!(%error, "could not record the user offline");
@@ -194,13 +217,15 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
     tracing::debug!(conn = handle.id, "disconnected");
 }
 
-/// Takes a connection out of the hub and the engine when its task ends without doing it itself:
-/// a panic in a session (in a game's moderator hook, say) must not leave a member in its
-/// channels that nobody reads for, its user online, or its socket open. The engine's part (leaving
-/// each channel, going offline) runs in a task of its own.
+/// Takes a connection out of the hub and the engine when its task ends without doing it itself
+/// (a request's panic is caught and closes the connection the normal way; this is for one
+/// anywhere else, or the task dropped): no member left in its channels that nobody reads for,
+/// no user online, no socket held. The engine's part runs in a task of its own.
 struct GhostGuard {
     node: std::sync::Arc<Node>,
     handle: crate::hub::ConnHandle,
+    /// The connection is counted in `chat_connections`.
+    counted: bool,
     /// Still to clean up: the session did not reach its own cleanup.
     armed: bool,
 }
@@ -217,23 +242,30 @@ impl Drop for GhostGuard {
             );
         }
         let channels = self.node.hub.channels_of(self.handle.id);
-        // What waits is dropped; the client is told, if its socket takes it now.
+        // What waits is dropped; the client is told (unless a close began already), if its
+        // socket takes it now.
         let outbox = &self.handle.outbox;
-        outbox.close(true);
-        if outbox.push_raw(close::frame_bytes(1011, "internal error")) {
+        if outbox.close(true) && outbox.push_raw(close::frame_bytes(1011, INTERNAL_ERROR.text)) {
             let _ = outbox.try_flush(usize::MAX);
         }
         self.node.hub.disconnect(&self.handle);
-        self.node.metrics.connections.dec();
+        if self.counted {
+            self.node.metrics.connections.dec();
+            self.node.metrics.close(INTERNAL_ERROR.label);
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let (node, handle) = (self.node.clone(), self.handle.clone());
         runtime.spawn(async move {
+            let name = node.engine.name(&handle.user_id).await.ok().flatten();
             for channel in channels {
-                node.leave(&channel, &handle, None).await;
+                node.leave(&channel, &handle, name.as_deref()).await;
             }
-            if let Err(error) = node.engine.user_offline(&handle.user_id).await {
+            let user_id = handle.user_id.clone();
+            // The last reference to the socket (the channels' went with the leaves).
+            drop(handle);
+            if let Err(error) = node.engine.user_offline(&user_id).await {
                 tracing::warn!(%error, "could not record the user offline");
             }
         });
