@@ -20,6 +20,7 @@ use crate::metrics::{Limit, Metrics};
 use crate::moderation::{Sanction, muted_text};
 
 mod blocks;
+mod load;
 pub mod outbox;
 
 pub use blocks::BlockList;
@@ -159,49 +160,7 @@ pub struct ChannelEntry {
     /// Held while a join or leave changes membership; the bool is "subscribed in the engine".
     pub transition: tokio::sync::Mutex<EntryState>,
     members: RwLock<HashMap<ConnId, Member>>,
-    load: parking_lot::Mutex<FanOutLoad>,
-}
-
-/// How much of a thread this channel's fan-out took in the last window. Past half of one, the
-/// channel is overloaded: the deliverer only queues its frames and the members' tasks write them,
-/// on every thread, several frames per write (one thread writing each frame alone would cap the
-/// channel's deliveries/s). Queueing costs about a tenth of writing, so the channel is back to
-/// direct writes when queueing took less than a tenth of a thread.
-#[derive(Debug)]
-struct FanOutLoad {
-    since: std::time::Instant,
-    busy: std::time::Duration,
-    overloaded: bool,
-}
-
-impl Default for FanOutLoad {
-    fn default() -> Self {
-        Self {
-            since: std::time::Instant::now(),
-            busy: std::time::Duration::ZERO,
-            overloaded: false,
-        }
-    }
-}
-
-/// The window over which a channel's fan-out load is measured.
-const LOAD_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
-
-impl FanOutLoad {
-    /// Counts one fan-out that took `took`.
-    fn record(&mut self, now: std::time::Instant, took: std::time::Duration) {
-        self.busy += took;
-        let window = now.duration_since(self.since);
-        if window >= LOAD_WINDOW {
-            self.overloaded = if self.overloaded {
-                self.busy * 10 >= window
-            } else {
-                self.busy * 2 > window
-            };
-            self.since = now;
-            self.busy = std::time::Duration::ZERO;
-        }
-    }
+    load: parking_lot::Mutex<load::FanOutLoad>,
 }
 
 /// Engine subscription state of a channel entry.
@@ -491,7 +450,7 @@ impl Hub {
         let channel: Arc<str> = Arc::from(channel);
         let start = std::time::Instant::now();
         let members = entry.members.read();
-        let writer = if entry.load.lock().overloaded {
+        let writer = if entry.load.lock().overloaded() {
             outbox::Writer::Task
         } else {
             outbox::Writer::Deliverer
