@@ -64,6 +64,7 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
         node: app.node.clone(),
         handle: handle.clone(),
         counted: false,
+        online: false,
         armed: true,
     };
     // Deliveries wait in the outbox until the welcome is written.
@@ -79,6 +80,7 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
     if let Err(error) = node.engine.user_online(&principal.user_id).await {
         tracing::warn!(%error, "could not record the user online");
     }
+    ghost.online = true;
 
     let websocket = socket
         .into_websocket(outbox.clone(), super::websocket_config(&node.limits))
@@ -226,6 +228,8 @@ struct GhostGuard {
     handle: crate::hub::ConnHandle,
     /// The connection is counted in `chat_connections`.
     counted: bool,
+    /// The engine was told the user is online here.
+    online: bool,
     /// Still to clean up: the session did not reach its own cleanup.
     armed: bool,
 }
@@ -256,7 +260,7 @@ impl Drop for GhostGuard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (node, handle) = (self.node.clone(), self.handle.clone());
+        let (node, handle, online) = (self.node.clone(), self.handle.clone(), self.online);
         runtime.spawn(async move {
             let name = node.engine.name(&handle.user_id).await.ok().flatten();
             for channel in channels {
@@ -265,7 +269,7 @@ impl Drop for GhostGuard {
             let user_id = handle.user_id.clone();
             // The last reference to the socket (the channels' went with the leaves).
             drop(handle);
-            if let Err(error) = node.engine.user_offline(&user_id).await {
+            if online && let Err(error) = node.engine.user_offline(&user_id).await {
                 tracing::warn!(%error, "could not record the user offline");
             }
         });
