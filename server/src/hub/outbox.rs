@@ -21,6 +21,7 @@ use protocol::MessageId;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Bytes;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
@@ -38,12 +39,29 @@ pub struct WsFrame(Bytes);
 impl WsFrame {
     /// The text frame carrying `text`.
     pub fn text(text: impl Into<Bytes>) -> Self {
-        let payload: Bytes = text.into();
-        let mut encoded = Vec::with_capacity(payload.len() + 10);
-        Frame::message(payload, OpCode::Data(Data::Text), true)
+        Self::encode(Frame::message(text, OpCode::Data(Data::Text), true))
+    }
+
+    /// The close frame with `code` and `reason` (for a connection whose WebSocket is gone; a
+    /// live one closes through tungstenite).
+    pub fn close(code: u16, reason: &str) -> Self {
+        Self::encode(Frame::close(Some(CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        })))
+    }
+
+    fn encode(frame: Frame) -> Self {
+        let mut encoded = Vec::with_capacity(frame.len());
+        frame
             .format(&mut encoded)
             .unwrap_or_else(|e| unreachable!("writing to a Vec: {e}"));
         Self(Bytes::from(encoded))
+    }
+
+    /// The frame's bytes, to queue as they are.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
     }
 
     /// The frame's bytes as they go on the wire.

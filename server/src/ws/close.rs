@@ -154,18 +154,3 @@ fn message_len(message: &Message) -> usize {
         Message::Frame(frame) => frame.len(),
     }
 }
-
-/// A close frame with `code` and `reason`, encoded as a server sends it (for a connection
-/// whose WebSocket is gone, see `session::GhostGuard`).
-pub(super) fn frame_bytes(code: u16, reason: &str) -> tokio_tungstenite::tungstenite::Bytes {
-    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-    let close = CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    };
-    let mut encoded = Vec::new();
-    Frame::close(Some(close))
-        .format(&mut encoded)
-        .unwrap_or_else(|e| unreachable!("writing to a Vec: {e}"));
-    encoded.into()
-}

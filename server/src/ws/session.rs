@@ -14,9 +14,7 @@ use protocol::{ErrorCode, Reply, parse_client_frame};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::close::{
-    self, ReadFailure, Readable, answer_client_close, close_handshake, read_failure,
-};
+use super::close::{ReadFailure, Readable, answer_client_close, close_handshake, read_failure};
 use super::socket::Upgraded;
 
 use crate::app::AppState;
@@ -249,7 +247,9 @@ impl Drop for GhostGuard {
         // What waits is dropped; the client is told (unless a close began already), if its
         // socket takes it now.
         let outbox = &self.handle.outbox;
-        if outbox.close(true) && outbox.push_raw(close::frame_bytes(1011, INTERNAL_ERROR.text)) {
+        if outbox.close(true)
+            && outbox.push_raw(WsFrame::close(1011, INTERNAL_ERROR.text).into_bytes())
+        {
             let _ = outbox.try_flush(usize::MAX);
         }
         self.node.hub.disconnect(&self.handle);

@@ -4,6 +4,7 @@ use super::*;
 use std::io::Cursor;
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::Control;
 
 /// A connected pair of loopback sockets: the server's side (shared, as a session's) and the
 /// client's.
@@ -102,6 +103,36 @@ fn a_text_frame_is_one_header_and_the_unmasked_payload() {
     }
 }
 
+#[test]
+fn a_close_frame_carries_its_code_then_its_reason() {
+    let frame = WsFrame::close(1011, "internal error");
+    let mut cursor = Cursor::new(frame.as_bytes());
+    let (header, length) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+    assert_eq!(header.opcode, OpCode::Control(Control::Close));
+    assert!(header.is_final && header.mask.is_none());
+    let payload = &frame.as_bytes()[cursor.position() as usize..];
+    assert_eq!(payload.len() as u64, length);
+    assert_eq!(payload[..2], 1011u16.to_be_bytes());
+    assert_eq!(&payload[2..], b"internal error");
+}
+
+/// Delivers numbered 1000-byte frames to a client that does not read until the outbox refuses
+/// one; returns how many it took and how many of those it queued.
+fn fill(outbox: &Outbox) -> (u64, usize) {
+    let body = "f".repeat(1000);
+    let (mut sent, mut queued) = (0, 0);
+    loop {
+        match outbox.deliver(channel_frame("c", sent, &format!("{sent} {body}"))) {
+            Delivered::Written => {}
+            Delivered::Queued => queued += 1,
+            Delivered::Full => return (sent, queued),
+            Delivered::Closed => panic!("closed"),
+        }
+        sent += 1;
+        assert!(sent < 100_000, "the socket never filled");
+    }
+}
+
 #[tokio::test]
 async fn a_delivery_to_an_idle_connection_is_written_at_once() {
     let (socket, mut client) = pair().await;
@@ -171,19 +202,7 @@ async fn a_client_that_does_not_read_fills_the_queue_and_nothing_is_reordered() 
         .unwrap();
     let capacity = 16;
     let outbox = idle(&socket, capacity);
-    let body = "y".repeat(1000);
-    let mut sent = 0;
-    let mut queued = 0;
-    loop {
-        match outbox.deliver(channel_frame("c", sent, &format!("{sent} {body}"))) {
-            Delivered::Written => {}
-            Delivered::Queued => queued += 1,
-            Delivered::Full => break,
-            Delivered::Closed => panic!("closed"),
-        }
-        sent += 1;
-        assert!(sent < 100_000, "the socket never filled");
-    }
+    let (sent, queued) = fill(&outbox);
     assert_eq!(queued, capacity, "the queue holds exactly its capacity");
     // The client reads again: the task writes the rest, in order.
     let (_, texts) = tokio::join!(
@@ -264,13 +283,8 @@ async fn a_requests_replies_and_what_arrived_meanwhile_go_out_in_one_flush() {
 async fn a_client_that_does_not_read_its_answers_holds_up_its_requests() {
     let (socket, mut client) = tight_pair().await;
     let outbox = idle(&socket, 4);
-    let body = "z".repeat(1000);
-    let mut sent = 0;
     // Until the socket is full and the queue too.
-    while outbox.deliver(channel_frame("c", sent, &format!("{sent} {body}"))) != Delivered::Full {
-        sent += 1;
-        assert!(sent < 100_000, "the socket never filled");
-    }
+    let (sent, _) = fill(&outbox);
     // An answer larger than the kernel's buffers can take (they take a little more now and
     // then even from a client that reads nothing).
     let answer = "a".repeat(1 << 20);
