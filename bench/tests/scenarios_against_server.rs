@@ -35,6 +35,7 @@ async fn start_server_configured(
     config.identity.key_file = dir.join("key.pem");
     std::fs::copy(fixture, &config.identity.key_file).unwrap();
     config.identity.guest_file = dir.join("guests.jsonl");
+    config.engine.database = dir.join("chat.db");
     config.shutdown_grace = Duration::from_secs(2);
     // Every generated client comes from 127.0.0.x, and idle clients share logins.
     config.limits.logins_per_minute = 100_000;

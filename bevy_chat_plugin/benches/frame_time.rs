@@ -127,6 +127,7 @@ fn start_server(rate: f64) -> (Runtime, String, tempfile::TempDir) {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.identity.key_file = dir.path().join("key.pem");
     config.identity.guest_file = dir.path().join("guests.jsonl");
+    config.engine.database = dir.path().join("chat.db");
     let allowance = (rate.ceil() as u32).saturating_mul(2).max(50);
     let limits = &mut config.limits;
     limits.login_burst = 100;

@@ -41,6 +41,7 @@ pub fn start_embedded_server(addr: SocketAddr, data_dir: &Path) -> Result<Embedd
     config.listen = addr;
     config.identity.key_file = data_dir.join("jwt-key.pem");
     config.identity.guest_file = data_dir.join("guests.jsonl");
+    config.engine.database = data_dir.join("chat.db");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("embedded-chat-server")

@@ -49,6 +49,7 @@ async fn start_server(dir: &Path) -> std::net::SocketAddr {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.identity.key_file = dir.join("key.pem");
     config.identity.guest_file = dir.join("guests.jsonl");
+    config.engine.database = dir.join("chat.db");
     let server = server::Server::bind(config).await.unwrap();
     let addr = server.local_addr();
     tokio::spawn(server.run(std::future::pending()));

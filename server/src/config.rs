@@ -7,6 +7,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use clap::{Args, Parser, ValueEnum};
 
+use crate::engine::sqlite::Durability;
+
 /// bevy chat server: seed-compatible WebSocket chat with guest identity.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "chat-server", version, about, long_about = None)]
@@ -26,6 +28,10 @@ pub struct Config {
     /// Shared-state engine settings.
     #[command(flatten)]
     pub engine: EngineConfig,
+
+    /// A task other than serving (e.g. `backup`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
     /// Limits that protect the server and other players.
     #[command(flatten)]
@@ -101,13 +107,39 @@ pub struct IdentityConfig {
     pub jwks_refetch_interval: Duration,
 }
 
+/// What `chat-server` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Copies the live database (`--database`) to FILE as of one moment, while the server keeps
+    /// serving; the copy is checked, then put in place (a failed backup leaves no file).
+    /// Restore by stopping the server and putting the copy where `--database` points.
+    Backup {
+        /// Where the copy goes (replaced if it exists).
+        file: std::path::PathBuf,
+    },
+}
+
 /// Which engine shares channels, names, presence and history.
 #[derive(Debug, Clone, Args)]
 pub struct EngineConfig {
-    /// Engine kind. `memory` keeps everything in this process (one node, no dependencies);
-    /// `redis` shares everything between nodes. Giving `--redis-url` selects `redis`.
+    /// Engine kind. `sqlite` (the default without Redis): one node, everything it keeps
+    /// (history, names, mutes, bans, block lists, guests) in the `--database` file, across
+    /// restarts. `memory`: one node, nothing kept across a restart (tests, benchmarks).
+    /// `redis`: shared by every node. Giving `--redis-url` or `--redis-cluster` selects `redis`.
     #[arg(long = "engine", env = "CHAT_ENGINE", value_enum)]
     pub kind: Option<EngineKind>,
+
+    /// The `sqlite` engine's database file (created with its directory on first start). One
+    /// server per file; take copies of it live with `chat-server backup FILE`.
+    #[arg(long, env = "CHAT_DATABASE", default_value = "data/chat.db", global = true)]
+    pub database: std::path::PathBuf,
+
+    /// How hard each commit tries to reach the disk. `normal`: what was acknowledged survives a
+    /// crash or kill of the server; a power loss or OS crash can take the last moments.
+    /// `full`: every commit is flushed to the disk before it is acknowledged (survives a power
+    /// loss; costs an fsync per group of writes).
+    #[arg(long, env = "CHAT_DATABASE_SYNC", value_enum, default_value_t = Durability::Normal)]
+    pub database_sync: Durability,
 
     /// Redis URL (e.g. `redis://127.0.0.1:6379`); nodes with the same URL and key prefix share
     /// channels, names, presence and history.
@@ -141,7 +173,8 @@ pub struct EngineConfig {
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "chat:")]
     pub redis_prefix: String,
 
-    /// Oldest message kept in history (Redis engine; the memory engine keeps by count and bytes).
+    /// Oldest message kept in history (every engine; the `sqlite` and `memory` engines drop
+    /// older ones every few seconds).
     #[arg(long, env = "CHAT_HISTORY_MAX_AGE", value_parser = humantime::parse_duration, default_value = "7days")]
     pub history_max_age: Duration,
 
@@ -149,12 +182,12 @@ pub struct EngineConfig {
     #[arg(long, env = "CHAT_HISTORY_SIZE", default_value_t = 1000)]
     pub history_size: usize,
 
-    /// Channels whose history the memory engine keeps; past it, the channel without members
+    /// Channels whose history the `sqlite` and `memory` engines keep; past it, the channel without members
     /// that was quiet the longest is forgotten (so made-up channel names cannot grow memory).
     #[arg(long, env = "CHAT_MEMORY_MAX_CHANNELS", default_value_t = 10_000)]
     pub memory_max_channels: usize,
 
-    /// Bytes of channel history the memory engine holds in all channels together (`256MiB`,
+    /// Bytes of channel history the `sqlite` and `memory` engines hold in all channels together (`256MiB`,
     /// `1GiB`, `500MB` or plain bytes); past it the oldest messages of any channel are dropped
     /// first, and a client resuming from before them is told `gap: true`.
     #[arg(long, env = "CHAT_MEMORY_HISTORY_BYTES", default_value = "256MiB")]
@@ -168,7 +201,9 @@ pub struct EngineConfig {
 /// Engine kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EngineKind {
-    /// In-process engine: a single node.
+    /// In-process engine kept in an embedded SQLite database: a single node, durable.
+    Sqlite,
+    /// In-process engine, nothing kept across restarts: a single node (tests, benchmarks).
     Memory,
     /// Redis pub/sub and streams: many stateless nodes.
     Redis,
@@ -238,7 +273,7 @@ impl EngineConfig {
             if self.redis_url.is_some() || !self.redis_cluster.is_empty() {
                 EngineKind::Redis
             } else {
-                EngineKind::Memory
+                EngineKind::Sqlite
             },
         )
     }

@@ -42,7 +42,10 @@ use tokio_util::task::TaskTracker;
 use crate::accept::AcceptLimits;
 use crate::app::AppState;
 use crate::config::{Config, EngineKind};
-use crate::engine::{Engine, EngineError, MemoryEngine, RedisEngine, RedisSettings};
+use crate::engine::sqlite::{Database, HistoryCaps, Journal, Snapshot, SqliteGuestStore};
+use crate::engine::{
+    Engine, EngineError, MemoryEngine, RedisEngine, RedisSettings, now_ms, sweep_every,
+};
 use crate::hub::Hub;
 use crate::identity::guests::GuestStore;
 use crate::identity::{Identity, IdentityError};
@@ -128,12 +131,26 @@ impl Server {
         let hub = Arc::new(Hub::new(config.limits.outgoing_queue, metrics.clone()));
         let mut shared_guests: Option<Arc<dyn GuestStore>> = None;
         let engine: Arc<dyn Engine> = match config.engine.selected() {
-            EngineKind::Memory => Arc::new(
-                MemoryEngine::new(hub.clone(), config.engine.history_size)
+            kind @ (EngineKind::Memory | EngineKind::Sqlite) => {
+                let mut engine = MemoryEngine::new(hub.clone(), config.engine.history_size)
                     .with_max_channels(config.engine.memory_max_channels)
                     .with_history_bytes(history_budget)
-                    .with_metrics(metrics.clone()),
-            ),
+                    .with_max_age(config.engine.history_max_age)
+                    .with_metrics(metrics.clone());
+                let mut snapshot = None;
+                if kind == EngineKind::Sqlite {
+                    let (journal, held, guests) = open_database(&config).await?;
+                    engine = engine.with_journal(journal);
+                    snapshot = Some(held);
+                    shared_guests = Some(guests);
+                }
+                if let Some(snapshot) = snapshot {
+                    engine.restore(snapshot);
+                }
+                let engine = Arc::new(engine);
+                tokio::spawn(sweep_every(Arc::downgrade(&engine), SWEEP_PERIOD));
+                engine
+            }
             EngineKind::Redis => {
                 let target = config.engine.redis_target().map_err(ServerError::Engine)?;
                 let settings = RedisSettings {
@@ -234,6 +251,46 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// How often the in-process engine drops history past its age cap and queues its trims to the
+/// database.
+const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the `sqlite` engine's database (refusing a damaged or unwritable one), imports the
+/// guest file of an earlier version once, and hands back the journal, what the file held, and
+/// the guest store on it.
+async fn open_database(
+    config: &Config,
+) -> Result<(Journal, Snapshot, Arc<dyn GuestStore>), ServerError> {
+    let path = config.engine.database.clone();
+    let durability = config.engine.database_sync;
+    let caps = HistoryCaps {
+        per_channel: config.engine.history_size,
+        oldest_ms: now_ms().saturating_sub(
+            u64::try_from(config.engine.history_max_age.as_millis()).unwrap_or(u64::MAX),
+        ),
+    };
+    let database = tokio::task::spawn_blocking(move || Database::open(&path, durability, caps))
+        .await
+        .map_err(|e| ServerError::Engine(format!("the database task failed: {e}")))?
+        .map_err(ServerError::Engine)?;
+    let Database {
+        journal,
+        mut snapshot,
+    } = database;
+    let mut guests = SqliteGuestStore::new(
+        journal.clone(),
+        std::mem::take(&mut snapshot.guests),
+        snapshot.guests_imported_from.take(),
+    );
+    if !config.identity.no_identity {
+        guests
+            .import_once(&config.identity.guest_file)
+            .await
+            .map_err(|e| ServerError::Engine(format!("importing the guest file: {e}")))?;
+    }
+    Ok((journal, snapshot, Arc::new(guests)))
 }
 
 /// The limits on open TCP connections: per address unless a proxy's header names the client

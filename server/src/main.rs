@@ -2,7 +2,7 @@
 //! (`chat-server --help`).
 
 use clap::Parser;
-use server::config::{Config, LogFormat};
+use server::config::{Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -13,6 +13,9 @@ async fn main() -> std::process::ExitCode {
     match config.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
+    }
+    if let Some(Command::Backup { file }) = &config.command {
+        return backup(&config.engine.database, file);
     }
     // Connections need a file descriptor each: use what the hard limit allows.
     server::accept::raise_open_file_limit();
@@ -27,6 +30,20 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "server failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `chat-server backup FILE`: a consistent copy of the live database.
+fn backup(database: &std::path::Path, to: &std::path::Path) -> std::process::ExitCode {
+    match server::engine::sqlite::backup(database, to) {
+        Ok(bytes) => {
+            tracing::info!(from = %database.display(), to = %to.display(), bytes, "backup done");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(from = %database.display(), %error, "backup failed");
             std::process::ExitCode::FAILURE
         }
     }

@@ -85,6 +85,7 @@ impl TestServer {
         config.listen = self.addr;
         config.identity.key_file = self.dir.path().join("key.pem");
         config.identity.guest_file = self.dir.path().join("guests.jsonl");
+        config.engine.database = self.dir.path().join("chat.db");
         config.admin_token = Some(ADMIN_TOKEN.into());
         config.shutdown_grace = Duration::from_secs(2);
         // Every test app logs in from 127.0.0.1.

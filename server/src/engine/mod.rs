@@ -8,6 +8,7 @@
 
 mod memory;
 mod redis;
+pub mod sqlite;
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use protocol::{
 pub use self::redis::{
     Keys as RedisKeys, RedisEngine, RedisGuestStore, RedisSettings, RedisTarget,
 };
-pub use memory::MemoryEngine;
+pub use memory::{MemoryEngine, sweep_every};
 
 /// An engine failure, reported to the client as `unavailable` / `name_taken`.
 #[derive(Debug, thiserror::Error)]

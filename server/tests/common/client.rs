@@ -133,6 +133,13 @@ impl Client {
         self.send(json!({ "type": kind, "payload": payload })).await;
     }
 
+    /// Sends `{"type": kind, "payload": payload}`; false when the connection is gone (a test
+    /// that kills the server on purpose).
+    pub async fn try_send_request(&mut self, kind: &str, payload: Value) -> bool {
+        let text = json!({ "type": kind, "payload": payload }).to_string();
+        self.ws.send(Message::Text(text.into())).await.is_ok()
+    }
+
     /// Sends every message without reading in between (a client that floods), then flushes.
     pub async fn send_all(&mut self, messages: impl IntoIterator<Item = Message>) {
         for message in messages {

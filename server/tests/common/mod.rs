@@ -3,13 +3,14 @@
 //! Here: [`TestServer`] and the HTTP helpers. The WebSocket [`Client`] is in `client`, the
 //! engines (memory or Redis, `per_engine!`, `redis_only!`, the test Redis) in `engines`; both
 //! are re-exported, so `use common::*;` reaches everything. `tokens` (identity tests),
-//! `cluster` (multi-node tests) and `redis_cluster` (a private Redis Cluster) are imported on
-//! their own.
+//! `cluster` (multi-node tests), `redis_cluster` (a private Redis Cluster) and `process` (the
+//! binary as a process) are imported on their own.
 #![allow(dead_code)]
 
 mod client;
 pub mod cluster;
 mod engines;
+pub mod process;
 pub mod redis_cluster;
 pub mod tokens;
 
@@ -64,6 +65,7 @@ pub fn test_config(dir: &Path) -> Config {
     config.identity.key_file = dir.join("key.pem");
     std::fs::copy(fixture_key(), &config.identity.key_file).unwrap();
     config.identity.guest_file = dir.join("guests.jsonl");
+    config.engine.database = dir.join("chat.db");
     config.shutdown_grace = Duration::from_secs(2);
     // Every test client logs in from 127.0.0.1; tests/guards.rs checks the login limit itself.
     config.limits.logins_per_minute = 100_000;
@@ -173,23 +175,7 @@ impl TestServer {
 
     /// POST JSON with optional bearer token: (status, body).
     pub async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> (u16, String) {
-        let url = format!("{}{}", self.http(), path);
-        let bearer = bearer.map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
-            let agent = agent();
-            let mut request = agent.post(&url);
-            if let Some(token) = bearer {
-                request = request.header("Authorization", &format!("Bearer {token}"));
-            }
-            let mut response = request.send_json(body).expect("http post");
-            let status = response.status().as_u16();
-            (
-                status,
-                response.body_mut().read_to_string().unwrap_or_default(),
-            )
-        })
-        .await
-        .unwrap()
+        http_post(format!("{}{}", self.http(), path), bearer, body).await
     }
 
     /// A new guest.
@@ -252,6 +238,26 @@ impl Drop for TestServer {
             let _ = STOPPING.try_with(|stopping| stopping.lock().unwrap().push(task));
         }
     }
+}
+
+/// POST JSON to `url` with an optional bearer token: (status, body).
+pub async fn http_post(url: String, bearer: Option<&str>, body: Value) -> (u16, String) {
+    let bearer = bearer.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let agent = agent();
+        let mut request = agent.post(&url);
+        if let Some(token) = bearer {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.send_json(body).expect("http post");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    })
+    .await
+    .unwrap()
 }
 
 /// A ureq agent that returns non-2xx responses instead of failing.

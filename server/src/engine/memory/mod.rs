@@ -1,10 +1,17 @@
 //! The in-process engine: one node, no dependencies. History lives in a capped ring per channel,
 //! and all rings together hold at most `--memory-history-bytes` (the oldest messages of any
 //! channel go first).
+//!
+//! With a [`Journal`] (the embedded database, [`super::sqlite`]) it keeps what it holds across
+//! restarts: every change is queued to the database in the order it was made, a request is
+//! answered once its change is committed, and [`MemoryEngine::restore`] reads it back on start.
 
 mod budget;
+mod restore;
+pub use restore::sweep_every;
+mod users;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,6 +22,8 @@ use crate::metrics::{Limit, Metrics};
 use crate::moderation::{Sanction, Standing};
 
 use self::budget::{Budget, Kept, kept_bytes};
+use self::users::{Blocks, Names};
+use super::sqlite::{Journal, Pending, Write};
 use super::{
     BlockOutcome, BlockSnapshot, Delivery, DeliverySink, Engine, EngineError, History,
     HistoryQuery, NewMessage, now_ms,
@@ -34,6 +43,10 @@ pub struct MemoryEngine {
     /// History bytes held in all channels. Lock order: `channels`, then a channel, then this.
     budget: Mutex<Budget>,
     metrics: Option<Arc<Metrics>>,
+    /// Messages older than this are dropped from history (by [`MemoryEngine::sweep`]).
+    max_age_ms: u64,
+    /// Where changes are kept across restarts, if anywhere.
+    journal: Option<Journal>,
 }
 
 #[derive(Default)]
@@ -51,33 +64,8 @@ struct ChannelState {
     present: HashMap<String, usize>,
     /// When the channel was last created or published to (Unix ms), for eviction.
     last_active_ms: u64,
-}
-
-/// Every user's block list, and the version of the newest change (of any list).
-#[derive(Default)]
-struct Blocks {
-    lists: HashMap<String, BTreeSet<String>>,
-    version: u64,
-}
-
-impl Blocks {
-    fn snapshot(&self, user: &str) -> BlockSnapshot {
-        BlockSnapshot {
-            version: self.version,
-            users: self
-                .lists
-                .get(user)
-                .map(|list| list.iter().cloned().collect())
-                .unwrap_or_default(),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Names {
-    by_user: HashMap<String, String>,
-    /// Lower-cased name → user holding it (only filled when names are unique).
-    owners: HashMap<String, String>,
+    /// `trimmed_through` as last queued to the journal.
+    trim_saved: Option<MessageId>,
 }
 
 impl MemoryEngine {
@@ -94,7 +82,35 @@ impl MemoryEngine {
             max_channels: usize::MAX,
             budget: Mutex::new(Budget::new(usize::MAX)),
             metrics: None,
+            max_age_ms: u64::MAX,
+            journal: None,
         }
+    }
+
+    /// Drops messages older than `age` from history (checked by [`sweep`](Self::sweep)).
+    pub fn with_max_age(mut self, age: std::time::Duration) -> Self {
+        self.max_age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Keeps every change in `journal` (the embedded database) as well; read it back with
+    /// [`restore`](Self::restore).
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Whether the journal (if any) accepts writes.
+    fn journal_healthy(&self) -> bool {
+        self.journal.as_ref().is_none_or(Journal::healthy)
+    }
+
+    /// Queues `write` to the journal, if there is one: await the result before answering.
+    fn journal(&self, write: impl FnOnce() -> Write) -> Result<Option<Pending>, EngineError> {
+        self.journal
+            .as_ref()
+            .map(|journal| journal.write(write()))
+            .transpose()
     }
 
     /// Holds at most `bytes` of history in all channels together (as counted by `kept_bytes`):
@@ -165,6 +181,11 @@ impl MemoryEngine {
                 for kept in state.history.drain(..) {
                     budget.release(kept.seq);
                 }
+                if let Some(journal) = &self.journal {
+                    journal.write_unwaited(Write::Forget {
+                        channel: state.name.clone(),
+                    });
+                }
                 tracing::debug!(
                     channel = name,
                     "forgot a quiet channel's history (cap reached)"
@@ -231,6 +252,27 @@ impl MemoryEngine {
         });
     }
 
+    /// Appends a message to the channel's history within the count cap. Returns whether all
+    /// history now holds more bytes than the budget (call `enforce_budget` unlocked).
+    fn keep(&self, state: &mut ChannelState, message: &Arc<ChatMessage>) -> bool {
+        if self.history_size == 0 {
+            return false;
+        }
+        let mut budget = self.budget.lock();
+        if state.history.len() >= self.history_size
+            && let Some(oldest) = state.history.pop_front()
+        {
+            state.trimmed_through = Some(oldest.message.id);
+            budget.release(oldest.seq);
+        }
+        let seq = budget.store(&state.name, kept_bytes(message));
+        state.history.push_back(Kept {
+            message: message.clone(),
+            seq,
+        });
+        budget.over()
+    }
+
     /// The id after `last` for a message accepted at `now` (the Redis stream rule).
     fn next_id(last: MessageId, now: u64) -> MessageId {
         if now > last.ms {
@@ -280,35 +322,30 @@ impl Engine for MemoryEngine {
     }
 
     async fn publish(&self, new: NewMessage) -> Result<Arc<ChatMessage>, EngineError> {
-        let (message, over_budget) = self.with_channel(&new.channel.clone(), |state| {
+        let (message, over_budget, pending) = self.with_channel(&new.channel.clone(), |state| {
             let now = now_ms();
             let id = Self::next_id(state.last_id, now);
+            let message = Arc::new(new.stored(id));
+            // Queued under the channel lock, so that the database gets a channel's messages in
+            // id order; refused (nothing delivered) when the database is that far behind.
+            let pending = match self.history_size {
+                0 => None,
+                _ => self.journal(|| Write::Message(message.clone()))?,
+            };
             state.last_id = id;
             state.last_active_ms = now;
-            let message = Arc::new(new.stored(id));
-            let mut over_budget = false;
-            if self.history_size > 0 {
-                let mut budget = self.budget.lock();
-                if state.history.len() == self.history_size
-                    && let Some(oldest) = state.history.pop_front()
-                {
-                    state.trimmed_through = Some(oldest.message.id);
-                    budget.release(oldest.seq);
-                }
-                let seq = budget.store(&state.name, kept_bytes(&message));
-                over_budget = budget.over();
-                state.history.push_back(Kept {
-                    message: message.clone(),
-                    seq,
-                });
-            }
+            let over_budget = self.keep(state, &message);
             // Deliver under the channel lock so that deliveries leave in id order.
             self.sink.deliver(Delivery::Message(message.clone()));
-            (message, over_budget)
-        });
+            Ok::<_, EngineError>((message, over_budget, pending))
+        })?;
         if over_budget {
             // Other channels' locks are taken here, with this one's released: no lock cycle.
             self.enforce_budget();
+        }
+        // Acknowledged only once committed (others may see it a moment before).
+        if let Some(pending) = pending {
+            pending.committed().await?;
         }
         Ok(message)
     }
@@ -321,22 +358,7 @@ impl Engine for MemoryEngine {
     }
 
     async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError> {
-        let mut names = self.names.lock();
-        if unique {
-            let key = name.to_lowercase();
-            match names.owners.get(&key) {
-                Some(owner) if owner != user_id => {
-                    return Err(EngineError::NameTaken(name.to_owned()));
-                }
-                _ => {}
-            }
-            if let Some(old) = names.by_user.get(user_id).map(|n| n.to_lowercase()) {
-                names.owners.remove(&old);
-            }
-            names.owners.insert(key, user_id.to_owned());
-        }
-        names.by_user.insert(user_id.to_owned(), name.to_owned());
-        Ok(())
+        users::committed(self.change_name(user_id, name, unique)).await
     }
 
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
@@ -350,7 +372,6 @@ impl Engine for MemoryEngine {
             *count == 1
         }))
     }
-
     async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
         let Some(state) = self.existing(channel) else {
             return Ok(false);
@@ -435,29 +456,12 @@ impl Engine for MemoryEngine {
     }
 
     async fn moderate(&self, user_id: &str, sanction: Sanction) -> Result<(), EngineError> {
-        {
-            let mut standings = self.standings.lock();
-            let standing = standings.entry(user_id.to_owned()).or_default();
-            match &sanction {
-                Sanction::Mute { until_ms, reason } => {
-                    standing.muted = Some((*until_ms, reason.clone()));
-                }
-                Sanction::Unmute => standing.muted = None,
-                Sanction::Ban { until_ms, reason } => {
-                    standing.banned = Some((*until_ms, reason.clone()));
-                }
-                Sanction::Unban => standing.banned = None,
-                Sanction::Kick { .. } => {}
-            }
-            if *standing == Standing::default() {
-                standings.remove(user_id);
-            }
-        }
+        let (_, pending) = self.change_standing(user_id, &sanction)?;
         self.sink.deliver(Delivery::Sanction {
             user: Arc::from(user_id),
             sanction: Arc::new(sanction),
         });
-        Ok(())
+        users::committed(Ok(((), pending))).await
     }
 
     async fn standing(&self, user_id: &str) -> Result<Standing, EngineError> {
@@ -475,33 +479,11 @@ impl Engine for MemoryEngine {
         target: &str,
         max: usize,
     ) -> Result<BlockOutcome, EngineError> {
-        let mut blocks = self.blocks.lock();
-        let list = blocks.lists.entry(user.to_owned()).or_default();
-        if !list.contains(target) && list.len() >= max {
-            if list.is_empty() {
-                blocks.lists.remove(user);
-            }
-            return Ok(BlockOutcome::TooMany);
-        }
-        list.insert(target.to_owned());
-        blocks.version += 1;
-        let snapshot = blocks.snapshot(user);
-        self.deliver_blocks(user, &snapshot);
-        Ok(BlockOutcome::Blocked(snapshot))
+        users::committed(self.change_block(user, target, max)).await
     }
 
     async fn unblock(&self, user: &str, target: &str) -> Result<BlockSnapshot, EngineError> {
-        let mut blocks = self.blocks.lock();
-        if let Some(list) = blocks.lists.get_mut(user) {
-            list.remove(target);
-            if list.is_empty() {
-                blocks.lists.remove(user);
-            }
-        }
-        blocks.version += 1;
-        let snapshot = blocks.snapshot(user);
-        self.deliver_blocks(user, &snapshot);
-        Ok(snapshot)
+        users::committed(self.change_unblock(user, target)).await
     }
 
     async fn blocked(&self, user: &str) -> Result<BlockSnapshot, EngineError> {
@@ -509,7 +491,7 @@ impl Engine for MemoryEngine {
     }
 
     async fn ready(&self) -> bool {
-        true
+        self.journal_healthy()
     }
 }
 

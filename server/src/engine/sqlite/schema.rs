@@ -1,0 +1,125 @@
+//! The database's tables, created (or checked) when the server opens it.
+//!
+//! Every table is `WITHOUT ROWID` on its natural key, so that a row is one B-tree entry and an
+//! operator reading the file with the `sqlite3` shell sees plain, self-explaining rows.
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const VERSION: i64 = 1;
+
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    channel  TEXT    NOT NULL,
+    ms       INTEGER NOT NULL,  -- id, first part: Unix ms when the server accepted it
+    seq      INTEGER NOT NULL,  -- id, second part: order within that millisecond
+    user_id  TEXT    NOT NULL,
+    username TEXT    NOT NULL,
+    message  TEXT    NOT NULL,
+    PRIMARY KEY (channel, ms, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS channels (
+    name        TEXT    PRIMARY KEY,
+    trimmed_ms  INTEGER NOT NULL,  -- id of the newest message dropped from history:
+    trimmed_seq INTEGER NOT NULL   -- a `since` resume from before it is told `gap`
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS names (
+    user_id TEXT PRIMARY KEY,
+    name    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS standings (
+    user_id      TEXT PRIMARY KEY,
+    muted_until  INTEGER,  -- Unix ms; NULL when not muted
+    mute_reason  TEXT,
+    banned_until INTEGER,  -- Unix ms; NULL when not banned
+    ban_reason   TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    user_id TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    PRIMARY KEY (user_id, target)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS guests (
+    user_id       TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL  -- hex SHA-256 of the guest's secret
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Keys of the `meta` table.
+#[derive(Debug, Clone, Copy)]
+pub enum Meta {
+    /// Version of the newest block-list change (block lists are versioned as a whole).
+    BlocksVersion,
+    /// The guest file whose accounts were imported (so that it is imported once).
+    GuestsImportedFrom,
+}
+
+impl Meta {
+    /// The key as stored.
+    pub fn key(self) -> &'static str {
+        match self {
+            Meta::BlocksVersion => "blocks_version",
+            Meta::GuestsImportedFrom => "guests_imported_from",
+        }
+    }
+}
+
+/// Creates the tables of a new database, or checks that an existing one is of a version this
+/// build understands. Runs in a write transaction, so that a file that cannot be written is
+/// found out now rather than on the first message.
+pub fn prepare(conn: &mut Connection) -> Result<(), String> {
+    let transaction = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    let version: i64 = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|e| e.to_string())?;
+    if version > VERSION {
+        return Err(format!(
+            "it was written by a newer chat-server (schema version {version}, this build knows \
+             {VERSION}); run that version, or restore a backup"
+        ));
+    }
+    transaction
+        .execute_batch(TABLES)
+        .map_err(|e| e.to_string())?;
+    transaction
+        .pragma_update(None, "user_version", VERSION)
+        .map_err(|e| e.to_string())?;
+    transaction.commit().map_err(|e| e.to_string())
+}
+
+/// Reads a `meta` value.
+pub fn meta(conn: &Connection, key: Meta) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = ?1",
+        [key.key()],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+/// Writes a `meta` value.
+pub fn set_meta(conn: &Connection, key: Meta, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+        .execute([key.key(), value])
+        .map(drop)
+}
+
+/// The end of a mute or ban as stored: `u64::MAX` ("until lifted") is SQLite's largest integer.
+pub fn until_to_sql(until_ms: u64) -> i64 {
+    i64::try_from(until_ms).unwrap_or(i64::MAX)
+}
+
+/// The end of a mute or ban as read back.
+pub fn until_from_sql(stored: i64) -> u64 {
+    if stored == i64::MAX {
+        u64::MAX
+    } else {
+        u64::try_from(stored).unwrap_or(0)
+    }
+}
