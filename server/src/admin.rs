@@ -86,7 +86,13 @@ pub async fn moderate(
         Err((status, text)) => return error(status, text),
     };
     tracing::info!(action, user = request.user_id, "moderation");
-    done(app.node.engine.moderate(&request.user_id, sanction).await)
+    done(
+        app.node
+            .engine
+            .moderation
+            .moderate(&request.user_id, sanction)
+            .await,
+    )
 }
 
 /// The request body, once the bearer token is right; else the status and text to answer.
@@ -165,5 +171,5 @@ pub async fn broadcast(
         message: request.message,
         ts: now_ms(),
     };
-    done(app.node.engine.broadcast(message).await)
+    done(app.node.engine.broker.broadcast(message).await)
 }

@@ -131,7 +131,12 @@ pub struct EngineConfig {
 
     /// The `sqlite` engine's database file (created with its directory on first start). One
     /// server per file; take copies of it live with `chat-server backup FILE`.
-    #[arg(long, env = "CHAT_DATABASE", default_value = "data/chat.db", global = true)]
+    #[arg(
+        long,
+        env = "CHAT_DATABASE",
+        default_value = "data/chat.db",
+        global = true
+    )]
     pub database: std::path::PathBuf,
 
     /// How hard each commit tries to reach the disk. `normal`: what was acknowledged survives a

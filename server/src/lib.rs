@@ -44,7 +44,8 @@ use crate::app::AppState;
 use crate::config::{Config, EngineKind};
 use crate::engine::sqlite::{Database, HistoryCaps, Journal, Snapshot, SqliteGuestStore};
 use crate::engine::{
-    Engine, EngineError, MemoryEngine, RedisEngine, RedisSettings, now_ms, sweep_every,
+    Engine, EngineError, MemoryEngine, MemoryModeration, MemoryUsers, RedisEngine, RedisSettings,
+    now_ms, sweep_every,
 };
 use crate::hub::Hub;
 use crate::identity::guests::GuestStore;
@@ -130,26 +131,43 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.limits.outgoing_queue, metrics.clone()));
         let mut shared_guests: Option<Arc<dyn GuestStore>> = None;
-        let engine: Arc<dyn Engine> = match config.engine.selected() {
+        let engine = match config.engine.selected() {
             kind @ (EngineKind::Memory | EngineKind::Sqlite) => {
-                let mut engine = MemoryEngine::new(hub.clone(), config.engine.history_size)
-                    .with_max_channels(config.engine.memory_max_channels)
-                    .with_history_bytes(history_budget)
-                    .with_max_age(config.engine.history_max_age)
-                    .with_metrics(metrics.clone());
+                let mut users = MemoryUsers::new();
+                let mut moderation = MemoryModeration::new(hub.clone());
                 let mut snapshot = None;
+                let mut journal = None;
                 if kind == EngineKind::Sqlite {
-                    let (journal, held, guests) = open_database(&config).await?;
-                    engine = engine.with_journal(journal);
+                    let (opened, held, guests) = open_database(&config).await?;
+                    users = users.with_journal(opened.clone());
+                    moderation = moderation.with_journal(opened.clone());
+                    journal = Some(opened);
                     snapshot = Some(held);
                     shared_guests = Some(guests);
                 }
-                if let Some(snapshot) = snapshot {
-                    engine.restore(snapshot);
+                let users = Arc::new(users);
+                let mut channels =
+                    MemoryEngine::new(hub.clone(), config.engine.history_size, users.clone())
+                        .with_max_channels(config.engine.memory_max_channels)
+                        .with_history_bytes(history_budget)
+                        .with_max_age(config.engine.history_max_age)
+                        .with_metrics(metrics.clone());
+                if let Some(journal) = journal {
+                    channels = channels.with_journal(journal);
                 }
-                let engine = Arc::new(engine);
-                tokio::spawn(sweep_every(Arc::downgrade(&engine), SWEEP_PERIOD));
-                engine
+                if let Some(held) = snapshot {
+                    channels.restore(held.channels);
+                    users.restore(held.names);
+                    moderation.restore(held.standings, held.blocks, held.blocks_version);
+                }
+                let channels = Arc::new(channels);
+                tokio::spawn(sweep_every(Arc::downgrade(&channels), SWEEP_PERIOD));
+                Engine {
+                    broker: channels.clone(),
+                    presence: channels,
+                    users,
+                    moderation: Arc::new(moderation),
+                }
             }
             EngineKind::Redis => {
                 let target = config.engine.redis_target().map_err(ServerError::Engine)?;
@@ -172,7 +190,7 @@ impl Server {
                             other => ServerError::Engine(other.to_string()),
                         })?;
                 shared_guests = Some(Arc::new(engine.guest_store()));
-                Arc::new(engine)
+                Engine::of(Arc::new(engine))
             }
         };
         let identity = Arc::new(

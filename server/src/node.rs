@@ -5,14 +5,14 @@ use std::sync::Arc;
 use protocol::PresenceChange;
 
 use crate::config::Limits;
-use crate::engine::{Delivery, Engine, EngineError};
+use crate::engine::{Announcement, Engine, EngineError};
 use crate::hub::{ConnHandle, Hub};
 use crate::metrics::Metrics;
 
 /// Everything a connection needs to serve its client.
 pub struct Node {
     /// Shared state across nodes.
-    pub engine: Arc<dyn Engine>,
+    pub engine: Engine,
     /// Local connections and channel members.
     pub hub: Arc<Hub>,
     /// Counters.
@@ -44,7 +44,7 @@ impl Node {
                 continue;
             }
             if !state.subscribed {
-                if let Err(error) = self.engine.subscribe(channel).await {
+                if let Err(error) = self.engine.broker.subscribe(channel).await {
                     if entry.is_empty() {
                         state.retired = true;
                         self.hub.retire(channel, &entry);
@@ -55,10 +55,19 @@ impl Node {
             }
             let user_connections = entry.insert(conn);
             if user_connections == 1 {
-                match self.engine.presence_add(channel, &conn.user_id).await {
+                match self
+                    .engine
+                    .presence
+                    .presence_add(channel, &conn.user_id)
+                    .await
+                {
                     Ok(true) => {
                         let change = presence_change(channel, conn, username);
-                        if let Err(error) = self.engine.announce(Delivery::UserJoined(change)).await
+                        if let Err(error) = self
+                            .engine
+                            .broker
+                            .announce(Announcement::UserJoined(change))
+                            .await
                         {
                             tracing::warn!(%error, channel, "could not announce user_joined");
                         }
@@ -67,7 +76,7 @@ impl Node {
                     Err(error) => {
                         entry.remove(conn);
                         if entry.is_empty() {
-                            let _ = self.engine.unsubscribe(channel).await;
+                            let _ = self.engine.broker.unsubscribe(channel).await;
                             state.subscribed = false;
                             state.retired = true;
                             self.hub.retire(channel, &entry);
@@ -95,10 +104,20 @@ impl Node {
         // What was queued for it from this channel is no longer its to receive.
         conn.outbox.forget_channel(channel);
         if user_connections_left == 0 {
-            match self.engine.presence_remove(channel, &conn.user_id).await {
+            match self
+                .engine
+                .presence
+                .presence_remove(channel, &conn.user_id)
+                .await
+            {
                 Ok(true) => {
                     let change = presence_change(channel, conn, username);
-                    if let Err(error) = self.engine.announce(Delivery::UserLeft(change)).await {
+                    if let Err(error) = self
+                        .engine
+                        .broker
+                        .announce(Announcement::UserLeft(change))
+                        .await
+                    {
                         tracing::warn!(%error, channel, "could not announce user_left");
                     }
                 }
@@ -111,7 +130,7 @@ impl Node {
             // then subscribes afresh, never racing this unsubscribe.
             if state.subscribed {
                 state.subscribed = false;
-                if let Err(error) = self.engine.unsubscribe(channel).await {
+                if let Err(error) = self.engine.broker.unsubscribe(channel).await {
                     tracing::warn!(%error, channel, "could not unsubscribe");
                 }
             }

@@ -35,7 +35,8 @@ async fn sigterm_closes_connections_with_1001_and_exits_cleanly() {
 #[test]
 fn an_empty_or_short_admin_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let refused_start = |args: &[&str], envs: &[(&str, &str)]| refused_start(dir.path(), args, envs);
+    let refused_start =
+        |args: &[&str], envs: &[(&str, &str)]| refused_start(dir.path(), args, envs);
     let (status, logs) = refused_start(&[], &[("CHAT_ADMIN_TOKEN", "")]);
     assert!(!status.success());
     assert!(logs.contains("set but empty"), "{logs}");

@@ -74,7 +74,12 @@ async fn join_with(client: &mut Client, channel: &str, ask: Value) -> Value {
 
 /// Sends `prefix-0`, `prefix-1`, ... to `channel`, each after the last was acknowledged, until
 /// the connection is gone: the texts acknowledged, in order.
-async fn send_until_gone(mut client: Client, channel: &str, prefix: &str, acked: Arc<AtomicUsize>) -> Vec<String> {
+async fn send_until_gone(
+    mut client: Client,
+    channel: &str,
+    prefix: &str,
+    acked: Arc<AtomicUsize>,
+) -> Vec<String> {
     let mut sent = Vec::new();
     for n in 0.. {
         let text = format!("{prefix}-{n}");
@@ -127,7 +132,10 @@ fn history_texts(history: &Value) -> Vec<String> {
             (ms.parse().unwrap(), seq.parse().unwrap())
         })
         .collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids out of order: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids out of order: {ids:?}"
+    );
     messages
         .iter()
         .map(|m| m["message"].as_str().unwrap().to_owned())
@@ -229,7 +237,11 @@ async fn a_killed_server_keeps_everything_it_acknowledged() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    let after = ids.iter().position(|id| *id == last_seen).expect("the last seen is kept") + 1;
+    let after = ids
+        .iter()
+        .position(|id| *id == last_seen)
+        .expect("the last seen is kept")
+        + 1;
     assert_eq!(history_texts(&replay), kept[after..]);
 
     // Names: a sender's next message needs no set-name and carries its name.
@@ -253,7 +265,12 @@ async fn a_killed_server_keeps_everything_it_acknowledged() {
         .await;
     let refused = muted.recv_type_or_error().await;
     assert_eq!(refused["code"], "forbidden", "{refused}");
-    assert!(refused["error"].as_str().unwrap().starts_with("You are muted"));
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("You are muted")
+    );
     let mut banned_client = Client::connect(&server.ws_url(&banned.auth_token)).await;
     let (_, close) = banned_client.read_to_close().await;
     assert_eq!(close.map(|c| c.0), Some(1008));
@@ -285,7 +302,10 @@ async fn history_read_back_keeps_its_caps_and_reports_what_was_dropped() {
     let mut first_id = String::new();
     for n in 0..8 {
         client
-            .send_request("message", json!({ "channel": "lobby", "message": format!("m{n}") }))
+            .send_request(
+                "message",
+                json!({ "channel": "lobby", "message": format!("m{n}") }),
+            )
             .await;
         client.recv_type_or_error().await;
         let own = client.recv_type("chat_message_received").await;

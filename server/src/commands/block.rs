@@ -55,6 +55,7 @@ pub(super) async fn block(
     let max = node.limits.max_blocks;
     match node
         .engine
+        .moderation
         .block(&session.principal.user_id, target, max)
         .await?
     {
@@ -78,6 +79,7 @@ pub(super) async fn unblock(
     check_user_id(target)?;
     let blocks = node
         .engine
+        .moderation
         .unblock(&session.principal.user_id, target)
         .await?;
     Ok(vec![
@@ -91,7 +93,11 @@ pub(super) async fn blocked(
     node: &Node,
     reference: Option<&Ref>,
 ) -> Result<Replies, ChatError> {
-    let blocks = node.engine.blocked(&session.principal.user_id).await?;
+    let blocks = node
+        .engine
+        .moderation
+        .blocked(&session.principal.user_id)
+        .await?;
     Ok(vec![answer(session, blocks, reference)])
 }
 

@@ -30,7 +30,7 @@ pub(super) async fn run(
         message,
         ts: now_ms(),
     };
-    if !node.engine.send_direct(to, direct).await? {
+    if !node.engine.broker.send_direct(to, direct).await? {
         return Err(ChatError::new(
             ErrorCode::NotFound,
             format!("User {to} is not online"),

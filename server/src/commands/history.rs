@@ -26,7 +26,7 @@ pub(super) async fn run(
         Some(before) => HistoryQuery::Before { before, limit },
         None => HistoryQuery::Last { limit },
     };
-    let mut history = node.engine.history(channel, query).await?;
+    let mut history = node.engine.broker.history(channel, query).await?;
     super::without_blocked(session, &mut history.messages);
     let event = Event::History(HistoryPage {
         channel: channel.to_owned(),

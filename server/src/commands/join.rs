@@ -36,7 +36,7 @@ pub(super) async fn run(
             ),
         ));
     }
-    let username = node.engine.name(&session.principal.user_id).await?;
+    let username = node.engine.users.name(&session.principal.user_id).await?;
     node.join(channel, &session.conn, username.as_deref())
         .await?;
     let mut replies = vec![reply(format!("You have joined {channel}"), reference)];
@@ -52,7 +52,7 @@ pub(super) async fn run(
     if let Some(query) = query {
         // We are subscribed already, so anything newer than this read also arrives live; the
         // hub drops the live copies of what the history holds.
-        match node.engine.history(channel, query).await {
+        match node.engine.broker.history(channel, query).await {
             Ok(mut history) => {
                 if let Some(last) = history.messages.last() {
                     node.hub.replayed(channel, &session.conn, last.id);

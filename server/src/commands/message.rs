@@ -28,6 +28,7 @@ pub(super) async fn run(
     let message = super::screen(node, &session.principal, Target::Channel(channel), message)?;
     let ack = reply(format!("Message sent to {channel}: {message}"), reference);
     node.engine
+        .broker
         .publish(NewMessage {
             channel: channel.to_owned(),
             user_id: session.principal.user_id.to_string(),

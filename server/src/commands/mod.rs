@@ -69,6 +69,7 @@ impl Session {
     /// The user's display name, which `message` and `direct` require.
     async fn require_name(&self, node: &Node) -> Result<String, ChatError> {
         node.engine
+            .users
             .name(&self.principal.user_id)
             .await?
             .ok_or_else(|| ChatError::new(ErrorCode::NameRequired, "You must set a username first"))
@@ -78,6 +79,7 @@ impl Session {
     /// must go through even while the engine is down).
     async fn announced_name(&self, node: &Node) -> Option<String> {
         node.engine
+            .users
             .name(&self.principal.user_id)
             .await
             .ok()

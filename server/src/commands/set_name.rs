@@ -17,6 +17,7 @@ pub(super) async fn run(
     check_name(username, &node.limits)?;
     super::screen(node, &session.principal, Target::Name, username.to_owned())?;
     node.engine
+        .users
         .set_name(&session.principal.user_id, username, node.unique_names)
         .await?;
     Ok(vec![reply(

@@ -8,7 +8,7 @@ use std::time::Instant;
 use protocol::{ErrorCode, TypingUser};
 
 use super::{Replies, Session, refuse_muted};
-use crate::engine::Delivery;
+use crate::engine::Announcement;
 use crate::error::ChatError;
 use crate::limits::check_not_reserved;
 use crate::metrics::Limit;
@@ -39,7 +39,8 @@ pub(super) async fn run(
         username,
     };
     node.engine
-        .announce(Delivery::Typing(Arc::new(typing)))
+        .broker
+        .announce(Announcement::Typing(Arc::new(typing)))
         .await?;
     if let Some(joined) = session.channels.get_mut(channel) {
         joined.typing_at = Some(Instant::now());

@@ -13,7 +13,7 @@ pub(super) async fn run(
     reference: Option<&Ref>,
 ) -> Result<Replies, ChatError> {
     session.require_joined(channel)?;
-    let users = node.engine.presence(channel).await?;
+    let users = node.engine.presence.presence(channel).await?;
     let event = Event::Presence(PresenceList {
         channel: channel.to_owned(),
         users,

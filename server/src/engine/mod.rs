@@ -1,10 +1,15 @@
-//! The engine: everything server nodes share (channel fan-out, names, presence, history, direct
-//! delivery, broadcast).
+//! The engine: everything server nodes share, in four parts along centrifuge's lines: traffic
+//! between nodes with channel history ([`Broker`]), presence ([`PresenceManager`]), user data
+//! ([`UserStore`]; guests are the identity's `GuestStore`) and moderation with block lists
+//! ([`ModerationStore`]). A node holds one of each in an [`Engine`].
 //!
-//! Connection code talks only to the [`Engine`] trait; the in-process [`MemoryEngine`] serves a
-//! single node, and a Redis engine serves many. Like centrifuge's Broker and PresenceManager, an
-//! engine delivers everything it publishes — locally or from other nodes — to this node's
-//! [`DeliverySink`] (the [`Hub`](crate::hub::Hub)), which fans it out to local connections.
+//! Who owns what: on Redis (one server or a Cluster) the [`RedisEngine`] owns every part. On one
+//! node the in-process [`MemoryEngine`] owns traffic, history and presence, [`MemoryUsers`] the
+//! names and [`MemoryModeration`] mutes, bans and block lists; with the embedded database (the
+//! default, [`sqlite`]) each of them also writes what it keeps to the database file, and the
+//! file holds the guests. A broker delivers everything published — locally or from other nodes
+//! — to this node's [`DeliverySink`] (the [`Hub`](crate::hub::Hub)), which fans it out to local
+//! connections.
 
 mod memory;
 mod redis;
@@ -23,7 +28,7 @@ use protocol::{
 pub use self::redis::{
     Keys as RedisKeys, RedisEngine, RedisGuestStore, RedisSettings, RedisTarget,
 };
-pub use memory::{MemoryEngine, sweep_every};
+pub use memory::{MemoryEngine, MemoryModeration, MemoryUsers, sweep_every};
 
 /// An engine failure, reported to the client as `unavailable` / `name_taken`.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +74,7 @@ pub enum Delivery {
         sanction: Arc<Sanction>,
     },
     /// A user is typing: for every local member of the channel but the typist's own
-    /// connections. Published through [`Engine::announce`], never kept in history.
+    /// connections. Published through [`Broker::announce`], never kept in history.
     Typing(Arc<TypingUser>),
     /// `user`'s block list changed: the full list now (every node updates the cache of its
     /// local connections of `user`).
@@ -163,7 +168,7 @@ pub struct BlockSnapshot {
     pub users: Vec<String>,
 }
 
-/// Result of [`Engine::block`].
+/// Result of [`ModerationStore::block`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockOutcome {
     /// Blocked (or blocked already): the list now.
@@ -172,10 +177,33 @@ pub enum BlockOutcome {
     TooMany,
 }
 
-/// The shared state of all server nodes. Every method may fail with
-/// [`EngineError::Unavailable`] when the backend is unreachable.
+/// A presence change or a typing indicator: what [`Broker::announce`] carries to every node
+/// (never kept).
+#[derive(Debug, Clone)]
+pub enum Announcement {
+    /// A user joined a channel (present on no node before).
+    UserJoined(Arc<PresenceChange>),
+    /// A user left a channel (present on no node now).
+    UserLeft(Arc<PresenceChange>),
+    /// A user is typing in a channel.
+    Typing(Arc<TypingUser>),
+}
+
+impl From<Announcement> for Delivery {
+    fn from(announcement: Announcement) -> Self {
+        match announcement {
+            Announcement::UserJoined(change) => Delivery::UserJoined(change),
+            Announcement::UserLeft(change) => Delivery::UserLeft(change),
+            Announcement::Typing(typing) => Delivery::Typing(typing),
+        }
+    }
+}
+
+/// Traffic between nodes, and the channel history it is published with (as centrifuge's
+/// Broker: a message is appended to history and delivered in one step). Owns channel
+/// subscriptions, history, and which node serves which user (for direct messages).
 #[async_trait]
-pub trait Engine: Send + Sync + 'static {
+pub trait Broker: Send + Sync + 'static {
     /// Starts receiving a channel's traffic on this node (the node's first local member joined).
     /// Must not return before messages published afterwards are guaranteed to be delivered.
     async fn subscribe(&self, channel: &str) -> Result<(), EngineError>;
@@ -184,32 +212,15 @@ pub trait Engine: Send + Sync + 'static {
     async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError>;
 
     /// Assigns an id and time, appends to history and delivers to every subscribed node, in
-    /// one atomic step. Returns the stored message.
+    /// one atomic step. Returns the stored message once it is kept (acknowledge it then).
     async fn publish(&self, message: NewMessage) -> Result<Arc<ChatMessage>, EngineError>;
 
     /// Reads kept messages of a channel.
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<History, EngineError>;
 
-    /// Sets a user's display name (claimed atomically when `unique`).
-    async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError>;
-
-    /// A user's display name, if set.
-    async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError>;
-
-    /// Records that `user_id` is in `channel` on this node. Returns true when the user was not
-    /// present in the channel before (on any node): the caller then announces `user_joined`.
-    async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError>;
-
-    /// Records that `user_id` left `channel` on this node. Returns true when the user is now
-    /// present on no node: the caller then announces `user_left`.
-    async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError>;
-
-    /// Users present in a channel, each once.
-    async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError>;
-
     /// Delivers a presence change or a typing indicator to every member of the channel, on
     /// every node (nothing is stored).
-    async fn announce(&self, delivery: Delivery) -> Result<(), EngineError>;
+    async fn announce(&self, announcement: Announcement) -> Result<(), EngineError>;
 
     /// Records that `user_id` has a connection on this node (for direct messages).
     async fn user_online(&self, user_id: &str) -> Result<(), EngineError>;
@@ -224,6 +235,39 @@ pub trait Engine: Send + Sync + 'static {
     /// Delivers an operator broadcast to every connection on every node.
     async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError>;
 
+    /// Whether the backend is reachable and keeps what it is given (for `/healthz`).
+    async fn ready(&self) -> bool;
+}
+
+/// Who is in which channel, on any node (as centrifuge's PresenceManager).
+#[async_trait]
+pub trait PresenceManager: Send + Sync + 'static {
+    /// Records that `user_id` is in `channel` on this node. Returns true when the user was not
+    /// present in the channel before (on any node): the caller then announces `user_joined`.
+    async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError>;
+
+    /// Records that `user_id` left `channel` on this node. Returns true when the user is now
+    /// present on no node: the caller then announces `user_left`.
+    async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError>;
+
+    /// Users present in a channel, each once, with their names.
+    async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError>;
+}
+
+/// What is kept about users: their display names. (Guest accounts are the identity's
+/// [`GuestStore`](crate::identity::guests::GuestStore).)
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Sets a user's display name (claimed atomically when `unique`). Returns once it is kept.
+    async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError>;
+
+    /// A user's display name, if set.
+    async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError>;
+}
+
+/// Mutes, bans and block lists: kept, and applied on every node.
+#[async_trait]
+pub trait ModerationStore: Send + Sync + 'static {
     /// Records a moderation action (mutes and bans are kept until they end or are lifted)
     /// and delivers it to every node, which applies it to the user's connections.
     async fn moderate(&self, user_id: &str, sanction: Sanction) -> Result<(), EngineError>;
@@ -246,9 +290,42 @@ pub trait Engine: Send + Sync + 'static {
 
     /// `user`'s block list.
     async fn blocked(&self, user: &str) -> Result<BlockSnapshot, EngineError>;
+}
 
-    /// Whether the backend is reachable (for `/healthz`).
-    async fn ready(&self) -> bool;
+/// The engine of a node: each part, and so each kind of data, owned by one backend. On Redis
+/// one backend owns them all; on one node the in-process engine owns traffic, history and
+/// presence, and names and moderation have their own in-process stores; with the embedded
+/// database (the default) every kept change also goes to its file.
+#[derive(Clone)]
+pub struct Engine {
+    /// Traffic between nodes, and history.
+    pub broker: Arc<dyn Broker>,
+    /// Who is in which channel.
+    pub presence: Arc<dyn PresenceManager>,
+    /// Names.
+    pub users: Arc<dyn UserStore>,
+    /// Mutes, bans, block lists.
+    pub moderation: Arc<dyn ModerationStore>,
+}
+
+impl Engine {
+    /// An engine whose every part is one backend (Redis).
+    pub fn of<T>(backend: Arc<T>) -> Self
+    where
+        T: Broker + PresenceManager + UserStore + ModerationStore,
+    {
+        Self {
+            broker: backend.clone(),
+            presence: backend.clone(),
+            users: backend.clone(),
+            moderation: backend,
+        }
+    }
+
+    /// Whether the backend is reachable and keeps what it is given (for `/healthz`).
+    pub async fn ready(&self) -> bool {
+        self.broker.ready().await
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -75,7 +75,7 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
     metrics.connections_total.inc();
     ghost.counted = true;
     tracing::debug!(conn = handle.id, "connected");
-    if let Err(error) = node.engine.user_online(&principal.user_id).await {
+    if let Err(error) = node.engine.broker.user_online(&principal.user_id).await {
         tracing::warn!(%error, "could not record the user online");
     }
     ghost.online = true;
@@ -196,7 +196,7 @@ pub(super) async fn run(socket: Upgraded, app: AppState, principal: Principal) {
     };
     commands::leave_all(&mut session, node, halfway).await;
     node.hub.disconnect(&handle);
-    if let Err(error) = node.engine.user_offline(&handle.user_id).await {
+    if let Err(error) = node.engine.broker.user_offline(&handle.user_id).await {
         tracing::warn!(%error, "could not record the user offline");
     }
     ghost.armed = false;
@@ -262,14 +262,14 @@ impl Drop for GhostGuard {
         };
         let (node, handle, online) = (self.node.clone(), self.handle.clone(), self.online);
         runtime.spawn(async move {
-            let name = node.engine.name(&handle.user_id).await.ok().flatten();
+            let name = node.engine.users.name(&handle.user_id).await.ok().flatten();
             for channel in channels {
                 node.leave(&channel, &handle, name.as_deref()).await;
             }
             let user_id = handle.user_id.clone();
             // The last reference to the socket (the channels' went with the leaves).
             drop(handle);
-            if online && let Err(error) = node.engine.user_offline(&user_id).await {
+            if online && let Err(error) = node.engine.broker.user_offline(&user_id).await {
                 tracing::warn!(%error, "could not record the user offline");
             }
         });
@@ -315,7 +315,7 @@ async fn interruptible(
 async fn load_standing(node: &Node, user_id: &std::sync::Arc<str>) -> Option<String> {
     for _ in 0..3 {
         let epoch = node.hub.mute_epoch();
-        match node.engine.standing(user_id).await {
+        match node.engine.moderation.standing(user_id).await {
             Ok(standing) => {
                 if node.hub.load_mute(user_id, standing.muted.clone(), epoch) {
                     return standing.ban_text(crate::engine::now_ms());
@@ -337,7 +337,7 @@ async fn load_blocks(node: &Node, handle: &crate::hub::ConnHandle) {
     if handle.blocks.loaded() {
         return;
     }
-    match node.engine.blocked(&handle.user_id).await {
+    match node.engine.moderation.blocked(&handle.user_id).await {
         Ok(blocks) => {
             handle.blocks.apply(&blocks, false);
         }

@@ -1,4 +1,5 @@
-//! Engines: every protocol test runs once on the memory engine and once on Redis. The engine
+//! Engines: every protocol test runs on the in-process engine (memory only, and with the
+//! embedded database, the default), on Redis and on a Redis Cluster. The engine
 //! of the running test (a task-local), the `per_engine!` and `redis_only!` macros, and the
 //! Redis the Redis variants use (found once per process, else a private `redis-server`).
 
@@ -15,8 +16,11 @@ use super::redis_cluster::cluster_seeds;
 /// The engine the servers of a test run on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TestEngine {
-    /// The in-process engine (the default).
+    /// The in-process engine, nothing kept (the harness's default).
     Memory,
+    /// The in-process engine with the embedded database (the server's default), in the test
+    /// server's directory.
+    Sqlite,
     /// Redis at [`redis_url`], every key and channel under `prefix` (unique per test, so tests
     /// sharing one Redis never see each other).
     Redis {
@@ -53,7 +57,7 @@ impl TestEngine {
     /// The Redis prefix (none for memory).
     pub fn prefix(&self) -> Option<&str> {
         match self {
-            TestEngine::Memory => None,
+            TestEngine::Memory | TestEngine::Sqlite => None,
             TestEngine::Redis { prefix } | TestEngine::RedisCluster { prefix } => Some(prefix),
         }
     }
@@ -63,6 +67,10 @@ impl TestEngine {
         match self {
             TestEngine::Memory => {
                 config.engine.kind = Some(EngineKind::Memory);
+                config.engine.redis_url = None;
+            }
+            TestEngine::Sqlite => {
+                config.engine.kind = Some(EngineKind::Sqlite);
                 config.engine.redis_url = None;
             }
             TestEngine::Redis { prefix } => {
@@ -84,7 +92,7 @@ impl TestEngine {
 }
 
 /// Generates, for each named `async fn` (no arguments, at the top level of the test file, with
-/// no test attribute of its own), three tests: `memory::name`, `redis::name` and
+/// no test attribute of its own), four tests: `memory::name`, `sqlite::name`, `redis::name` and
 /// `redis_cluster::name`. Each runs the fn with [`TEST_ENGINE`] set, so every
 /// [`TestServer::start`] in it uses that engine; the Redis ones get a fresh key prefix. Without
 /// a Redis (or `redis-server` to start a cluster with) the Redis variants skip, or fail under
@@ -97,6 +105,14 @@ macro_rules! per_engine {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     $crate::common::run_memory(super::$test()).await;
+                }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    $crate::common::run_sqlite(super::$test()).await;
                 }
             )+
         }
@@ -149,6 +165,11 @@ macro_rules! cluster_only {
 /// Runs a test body on the memory engine.
 pub async fn run_memory(test: impl Future<Output = ()>) {
     TEST_ENGINE.scope(TestEngine::Memory, test).await;
+}
+
+/// Runs a test body on the in-process engine with the embedded database.
+pub async fn run_sqlite(test: impl Future<Output = ()>) {
+    TEST_ENGINE.scope(TestEngine::Sqlite, test).await;
 }
 
 /// Runs a test body on Redis under a fresh prefix, then deletes that prefix's keys. Skips

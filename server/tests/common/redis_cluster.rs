@@ -413,7 +413,9 @@ impl EngineConnection {
                 let client = ::redis::cluster::ClusterClient::new(seeds).unwrap();
                 Self::Cluster(client.get_async_connection().await.unwrap())
             }
-            super::TestEngine::Memory => panic!("the memory engine has no Redis"),
+            super::TestEngine::Memory | super::TestEngine::Sqlite => {
+                panic!("the in-process engine has no Redis")
+            }
         }
     }
 }

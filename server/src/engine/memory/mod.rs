@@ -7,9 +7,13 @@
 //! answered once its change is committed, and [`MemoryEngine::restore`] reads it back on start.
 
 mod budget;
+mod moderation;
 mod restore;
-pub use restore::sweep_every;
 mod users;
+
+pub use moderation::MemoryModeration;
+pub use restore::sweep_every;
+pub use users::MemoryUsers;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,26 +23,23 @@ use parking_lot::{Mutex, RwLock};
 use protocol::{BroadcastMessage, ChatMessage, DirectMessage, MessageId, PresenceUser};
 
 use crate::metrics::{Limit, Metrics};
-use crate::moderation::{Sanction, Standing};
 
 use self::budget::{Budget, Kept, kept_bytes};
-use self::users::{Blocks, Names};
 use super::sqlite::{Journal, Pending, Write};
 use super::{
-    BlockOutcome, BlockSnapshot, Delivery, DeliverySink, Engine, EngineError, History,
-    HistoryQuery, NewMessage, now_ms,
+    Announcement, Broker, Delivery, DeliverySink, EngineError, History, HistoryQuery, NewMessage,
+    PresenceManager, now_ms,
 };
 
-/// Engine state kept in this process.
+/// Channels, their history and presence, and who is online, kept in this process: the broker
+/// and presence manager of a single node.
 pub struct MemoryEngine {
     sink: Arc<dyn DeliverySink>,
     history_size: usize,
     channels: RwLock<HashMap<String, Arc<Mutex<ChannelState>>>>,
-    names: Mutex<Names>,
+    /// Names shown in presence lists.
+    users: Arc<MemoryUsers>,
     online: Mutex<HashMap<String, usize>>,
-    standings: Mutex<HashMap<String, Standing>>,
-    /// Block lists. Changes are delivered under this lock, in order.
-    blocks: Mutex<Blocks>,
     max_channels: usize,
     /// History bytes held in all channels. Lock order: `channels`, then a channel, then this.
     budget: Mutex<Budget>,
@@ -69,16 +70,15 @@ struct ChannelState {
 }
 
 impl MemoryEngine {
-    /// An engine delivering to `sink`, keeping `history_size` messages per channel.
-    pub fn new(sink: Arc<dyn DeliverySink>, history_size: usize) -> Self {
+    /// An engine delivering to `sink`, keeping `history_size` messages per channel, naming
+    /// present users from `users`.
+    pub fn new(sink: Arc<dyn DeliverySink>, history_size: usize, users: Arc<MemoryUsers>) -> Self {
         Self {
             sink,
             history_size,
             channels: RwLock::default(),
-            names: Mutex::default(),
+            users,
             online: Mutex::default(),
-            standings: Mutex::default(),
-            blocks: Mutex::default(),
             max_channels: usize::MAX,
             budget: Mutex::new(Budget::new(usize::MAX)),
             metrics: None,
@@ -242,16 +242,6 @@ impl MemoryEngine {
         }
     }
 
-    /// Hands a user's new block list to the hub (called under the `blocks` lock, so that lists
-    /// arrive in the order they were made).
-    fn deliver_blocks(&self, user: &str, snapshot: &BlockSnapshot) {
-        self.sink.deliver(Delivery::Blocks {
-            user: Arc::from(user),
-            blocks: Arc::new(snapshot.clone()),
-            reset: false,
-        });
-    }
-
     /// Appends a message to the channel's history within the count cap. Returns whether all
     /// history now holds more bytes than the budget (call `enforce_budget` unlocked).
     fn keep(&self, state: &mut ChannelState, message: &Arc<ChatMessage>) -> bool {
@@ -312,7 +302,7 @@ fn read_history(state: &ChannelState, query: HistoryQuery) -> History {
 }
 
 #[async_trait]
-impl Engine for MemoryEngine {
+impl Broker for MemoryEngine {
     async fn subscribe(&self, _channel: &str) -> Result<(), EngineError> {
         Ok(())
     }
@@ -357,14 +347,50 @@ impl Engine for MemoryEngine {
             .unwrap_or_default())
     }
 
-    async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError> {
-        users::committed(self.change_name(user_id, name, unique)).await
+    async fn announce(&self, announcement: Announcement) -> Result<(), EngineError> {
+        self.sink.deliver(announcement.into());
+        Ok(())
     }
 
-    async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
-        Ok(self.names.lock().by_user.get(user_id).cloned())
+    async fn user_online(&self, user_id: &str) -> Result<(), EngineError> {
+        *self.online.lock().entry(user_id.to_owned()).or_default() += 1;
+        Ok(())
     }
 
+    async fn user_offline(&self, user_id: &str) -> Result<(), EngineError> {
+        let mut online = self.online.lock();
+        if let Some(count) = online.get_mut(user_id) {
+            *count -= 1;
+            if *count == 0 {
+                online.remove(user_id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_direct(&self, to: &str, message: DirectMessage) -> Result<bool, EngineError> {
+        if !self.online.lock().contains_key(to) {
+            return Ok(false);
+        }
+        self.sink.deliver(Delivery::Direct {
+            to: Arc::from(to),
+            message: Arc::new(message),
+        });
+        Ok(true)
+    }
+
+    async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError> {
+        self.sink.deliver(Delivery::Broadcast(Arc::new(message)));
+        Ok(())
+    }
+
+    async fn ready(&self) -> bool {
+        self.journal_healthy()
+    }
+}
+
+#[async_trait]
+impl PresenceManager for MemoryEngine {
     async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
         Ok(self.with_channel(channel, |state| {
             let count = state.present.entry(user_id.to_owned()).or_default();
@@ -408,90 +434,12 @@ impl Engine for MemoryEngine {
         };
         let mut users: Vec<String> = state.lock().present.keys().cloned().collect();
         users.sort();
-        let names = self.names.lock();
+        let names = self.users.names_of(&users);
         Ok(users
             .into_iter()
-            .map(|user_id| PresenceUser {
-                username: names.by_user.get(&user_id).cloned(),
-                user_id,
-            })
+            .zip(names)
+            .map(|(user_id, username)| PresenceUser { user_id, username })
             .collect())
-    }
-
-    async fn announce(&self, delivery: Delivery) -> Result<(), EngineError> {
-        self.sink.deliver(delivery);
-        Ok(())
-    }
-
-    async fn user_online(&self, user_id: &str) -> Result<(), EngineError> {
-        *self.online.lock().entry(user_id.to_owned()).or_default() += 1;
-        Ok(())
-    }
-
-    async fn user_offline(&self, user_id: &str) -> Result<(), EngineError> {
-        let mut online = self.online.lock();
-        if let Some(count) = online.get_mut(user_id) {
-            *count -= 1;
-            if *count == 0 {
-                online.remove(user_id);
-            }
-        }
-        Ok(())
-    }
-
-    async fn send_direct(&self, to: &str, message: DirectMessage) -> Result<bool, EngineError> {
-        if !self.online.lock().contains_key(to) {
-            return Ok(false);
-        }
-        self.sink.deliver(Delivery::Direct {
-            to: Arc::from(to),
-            message: Arc::new(message),
-        });
-        Ok(true)
-    }
-
-    async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError> {
-        self.sink.deliver(Delivery::Broadcast(Arc::new(message)));
-        Ok(())
-    }
-
-    async fn moderate(&self, user_id: &str, sanction: Sanction) -> Result<(), EngineError> {
-        let (_, pending) = self.change_standing(user_id, &sanction)?;
-        self.sink.deliver(Delivery::Sanction {
-            user: Arc::from(user_id),
-            sanction: Arc::new(sanction),
-        });
-        users::committed(Ok(((), pending))).await
-    }
-
-    async fn standing(&self, user_id: &str) -> Result<Standing, EngineError> {
-        Ok(self
-            .standings
-            .lock()
-            .get(user_id)
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    async fn block(
-        &self,
-        user: &str,
-        target: &str,
-        max: usize,
-    ) -> Result<BlockOutcome, EngineError> {
-        users::committed(self.change_block(user, target, max)).await
-    }
-
-    async fn unblock(&self, user: &str, target: &str) -> Result<BlockSnapshot, EngineError> {
-        users::committed(self.change_unblock(user, target)).await
-    }
-
-    async fn blocked(&self, user: &str) -> Result<BlockSnapshot, EngineError> {
-        Ok(self.blocks.lock().snapshot(user))
-    }
-
-    async fn ready(&self) -> bool {
-        self.journal_healthy()
     }
 }
 

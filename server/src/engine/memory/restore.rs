@@ -1,5 +1,5 @@
 //! History kept within its caps over time ([`MemoryEngine::sweep`]: the age cap, and the trims
-//! queued to the database), and everything read back from the database on start
+//! queued to the database), and the history read back from the database on start
 //! ([`MemoryEngine::restore`]).
 
 use std::sync::{Arc, Weak};
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::MemoryEngine;
 use crate::engine::now_ms;
-use crate::engine::sqlite::{Snapshot, Write};
+use crate::engine::sqlite::{ChannelSnapshot, Write};
 
 impl MemoryEngine {
     /// Drops messages past the age cap from every channel, and queues to the database what each
@@ -47,10 +47,9 @@ impl MemoryEngine {
         }
     }
 
-    /// Fills a new engine with what the database held: history (already within the caps of
-    /// count and age; the byte budget is applied here), names, mutes and bans, block lists.
-    pub fn restore(&self, snapshot: Snapshot) {
-        let mut channels = snapshot.channels;
+    /// Fills a new engine with the history the database held (already within the caps of
+    /// count and age; the byte budget is applied here).
+    pub fn restore(&self, mut channels: Vec<ChannelSnapshot>) {
         // The quietest first: past the channel cap, they are the ones forgotten.
         channels.sort_by_key(|c| c.messages.last().map(|m| m.id));
         for channel in channels {
@@ -71,21 +70,6 @@ impl MemoryEngine {
             }
         }
         self.enforce_budget();
-        let mut names = self.names.lock();
-        for (user_id, name) in snapshot.names {
-            names
-                .owners
-                .entry(name.to_lowercase())
-                .or_insert_with(|| user_id.clone());
-            names.by_user.insert(user_id, name);
-        }
-        drop(names);
-        self.standings.lock().extend(snapshot.standings);
-        let mut blocks = self.blocks.lock();
-        blocks.version = snapshot.blocks_version;
-        for (user, list) in snapshot.blocks {
-            blocks.lists.insert(user, list.into_iter().collect());
-        }
     }
 }
 

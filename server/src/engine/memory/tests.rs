@@ -1,6 +1,7 @@
 //! Memory engine tests: channels, ids, history reads, the channel cap and the byte budget.
 
 use super::*;
+use crate::engine::{BlockOutcome, ModerationStore};
 
 /// Collects deliveries.
 #[derive(Default)]
@@ -10,6 +11,11 @@ impl DeliverySink for Collect {
     fn deliver(&self, delivery: Delivery) {
         self.0.lock().push(delivery);
     }
+}
+
+/// An engine delivering to `sink`, keeping `history_size` messages per channel.
+fn engine(sink: Arc<dyn DeliverySink>, history_size: usize) -> MemoryEngine {
+    MemoryEngine::new(sink, history_size, Arc::new(MemoryUsers::new()))
 }
 
 fn message(channel: &str, text: &str) -> NewMessage {
@@ -23,7 +29,7 @@ fn message(channel: &str, text: &str) -> NewMessage {
 
 #[tokio::test]
 async fn past_the_cap_the_quietest_channel_without_members_is_forgotten() {
-    let engine = MemoryEngine::new(Arc::new(Collect::default()), 10).with_max_channels(3);
+    let engine = engine(Arc::new(Collect::default()), 10).with_max_channels(3);
     engine.presence_add("busy", "u").await.unwrap();
     engine
         .publish(message("busy", "old but occupied"))
@@ -63,7 +69,7 @@ async fn past_the_cap_the_quietest_channel_without_members_is_forgotten() {
 
 #[tokio::test]
 async fn empty_channels_are_forgotten_and_kept_ones_are_not() {
-    let engine = MemoryEngine::new(Arc::new(Collect::default()), 10);
+    let engine = engine(Arc::new(Collect::default()), 10);
     for n in 0..100 {
         let channel = format!("c{n}");
         assert!(engine.presence_add(&channel, "u").await.unwrap());
@@ -83,7 +89,7 @@ async fn empty_channels_are_forgotten_and_kept_ones_are_not() {
 #[tokio::test]
 async fn ids_increase_and_history_reads_every_way() {
     let sink = Arc::new(Collect::default());
-    let engine = MemoryEngine::new(sink.clone(), 4);
+    let engine = engine(sink.clone(), 4);
     let mut ids = Vec::new();
     for n in 0..6 {
         ids.push(
@@ -167,7 +173,7 @@ async fn past_the_byte_budget_the_oldest_messages_of_any_channel_go_first() {
     let per = cost("a", "a0");
     let limit = 4 * per + per / 2;
     let metrics = Arc::new(Metrics::new());
-    let engine = MemoryEngine::new(Arc::new(Collect::default()), 100)
+    let engine = engine(Arc::new(Collect::default()), 100)
         .with_history_bytes(limit)
         .with_metrics(metrics.clone());
     let mut ids = HashMap::new();
@@ -230,7 +236,7 @@ async fn past_the_byte_budget_the_oldest_messages_of_any_channel_go_first() {
 async fn entries_left_by_the_count_cap_are_bounded_by_the_budget() {
     let per = cost("busy", "m0000");
     let limit = 20 * per;
-    let engine = MemoryEngine::new(Arc::new(Collect::default()), 2).with_history_bytes(limit);
+    let engine = engine(Arc::new(Collect::default()), 2).with_history_bytes(limit);
     engine.publish(message("quiet", "old")).await.unwrap();
     for n in 0..2000 {
         engine
@@ -266,7 +272,7 @@ async fn concurrent_publishers_stay_within_the_budget_without_deadlock() {
     let per = cost("c0", "x");
     let limit = 50 * per;
     let engine = Arc::new(
-        MemoryEngine::new(Arc::new(Collect::default()), 20)
+        engine(Arc::new(Collect::default()), 20)
             .with_max_channels(4)
             .with_history_bytes(limit),
     );
@@ -314,7 +320,7 @@ async fn concurrent_publishers_stay_within_the_budget_without_deadlock() {
 #[tokio::test]
 async fn block_lists_are_capped_versioned_and_delivered_in_order() {
     let sink = Arc::new(Collect::default());
-    let engine = MemoryEngine::new(sink.clone(), 10);
+    let engine = MemoryModeration::new(sink.clone());
     let users = |outcome: BlockOutcome| match outcome {
         BlockOutcome::Blocked(snapshot) => snapshot.users,
         BlockOutcome::TooMany => panic!("too many"),
@@ -346,4 +352,47 @@ async fn block_lists_are_capped_versioned_and_delivered_in_order() {
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     assert_eq!(delivered.len(), 4);
     assert_eq!(delivered.last().unwrap().1, ["b"]);
+}
+
+#[tokio::test]
+async fn the_age_cap_drops_old_messages_at_the_sweep_and_a_resume_learns_of_the_gap() {
+    let engine =
+        engine(Arc::new(Collect::default()), 10).with_max_age(std::time::Duration::from_secs(60));
+    let first = engine.publish(message("c", "old")).await.unwrap();
+    engine
+        .publish(message("c", "older still kept"))
+        .await
+        .unwrap();
+    // Nothing is past the cap yet.
+    engine.sweep(now_ms());
+    assert_eq!(
+        texts(
+            engine
+                .history("c", HistoryQuery::Last { limit: 10 })
+                .await
+                .unwrap()
+        ),
+        ["old", "older still kept"]
+    );
+    // An hour on, both are.
+    engine.sweep(now_ms() + 3_600_000);
+    assert!(
+        engine
+            .history("c", HistoryQuery::Last { limit: 10 })
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    let since = engine
+        .history(
+            "c",
+            HistoryQuery::Since {
+                after: first.id,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(since.gap);
 }

@@ -1,48 +1,68 @@
-//! What the memory engine keeps about users: names, mutes and bans, block lists. Each change is
-//! made under its lock and queued to the journal there, so the database gets changes in the
-//! order they were made.
+//! Display names on one node ([`UserStore`]): kept in memory and, with a journal, in the
+//! embedded database.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use super::MemoryEngine;
-use crate::engine::sqlite::{Pending, Write};
-use crate::engine::{BlockOutcome, BlockSnapshot, EngineError};
-use crate::moderation::{Sanction, Standing};
+use async_trait::async_trait;
+use parking_lot::Mutex;
 
-/// Every user's block list, and the version of the newest change (of any list).
+use crate::engine::sqlite::{Journal, Pending, Write};
+use crate::engine::{EngineError, UserStore};
+
+/// Names in this process.
 #[derive(Default)]
-pub(super) struct Blocks {
-    pub(super) lists: HashMap<String, BTreeSet<String>>,
-    pub(super) version: u64,
+pub struct MemoryUsers {
+    names: Mutex<Names>,
+    journal: Option<Journal>,
 }
 
-impl Blocks {
-    pub(super) fn snapshot(&self, user: &str) -> BlockSnapshot {
-        BlockSnapshot {
-            version: self.version,
-            users: self
-                .lists
-                .get(user)
-                .map(|list| list.iter().cloned().collect())
-                .unwrap_or_default(),
+#[derive(Default)]
+struct Names {
+    by_user: HashMap<String, String>,
+    /// Lower-cased name → the user holding it (consulted when names are unique).
+    owners: HashMap<String, String>,
+}
+
+impl MemoryUsers {
+    /// Names kept in memory only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps every name in `journal` as well; fill from it with [`restore`](Self::restore).
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Fills the store with the names the database held.
+    pub fn restore(&self, names: Vec<(String, String)>) {
+        let mut held = self.names.lock();
+        for (user_id, name) in names {
+            held.owners
+                .entry(name.to_lowercase())
+                .or_insert_with(|| user_id.clone());
+            held.by_user.insert(user_id, name);
         }
     }
-}
 
-/// Display names.
-#[derive(Default)]
-pub(super) struct Names {
-    pub(super) by_user: HashMap<String, String>,
-    /// Lower-cased name → user holding it (consulted when names are unique).
-    pub(super) owners: HashMap<String, String>,
-}
+    /// Display names of `users` (None where unset), in order, read under one lock.
+    pub fn names_of(&self, users: &[String]) -> Vec<Option<String>> {
+        let names = self.names.lock();
+        users
+            .iter()
+            .map(|u| names.by_user.get(u).cloned())
+            .collect()
+    }
 
-/// A change whose commit (if there is a journal) is still to be awaited.
-pub(super) type Change<T> = Result<(T, Option<Pending>), EngineError>;
-
-impl MemoryEngine {
-    /// Sets a name (claimed when `unique`).
-    pub(super) fn change_name(&self, user_id: &str, name: &str, unique: bool) -> Change<()> {
+    /// Sets a name (claimed when `unique`), queuing it to the journal under the lock so that
+    /// the database gets names in the order they were set.
+    fn change(
+        &self,
+        user_id: &str,
+        name: &str,
+        unique: bool,
+    ) -> Result<Option<Pending>, EngineError> {
         let mut names = self.names.lock();
         let key = name.to_lowercase();
         if unique
@@ -51,107 +71,40 @@ impl MemoryEngine {
         {
             return Err(EngineError::NameTaken(name.to_owned()));
         }
-        let pending = self.journal(|| Write::Name {
-            user_id: user_id.to_owned(),
-            name: name.to_owned(),
-        })?;
+        let pending = self
+            .journal
+            .as_ref()
+            .map(|journal| {
+                journal.write(Write::Name {
+                    user_id: user_id.to_owned(),
+                    name: name.to_owned(),
+                })
+            })
+            .transpose()?;
         if let Some(old) = names.by_user.insert(user_id.to_owned(), name.to_owned()) {
             let old = old.to_lowercase();
             if names.owners.get(&old).is_some_and(|owner| owner == user_id) {
                 names.owners.remove(&old);
             }
         }
-        names.owners.entry(key).or_insert_with(|| user_id.to_owned());
-        Ok(((), pending))
-    }
-
-    /// Records a mute, ban or their lifting (a kick changes nothing kept).
-    pub(super) fn change_standing(&self, user_id: &str, sanction: &Sanction) -> Change<()> {
-        let mut standings = self.standings.lock();
-        let mut standing = standings.get(user_id).cloned().unwrap_or_default();
-        match sanction {
-            Sanction::Mute { until_ms, reason } => {
-                standing.muted = Some((*until_ms, reason.clone()));
-            }
-            Sanction::Unmute => standing.muted = None,
-            Sanction::Ban { until_ms, reason } => {
-                standing.banned = Some((*until_ms, reason.clone()));
-            }
-            Sanction::Unban => standing.banned = None,
-            Sanction::Kick { .. } => return Ok(((), None)),
-        }
-        let pending = self.journal(|| Write::Standing {
-            user_id: user_id.to_owned(),
-            standing: standing.clone(),
-        })?;
-        if standing == Standing::default() {
-            standings.remove(user_id);
-        } else {
-            standings.insert(user_id.to_owned(), standing);
-        }
-        Ok(((), pending))
-    }
-
-    /// Adds `target` to `user`'s list unless it holds `max` others; the new list goes to the
-    /// hub under the lock, so that lists arrive in the order they were made.
-    pub(super) fn change_block(&self, user: &str, target: &str, max: usize) -> Change<BlockOutcome> {
-        let mut blocks = self.blocks.lock();
-        let list = blocks.lists.get(user);
-        let len = list.map_or(0, BTreeSet::len);
-        if !list.is_some_and(|list| list.contains(target)) && len >= max {
-            return Ok((BlockOutcome::TooMany, None));
-        }
-        let mut users: Vec<String> = list.map(|l| l.iter().cloned().collect()).unwrap_or_default();
-        if let Err(at) = users.binary_search_by(|u| u.as_str().cmp(target)) {
-            users.insert(at, target.to_owned());
-        }
-        let pending = self.journal(|| Write::Blocks {
-            user_id: user.to_owned(),
-            users: users.clone(),
-            version: blocks.version + 1,
-        })?;
-        blocks.version += 1;
-        blocks
-            .lists
-            .entry(user.to_owned())
-            .or_default()
-            .insert(target.to_owned());
-        let snapshot = blocks.snapshot(user);
-        self.deliver_blocks(user, &snapshot);
-        Ok((BlockOutcome::Blocked(snapshot), pending))
-    }
-
-    /// Removes `target` from `user`'s list.
-    pub(super) fn change_unblock(&self, user: &str, target: &str) -> Change<BlockSnapshot> {
-        let mut blocks = self.blocks.lock();
-        let users: Vec<String> = blocks
-            .lists
-            .get(user)
-            .map(|list| list.iter().filter(|u| *u != target).cloned().collect())
-            .unwrap_or_default();
-        let pending = self.journal(|| Write::Blocks {
-            user_id: user.to_owned(),
-            users,
-            version: blocks.version + 1,
-        })?;
-        if let Some(list) = blocks.lists.get_mut(user) {
-            list.remove(target);
-            if list.is_empty() {
-                blocks.lists.remove(user);
-            }
-        }
-        blocks.version += 1;
-        let snapshot = blocks.snapshot(user);
-        self.deliver_blocks(user, &snapshot);
-        Ok((snapshot, pending))
+        names
+            .owners
+            .entry(key)
+            .or_insert_with(|| user_id.to_owned());
+        Ok(pending)
     }
 }
 
-/// Waits for a change's commit, then hands back its result.
-pub(super) async fn committed<T>(change: Change<T>) -> Result<T, EngineError> {
-    let (value, pending) = change?;
-    if let Some(pending) = pending {
-        pending.committed().await?;
+#[async_trait]
+impl UserStore for MemoryUsers {
+    async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError> {
+        match self.change(user_id, name, unique)? {
+            Some(pending) => pending.committed().await,
+            None => Ok(()),
+        }
     }
-    Ok(value)
+
+    async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
+        Ok(self.names.lock().by_user.get(user_id).cloned())
+    }
 }

@@ -69,7 +69,7 @@ impl PublishCall<'_> {
 }
 
 impl Shared {
-    /// [`crate::engine::Engine::publish`]: appends and publishes in one script; with
+    /// [`crate::engine::Broker::publish`]: appends and publishes in one script; with
     /// `wait_replicas`, acknowledges only once that many replicas confirmed it.
     pub(super) async fn publish_message(
         &self,
@@ -181,7 +181,7 @@ impl Shared {
         Ok(id)
     }
 
-    /// [`crate::engine::Engine::history`]: a page of the channel's stream.
+    /// [`crate::engine::Broker::history`]: a page of the channel's stream.
     pub(super) async fn read_history(
         &self,
         channel: &str,

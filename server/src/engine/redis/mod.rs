@@ -16,8 +16,10 @@ mod keys;
 mod listener;
 mod messages;
 mod migrate;
+mod moderation;
 mod names;
 mod nodes;
+mod presence;
 mod scripts;
 mod sharded;
 mod subscriptions;
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use protocol::{BroadcastMessage, ChatMessage, DirectMessage, PresenceUser};
+use protocol::{BroadcastMessage, ChatMessage, DirectMessage};
 use redis::AsyncCommands;
 use redis::aio::PubSubSink;
 use tokio_util::sync::CancellationToken;
@@ -39,11 +41,7 @@ pub use conn::RedisTarget;
 pub use guests::RedisGuestStore;
 pub use keys::Keys;
 
-use super::{
-    BlockOutcome, BlockSnapshot, Delivery, DeliverySink, Engine, EngineError, History,
-    HistoryQuery, NewMessage, now_ms,
-};
-use crate::moderation::{Sanction, Standing};
+use super::{Announcement, Broker, DeliverySink, EngineError, History, HistoryQuery, NewMessage};
 use conn::Conn;
 use sharded::Sharded;
 use subscriptions::{Subscription, Subscriptions};
@@ -257,7 +255,7 @@ impl Drop for RedisEngine {
 }
 
 #[async_trait]
-impl Engine for RedisEngine {
+impl Broker for RedisEngine {
     async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
         if let Some(sharded) = &self.shared.sharded {
             // From the stream's tail now: the replay after the confirmation delivers whatever
@@ -350,82 +348,18 @@ impl Engine for RedisEngine {
         self.shared.read_history(channel, query).await
     }
 
-    async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError> {
-        self.shared.set_name(user_id, name, unique).await
-    }
-
-    async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
-        self.shared.name(user_id).await
-    }
-
-    async fn presence_add(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
-        self.shared
-            .local_presence
-            .lock()
-            .insert((channel.to_owned(), user_id.to_owned()));
-        match self.shared.count_presence(true, channel, user_id).await {
-            Ok(first) => Ok(first),
-            Err(error) => {
-                // The script may still have run (a timeout): undo, best effort, so that no
-                // ghost stays in `who`, and do not re-assert it later.
-                self.shared
-                    .local_presence
-                    .lock()
-                    .remove(&(channel.to_owned(), user_id.to_owned()));
-                let _ = self.shared.count_presence(false, channel, user_id).await;
-                Err(unavailable(error))
-            }
-        }
-    }
-
-    async fn presence_remove(&self, channel: &str, user_id: &str) -> Result<bool, EngineError> {
-        self.shared
-            .local_presence
-            .lock()
-            .remove(&(channel.to_owned(), user_id.to_owned()));
-        self.shared
-            .count_presence(false, channel, user_id)
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError> {
-        let mut conn = self.conn();
-        let mut users: Vec<String> = conn
-            .hkeys(self.shared.keys.presence(channel))
-            .await
-            .map_err(unavailable)?;
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        users.sort();
-        // One MGET; on a cluster it is split by slot (each user's name is in the user's slot).
-        let keys: Vec<String> = users.iter().map(|u| self.shared.keys.name(u)).collect();
-        let names: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(users
-            .into_iter()
-            .zip(names)
-            .map(|(user_id, username)| PresenceUser { user_id, username })
-            .collect())
-    }
-
-    async fn announce(&self, delivery: Delivery) -> Result<(), EngineError> {
-        let (channel, payload) = match &delivery {
-            Delivery::UserJoined(change) => (
+    async fn announce(&self, announcement: Announcement) -> Result<(), EngineError> {
+        let (channel, payload) = match &announcement {
+            Announcement::UserJoined(change) => (
                 &change.channel,
                 Wire::joined(&change.channel, &change.user_id, change.username.as_deref()),
             ),
-            Delivery::UserLeft(change) => (
+            Announcement::UserLeft(change) => (
                 &change.channel,
                 Wire::left(&change.channel, &change.user_id, change.username.as_deref()),
             ),
             // Pub/sub only: a typing indicator is never written to the channel's stream.
-            Delivery::Typing(typing) => (&typing.channel, Wire::typing(typing)),
-            _ => return Ok(()),
+            Announcement::Typing(typing) => (&typing.channel, Wire::typing(typing)),
         };
         self.shared
             .publish(self.shared.keys.channel(channel), payload)
@@ -499,71 +433,6 @@ impl Engine for RedisEngine {
             .publish(self.shared.keys.bus(), Wire::broadcast(&message))
             .await
             .map_err(unavailable)
-    }
-
-    async fn moderate(&self, user_id: &str, sanction: Sanction) -> Result<(), EngineError> {
-        let keys = &self.shared.keys;
-        let mut conn = self.conn();
-        let stored = match &sanction {
-            Sanction::Mute { until_ms, reason } => Some((keys.mute(user_id), *until_ms, reason)),
-            Sanction::Ban { until_ms, reason } => Some((keys.ban(user_id), *until_ms, reason)),
-            Sanction::Unmute | Sanction::Unban | Sanction::Kick { .. } => None,
-        };
-        if let Some((key, until_ms, reason)) = stored {
-            let value = serde_json::json!([until_ms, reason]).to_string();
-            let mut set = redis::cmd("SET");
-            set.arg(&key).arg(value);
-            if until_ms != u64::MAX {
-                set.arg("PX").arg(until_ms.saturating_sub(now_ms()).max(1));
-            }
-            let _: () = set.query_async(&mut conn).await.map_err(unavailable)?;
-        }
-        let lifted = match sanction {
-            Sanction::Unmute => Some(keys.mute(user_id)),
-            Sanction::Unban => Some(keys.ban(user_id)),
-            _ => None,
-        };
-        if let Some(key) = lifted {
-            let _: i64 = conn.del(key).await.map_err(unavailable)?;
-        }
-        self.shared
-            .publish(keys.bus(), Wire::sanction(user_id, &sanction))
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn standing(&self, user_id: &str) -> Result<Standing, EngineError> {
-        let keys = &self.shared.keys;
-        let (mute, ban): (Option<String>, Option<String>) = redis::pipe()
-            .get(keys.mute(user_id))
-            .get(keys.ban(user_id))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let parse = |value: Option<String>| {
-            value.and_then(|v| serde_json::from_str::<(u64, String)>(&v).ok())
-        };
-        Ok(Standing {
-            muted: parse(mute),
-            banned: parse(ban),
-        })
-    }
-
-    async fn block(
-        &self,
-        user: &str,
-        target: &str,
-        max: usize,
-    ) -> Result<BlockOutcome, EngineError> {
-        self.shared.block(user, target, max).await
-    }
-
-    async fn unblock(&self, user: &str, target: &str) -> Result<BlockSnapshot, EngineError> {
-        self.shared.unblock(user, target).await
-    }
-
-    async fn blocked(&self, user: &str) -> Result<BlockSnapshot, EngineError> {
-        self.shared.blocked(user).await
     }
 
     async fn ready(&self) -> bool {

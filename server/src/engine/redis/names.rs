@@ -12,7 +12,7 @@ use super::{Shared, scripts, unavailable};
 use crate::engine::EngineError;
 
 impl Shared {
-    /// [`crate::engine::Engine::set_name`].
+    /// [`crate::engine::UserStore::set_name`].
     pub(super) async fn set_name(
         &self,
         user_id: &str,
@@ -93,7 +93,7 @@ impl Shared {
         self.names_fresh.store(true, Ordering::Release);
     }
 
-    /// [`crate::engine::Engine::name`]; re-asserts the name of a user connected here when Redis
+    /// [`crate::engine::UserStore::name`]; re-asserts the name of a user connected here when Redis
     /// lost it.
     pub(super) async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
         if self.names_fresh.load(Ordering::Acquire)
@@ -121,5 +121,16 @@ impl Shared {
                 .insert(user_id.to_owned(), name.clone());
         }
         Ok(name)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::engine::UserStore for super::RedisEngine {
+    async fn set_name(&self, user_id: &str, name: &str, unique: bool) -> Result<(), EngineError> {
+        self.shared.set_name(user_id, name, unique).await
+    }
+
+    async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
+        self.shared.name(user_id).await
     }
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use parking_lot::RwLock;
 
-use super::{Journal, Write};
 use super::schema::Meta;
+use super::{Journal, Write};
 use crate::identity::guests::{GuestStore, GuestStoreError, SecretHash, read_guest_file};
 
 /// Guests in memory, each persisted in the database before its login is answered.

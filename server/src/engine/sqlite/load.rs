@@ -91,7 +91,10 @@ pub fn snapshot(conn: &Connection, caps: HistoryCaps) -> rusqlite::Result<Snapsh
             Some(hash) => {
                 snapshot.guests.insert(user_id, hash);
             }
-            None => tracing::warn!(user_id, "skipping a guest whose stored secret hash is not 64 hex digits"),
+            None => tracing::warn!(
+                user_id,
+                "skipping a guest whose stored secret hash is not 64 hex digits"
+            ),
         }
     }
     Ok(snapshot)

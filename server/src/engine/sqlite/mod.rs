@@ -59,7 +59,8 @@ impl Database {
     /// back within `caps`. Refuses (with the reason) a file that is not a database, is damaged,
     /// cannot be written, is of a newer schema, or is in use by another server.
     pub fn open(path: &Path, durability: Durability, caps: HistoryCaps) -> Result<Self, String> {
-        let describe = |error: String| format!("cannot use the database {}: {error}", path.display());
+        let describe =
+            |error: String| format!("cannot use the database {}: {error}", path.display());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| describe(format!("cannot create {}: {e}", dir.display())))?;
@@ -73,7 +74,9 @@ impl Database {
         )
         .map_err(|e| describe(e.to_string()))?;
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
-            return Err(describe("the file cannot be written (check its owner and mode)".into()));
+            return Err(describe(
+                "the file cannot be written (check its owner and mode)".into(),
+            ));
         }
         let lock = hold_exclusively(path).map_err(describe)?;
         configure(&conn, durability).map_err(describe)?;
@@ -189,7 +192,9 @@ impl Pending {
             Ok(Err(error)) => Err(EngineError::Unavailable(format!(
                 "the database could not store it: {error}"
             ))),
-            Err(_) => Err(EngineError::Unavailable("the database writer stopped".into())),
+            Err(_) => Err(EngineError::Unavailable(
+                "the database writer stopped".into(),
+            )),
         }
     }
 }
@@ -254,3 +259,6 @@ impl Journal {
         &self.owner.path
     }
 }
+
+#[cfg(test)]
+mod tests;

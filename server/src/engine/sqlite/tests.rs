@@ -1,0 +1,179 @@
+//! The database on its own: every kind of write read back after a reopen, within the caps.
+
+use std::sync::Arc;
+
+use protocol::{ChatMessage, MessageId};
+
+use super::*;
+use crate::identity::guests::SecretHash;
+use crate::moderation::Standing;
+
+fn caps(per_channel: usize) -> HistoryCaps {
+    HistoryCaps {
+        per_channel,
+        oldest_ms: 0,
+    }
+}
+
+fn message(channel: &str, ms: u64, text: &str) -> Arc<ChatMessage> {
+    Arc::new(ChatMessage {
+        channel: channel.into(),
+        id: MessageId::new(ms, 0),
+        ts: ms,
+        user_id: "u".into(),
+        username: "U".into(),
+        message: text.into(),
+    })
+}
+
+fn texts(channel: &ChannelSnapshot) -> Vec<&str> {
+    channel
+        .messages
+        .iter()
+        .map(|m| m.message.as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_is_read_back_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/chat.db");
+    let database = Database::open(&path, Durability::Full, caps(10)).unwrap();
+    assert!(database.snapshot.channels.is_empty());
+    let journal = database.journal;
+    let writes = [
+        Write::Message(message("a", 1, "a1")),
+        Write::Message(message("a", 2, "a2")),
+        Write::Message(message("a", 3, "a3")),
+        Write::Message(message("b", 1, "b1")),
+        Write::Message(message("gone", 1, "g1")),
+        Write::Trim {
+            channel: Arc::from("a"),
+            through: MessageId::new(1, 0),
+        },
+        Write::Forget {
+            channel: Arc::from("gone"),
+        },
+        Write::Name {
+            user_id: "u1".into(),
+            name: "Ann".into(),
+        },
+        Write::Name {
+            user_id: "u1".into(),
+            name: "Anna".into(),
+        },
+        Write::Standing {
+            user_id: "u1".into(),
+            standing: Standing {
+                muted: Some((u64::MAX, "spam".into())),
+                banned: None,
+            },
+        },
+        Write::Standing {
+            user_id: "u2".into(),
+            standing: Standing {
+                muted: None,
+                banned: Some((5, "".into())),
+            },
+        },
+        Write::Standing {
+            user_id: "u2".into(),
+            standing: Standing::default(),
+        },
+        Write::Blocks {
+            user_id: "u1".into(),
+            users: vec!["x".into(), "y".into()],
+            version: 7,
+        },
+        Write::Guest {
+            user_id: "g".into(),
+            secret: SecretHash::of("secret"),
+        },
+    ];
+    let mut pending = Vec::new();
+    for write in writes {
+        pending.push(journal.write(write).unwrap());
+    }
+    for pending in pending {
+        pending.committed().await.unwrap();
+    }
+    assert!(journal.healthy());
+    // Open elsewhere while in use: refused.
+    let error = Database::open(&path, Durability::Normal, caps(10))
+        .err()
+        .expect("a second opener is refused");
+    assert!(error.contains("another chat-server is using it"), "{error}");
+    drop(journal);
+
+    let database = Database::open(&path, Durability::Normal, caps(10)).unwrap();
+    let held = database.snapshot;
+    let mut channels = held.channels;
+    channels.sort_by(|x, y| x.name.cmp(&y.name));
+    assert_eq!(channels.len(), 2, "{channels:?}");
+    assert_eq!(texts(&channels[0]), ["a2", "a3"]);
+    assert_eq!(channels[0].trimmed_through, Some(MessageId::new(1, 0)));
+    assert_eq!(texts(&channels[1]), ["b1"]);
+    assert_eq!(channels[1].trimmed_through, None);
+    assert_eq!(held.names, [("u1".to_owned(), "Anna".to_owned())]);
+    assert_eq!(
+        held.standings,
+        [(
+            "u1".to_owned(),
+            Standing {
+                muted: Some((u64::MAX, "spam".into())),
+                banned: None
+            }
+        )]
+    );
+    assert_eq!(held.blocks["u1"], ["x", "y"]);
+    assert_eq!(held.blocks_version, 7);
+    assert!(held.guests["g"].matches("secret"));
+    drop(database.journal);
+
+    // Read back within smaller caps: the newest per channel, and what the cap left behind.
+    let database = Database::open(&path, Durability::Normal, caps(1)).unwrap();
+    let a = database
+        .snapshot
+        .channels
+        .iter()
+        .find(|c| c.name == "a")
+        .unwrap();
+    assert_eq!(texts(a), ["a3"]);
+    assert_eq!(a.trimmed_through, Some(MessageId::new(2, 0)));
+    drop(database);
+    // And by age.
+    let old = HistoryCaps {
+        per_channel: 10,
+        oldest_ms: 3,
+    };
+    let database = Database::open(&path, Durability::Normal, old).unwrap();
+    let a = database
+        .snapshot
+        .channels
+        .iter()
+        .find(|c| c.name == "a")
+        .unwrap();
+    assert_eq!(texts(a), ["a3"]);
+    let b = database
+        .snapshot
+        .channels
+        .iter()
+        .find(|c| c.name == "b")
+        .unwrap();
+    assert!(b.messages.is_empty());
+    assert_eq!(b.trimmed_through, Some(MessageId::new(1, 0)));
+}
+
+#[test]
+fn a_file_of_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", schema::VERSION + 1)
+        .unwrap();
+    drop(conn);
+    let error = Database::open(&path, Durability::Normal, caps(10))
+        .err()
+        .expect("refused");
+    assert!(error.contains("newer chat-server"), "{error}");
+}
