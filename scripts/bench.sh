@@ -4,7 +4,9 @@
 #
 #   scripts/bench.sh ENGINE SCENARIO [chat-bench arguments...]
 #
-# ENGINE:   memory  one node, in-process engine
+# ENGINE:   sqlite  one node, in-process engine with the embedded database (the default engine),
+#                   its file in the run's work dir
+#           memory  one node, in-process engine keeping nothing across restarts
 #           redis   one node on the Redis engine (REDIS_URL, default redis://127.0.0.1:6379)
 #           redis2  two nodes on the Redis engine; clients alternate between them
 #           cluster   one node on a Redis Cluster (3 masters + 3 replicas) started here with
@@ -31,7 +33,7 @@
 # chat-server build instead (e.g. one built from an older commit, for before/after figures).
 set -euo pipefail
 
-engine=${1:?usage: scripts/bench.sh memory|redis|redis2|cluster|cluster2 SCENARIO [args...]}
+engine=${1:?usage: scripts/bench.sh sqlite|memory|redis|redis2|cluster|cluster2 SCENARIO [args...]}
 scenario=${2:?usage: scripts/bench.sh ENGINE seed|fanout|ramp|idle|reconnect-storm|login [args...]}
 case $scenario in
     seed | fanout | ramp | idle | reconnect-storm | login) ;;
@@ -42,8 +44,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 cluster_base=${CLUSTER_BASE_PORT:-7300}
 case $engine in
-    memory | redis | redis2 | cluster | cluster2) ;;
-    *) echo "unknown engine $engine (memory, redis, redis2, cluster, cluster2)" >&2; exit 2 ;;
+    sqlite | memory | redis | redis2 | cluster | cluster2) ;;
+    *) echo "unknown engine $engine (sqlite, memory, redis, redis2, cluster, cluster2)" >&2; exit 2 ;;
 esac
 extra_flags=()
 read -r -a extra_flags <<<"${CHAT_SERVER_FLAGS:-}"
@@ -82,7 +84,8 @@ case $scenario in
             --frames-per-second 100000 --frame-burst 100000) ;;
 esac
 case $engine in
-    memory) nodes=1 ;;
+    sqlite) nodes=1; flags+=(--engine sqlite --database "$work/chat.db") ;;
+    memory) nodes=1; flags+=(--engine memory) ;;
     redis) nodes=1; flags+=(--redis-url "$redis_url" --redis-prefix "bench-$$-$RANDOM") ;;
     redis2) nodes=2; flags+=(--redis-url "$redis_url" --redis-prefix "bench-$$-$RANDOM") ;;
     cluster | cluster2)

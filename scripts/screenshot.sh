@@ -39,7 +39,7 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 "$bin/chat-server" --listen "127.0.0.1:$port" --key-file "$work/key.pem" --guest-file "$work/guests.jsonl" \
-  >"$work/server.log" 2>&1 &
+  --database "$work/chat.db" >"$work/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -fs "$url/healthz" >/dev/null && break; sleep 0.1; done
 

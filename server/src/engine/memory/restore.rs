@@ -83,5 +83,11 @@ pub async fn sweep_every(engine: Weak<MemoryEngine>, period: Duration) {
             return;
         };
         engine.sweep(now_ms());
+        // The trims just queued (and a forgotten channel's) are committed now, not with the
+        // next message.
+        if let Some(journal) = engine.journal.clone() {
+            drop(engine);
+            journal.flush().await;
+        }
     }
 }

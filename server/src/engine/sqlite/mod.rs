@@ -2,38 +2,29 @@
 //!
 //! It keeps what the single-node engine must not lose in a restart: channel history, names,
 //! mutes and bans, block lists and guest accounts. The engine keeps serving from memory (reads
-//! never touch the file); every change is queued to a writer thread ([`Journal`]) that commits
-//! in groups, and a request is answered only once its change is committed. On start the file
-//! is read back ([`Database::open`]) into the engine.
+//! never touch the file); every change is queued to the [`Journal`], which commits in groups,
+//! and a request is answered only once its change is committed. On start the file is read back
+//! ([`Database::open`]) into the engine.
 
 mod backup;
 mod guests;
+mod journal;
 mod load;
 mod schema;
 mod writer;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::path::Path;
 
 use clap::ValueEnum;
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot};
 
 pub use backup::backup;
 pub use guests::SqliteGuestStore;
+pub use journal::{Journal, Pending};
 pub use load::{ChannelSnapshot, HistoryCaps, Snapshot};
 pub use schema::Meta;
 pub use writer::Write;
-
-use super::EngineError;
-use writer::Queued;
-
-/// Most writes waiting for the writer; past it requests are refused with `unavailable` (the
-/// disk is not keeping up) rather than queued without bound.
-const QUEUE: usize = 65_536;
 
 /// How hard a commit tries to reach the disk (SQLite's `synchronous` setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,7 +37,7 @@ pub enum Durability {
     Full,
 }
 
-/// The open database: its writer, and what it held when opened.
+/// The open database: where changes go, and what it held when opened.
 pub struct Database {
     /// Where changes go.
     pub journal: Journal,
@@ -73,6 +64,13 @@ impl Database {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| describe(e.to_string()))?;
+        #[cfg(unix)]
+        if created {
+            // It holds guests' secret hashes: the server's user only (as the key file).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| describe(format!("cannot restrict its mode to 0600: {e}")))?;
+        }
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
             return Err(describe(
                 "the file cannot be written (check its owner and mode)".into(),
@@ -94,7 +92,7 @@ impl Database {
             guests = snapshot.guests.len(),
             "database opened"
         );
-        let journal = Journal::start(conn, lock, path.to_path_buf()).map_err(describe)?;
+        let journal = Journal::start(conn, lock, path, durability).map_err(describe)?;
         Ok(Self { journal, snapshot })
     }
 }
@@ -129,6 +127,9 @@ fn configure(conn: &Connection, durability: Durability) -> Result<(), String> {
     };
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(|e| e.to_string())?;
+    // Checkpoints run on a thread of their own (journal.rs), never inside a request's commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(|e| e.to_string())?;
     // A backup reading the file holds its read lock briefly; wait rather than fail a commit.
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| e.to_string())
@@ -152,111 +153,6 @@ fn check(conn: &Connection) -> Result<(), String> {
              or move the file away to start empty",
             problems.join("; ")
         )),
-    }
-}
-
-/// Where changes go: a handle to the writer thread. Cheap to clone.
-#[derive(Clone)]
-pub struct Journal {
-    queue: mpsc::Sender<Queued>,
-    owner: Arc<WriterThread>,
-}
-
-/// The writer thread; joined (after it committed what was queued) when the last handle goes.
-struct WriterThread {
-    healthy: Arc<AtomicBool>,
-    thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
-    path: PathBuf,
-}
-
-impl Drop for WriterThread {
-    fn drop(&mut self) {
-        // Every sender is gone with the handles; the thread ends once the queue is empty.
-        if let Some(thread) = self.thread.lock().take()
-            && thread.join().is_err()
-        {
-            tracing::error!(path = %self.path.display(), "the database writer panicked");
-        }
-    }
-}
-
-/// A queued write; [`committed`](Self::committed) waits for its commit.
-#[must_use = "a write is durable only once committed() returns"]
-pub struct Pending(oneshot::Receiver<Result<(), String>>);
-
-impl Pending {
-    /// Waits until the write is committed.
-    pub async fn committed(self) -> Result<(), EngineError> {
-        match self.0.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(EngineError::Unavailable(format!(
-                "the database could not store it: {error}"
-            ))),
-            Err(_) => Err(EngineError::Unavailable(
-                "the database writer stopped".into(),
-            )),
-        }
-    }
-}
-
-impl Journal {
-    fn start(conn: Connection, lock: File, path: PathBuf) -> Result<Self, String> {
-        let (queue, receiver) = mpsc::channel(QUEUE);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let thread_healthy = healthy.clone();
-        let thread = std::thread::Builder::new()
-            .name("chat-database".into())
-            .spawn(move || {
-                writer::run(conn, receiver, thread_healthy);
-                // The lock goes only after the connection closed.
-                drop(lock);
-            })
-            .map_err(|e| format!("cannot start its writer thread: {e}"))?;
-        Ok(Self {
-            queue,
-            owner: Arc::new(WriterThread {
-                healthy,
-                thread: parking_lot::Mutex::new(Some(thread)),
-                path,
-            }),
-        })
-    }
-
-    /// Queues a write; await [`Pending::committed`] before saying it is done. Refused when the
-    /// writer is that far behind ([`QUEUE`]) or stopped. Never blocks, so it may be called
-    /// under the engine's locks (to queue in the order the changes were made).
-    pub fn write(&self, write: Write) -> Result<Pending, EngineError> {
-        let (done, pending) = oneshot::channel();
-        self.queue
-            .try_send(Queued {
-                write,
-                done: Some(done),
-            })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => EngineError::Unavailable(
-                    "the database is not keeping up with writes, try again shortly".into(),
-                ),
-                mpsc::error::TrySendError::Closed(_) => {
-                    EngineError::Unavailable("the database writer stopped".into())
-                }
-            })?;
-        Ok(Pending(pending))
-    }
-
-    /// Queues a write nobody waits for (history trims: the caps are applied again when the
-    /// file is read back, so one lost when the queue is full costs only space until then).
-    pub fn write_unwaited(&self, write: Write) {
-        let _ = self.queue.try_send(Queued { write, done: None });
-    }
-
-    /// Whether the last commit succeeded (for `/healthz`).
-    pub fn healthy(&self) -> bool {
-        self.owner.healthy.load(Ordering::Relaxed)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.owner.path
     }
 }
 

@@ -177,3 +177,47 @@ fn a_file_of_a_newer_schema_is_refused() {
         .expect("refused");
     assert!(error.contains("newer chat-server"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_each_hear_back_once_committed_in_either_mode() {
+    for durability in [Durability::Normal, Durability::Full] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let journal = Database::open(&path, durability, caps(10)).unwrap().journal;
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    journal
+                        .write(Write::Name {
+                            user_id: format!("u{i}"),
+                            name: format!("n{i}"),
+                        })
+                        .unwrap()
+                        .committed()
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        // A write nobody waits for is committed by a flush.
+        journal.write_unwaited(Write::Name {
+            user_id: "late".into(),
+            name: "Late".into(),
+        });
+        journal.flush().await;
+        let reader = rusqlite::Connection::open(&path).unwrap();
+        let count: i64 = reader
+            .query_row("SELECT count(*) FROM names", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 201, "{durability:?}");
+        drop(reader);
+        drop(journal);
+        let held = Database::open(&path, durability, caps(10))
+            .unwrap()
+            .snapshot;
+        assert_eq!(held.names.len(), 201);
+    }
+}

@@ -1,21 +1,13 @@
-//! The writer: one thread owns the database connection and commits in groups. Everything queued
-//! while it committed the last group goes into the next transaction, so that a commit's cost is
-//! shared by every write that waited for it, and each writer hears back once its write is
-//! committed (a chat message is acknowledged only then).
+//! The changes the database keeps ([`Write`]), and how a group of them is committed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use protocol::{ChatMessage, MessageId};
 use rusqlite::{Connection, params};
-use tokio::sync::{mpsc, oneshot};
 
 use super::schema::{Meta, set_meta, until_to_sql};
 use crate::identity::guests::SecretHash;
 use crate::moderation::Standing;
-
-/// Most writes committed in one transaction (a longer queue waits for the next).
-const MAX_GROUP: usize = 4096;
 
 /// One change to the database.
 #[derive(Debug, Clone)]
@@ -73,59 +65,24 @@ pub enum Write {
     },
 }
 
-/// A write and who waits for its commit.
-pub struct Queued {
-    /// The change.
-    pub write: Write,
-    /// Told the outcome once the group is committed (none: nobody waits).
-    pub done: Option<oneshot::Sender<Result<(), String>>>,
-}
-
-/// Commits what arrives on `queue` until every sender is gone. `healthy` is false while
-/// commits fail (for `/healthz`).
-pub fn run(mut conn: Connection, mut queue: mpsc::Receiver<Queued>, healthy: Arc<AtomicBool>) {
-    let mut group: Vec<Queued> = Vec::with_capacity(256);
-    while let Some(first) = queue.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        let outcome = commit(&mut conn, &group).map_err(|e| e.to_string());
-        match &outcome {
-            Ok(()) => {
-                if !healthy.swap(true, Ordering::Relaxed) {
-                    tracing::info!("the database accepts writes again");
-                }
-            }
-            Err(error) => {
-                if healthy.swap(false, Ordering::Relaxed) {
-                    tracing::error!(%error, "cannot write to the database; writes fail until it can");
-                }
-            }
-        }
-        for queued in group.drain(..) {
-            if let Some(done) = queued.done {
-                let _ = done.send(outcome.clone());
-            }
+/// Applies `writes` in one transaction (statements prepared once, not parsed per commit).
+pub fn commit<'a>(
+    conn: &Connection,
+    writes: impl Iterator<Item = &'a Write>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let mut applied = Ok(());
+    for write in writes {
+        applied = apply(conn, write);
+        if applied.is_err() {
+            break;
         }
     }
-    // Every handle is gone (the server stopped): fold the write-ahead log into the database so
-    // that the file alone holds everything.
-    if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-        tracing::warn!(%error, "could not checkpoint the database on shutdown");
+    let ended = applied.and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop));
+    if ended.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
-}
-
-/// Applies a group in one transaction.
-fn commit(conn: &mut Connection, group: &[Queued]) -> rusqlite::Result<()> {
-    let transaction = conn.transaction()?;
-    for queued in group {
-        apply(&transaction, &queued.write)?;
-    }
-    transaction.commit()
+    ended
 }
 
 fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
