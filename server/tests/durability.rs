@@ -365,6 +365,19 @@ async fn a_live_backup_is_a_consistent_database_a_server_can_start_from() {
     });
     assert!(status.success(), "{logs}");
     assert!(logs.contains("backup done"), "{logs}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the copy holds guests' secret hashes");
+    }
+    // A copy over the live database (or its log) would lose everything after it: refused.
+    let live = database.to_str().unwrap();
+    let wal = format!("{live}-wal");
+    for target in [live, wal.as_str()] {
+        let (status, logs) = run_command(&["backup", target, "--database", live]);
+        assert!(!status.success(), "{target}");
+        assert!(logs.contains("the live database's own file"), "{logs}");
+    }
     drop(server);
     traffic.await.unwrap();
 
@@ -451,6 +464,16 @@ async fn a_damaged_or_unusable_database_refuses_to_start() {
     assert!(!status.success());
     assert!(logs.contains("cannot create"), "{logs}");
 
+    // A place where no file can be created, whoever runs the test (sysfs is read-only even to
+    // root, as a read-only mount would be).
+    let dir = tempfile::tempdir().unwrap();
+    let (status, logs) = refused_start(dir.path(), &["--database", "/sys/chat-test.db"], &[]);
+    assert!(!status.success());
+    assert!(
+        logs.contains("cannot use the database /sys/chat-test.db"),
+        "{logs}"
+    );
+
     // In use by another server.
     let dir = tempfile::tempdir().unwrap();
     let _first = start(dir.path(), &[]).await;
@@ -484,6 +507,26 @@ async fn the_guest_file_of_an_earlier_version_is_imported_once() {
     assert!(server.wait().await.success());
 
     // Imported once: the file is not read again (a guest added to it later is unknown).
+    let late = server::identity::guests::SecretHash::of("late-secret").to_hex();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("guests.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        format!("{{\"user_id\":\"late-guest\",\"secret_sha256\":\"{late}\"}}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(file);
+    let server = start(dir.path(), &[]).await;
+    assert_eq!(http_get(login_again(&server)).await.0, 200);
+    let late_login = format!(
+        "{}/login-as-guest?user_id=late-guest&guest_secret=late-secret",
+        server.http()
+    );
+    assert_eq!(http_get(late_login).await.0, 401);
+    drop(server);
+    // The file gone altogether: every guest is still there.
     std::fs::remove_file(dir.path().join("guests.jsonl")).unwrap();
     let server = start(dir.path(), &[]).await;
     assert_eq!(http_get(login_again(&server)).await.0, 200);

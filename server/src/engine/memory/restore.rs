@@ -37,39 +37,55 @@ impl MemoryEngine {
             }
             if let (Some(journal), Some(through)) = (&self.journal, state.trimmed_through)
                 && state.trim_saved != Some(through)
-            {
-                journal.write_unwaited(Write::Trim {
+                && journal.write_unwaited(Write::Trim {
                     channel: state.name.clone(),
                     through,
-                });
+                })
+            {
                 state.trim_saved = Some(through);
             }
         }
     }
 
     /// Fills a new engine with the history the database held (already within the caps of
-    /// count and age; the byte budget is applied here).
-    pub fn restore(&self, mut channels: Vec<ChannelSnapshot>) {
+    /// count and age; the byte budget is applied here, to the oldest messages of any channel
+    /// first, as when they were published).
+    pub fn restore(&self, channels: Vec<ChannelSnapshot>) {
         // The quietest first: past the channel cap, they are the ones forgotten.
-        channels.sort_by_key(|c| c.messages.last().map(|m| m.id));
-        for channel in channels {
+        let mut channels: Vec<_> = channels
+            .into_iter()
+            .map(|c| {
+                let active = c.messages.last().map(|m| m.id).max(c.trimmed_through);
+                (active, c)
+            })
+            .collect();
+        channels.sort_by_key(|(active, _)| *active);
+        let mut messages = Vec::new();
+        for (active, channel) in channels {
             let state = self.create(&channel.name);
             let mut state = state.lock();
             state.trimmed_through = channel.trimmed_through;
-            state.last_id = channel
-                .messages
-                .last()
-                .map(|m| m.id)
-                .max(channel.trimmed_through)
-                .unwrap_or_default();
-            if let Some(last) = channel.messages.last() {
-                state.last_active_ms = last.id.ms;
+            state.last_id = active.unwrap_or_default();
+            if let Some(active) = active {
+                state.last_active_ms = active.ms;
             }
-            for message in channel.messages {
-                self.keep(&mut state, &Arc::new(message));
+            drop(state);
+            messages.extend(channel.messages);
+        }
+        // Kept in the order they were accepted, whatever their channel, so that the byte
+        // budget drops the oldest first.
+        messages.sort_by_key(|m| m.id);
+        for message in messages {
+            let Some(state) = self.existing(&message.channel) else {
+                continue; // forgotten for the channel cap meanwhile
+            };
+            let mut state = state.lock();
+            let over = self.keep(&mut state, &Arc::new(message));
+            drop(state);
+            if over {
+                self.enforce_budget();
             }
         }
-        self.enforce_budget();
     }
 }
 

@@ -7,6 +7,7 @@ use parking_lot::RwLock;
 
 use super::schema::Meta;
 use super::{Journal, Write};
+use crate::engine::EngineError;
 use crate::identity::guests::{GuestStore, GuestStoreError, SecretHash, read_guest_file};
 
 /// Guests in memory, each persisted in the database before its login is answered.
@@ -54,34 +55,41 @@ impl SqliteGuestStore {
             .await
             .map_err(|e| format!("guest file task failed: {e}"))?
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let mut waits = Vec::new();
         let mut imported = 0;
+        let mut last = None;
         for (user_id, secret) in found {
             if self.guests.read().contains_key(&user_id) {
                 continue;
             }
-            waits.push(
-                self.journal
-                    .write(Write::Guest {
-                        user_id: user_id.clone(),
-                        secret,
-                    })
-                    .map_err(|e| e.to_string())?,
-            );
+            let pending = self
+                .journal
+                .write(Write::Guest {
+                    user_id: user_id.clone(),
+                    secret,
+                })
+                .map_err(detail)?;
             self.guests.write().insert(user_id, secret);
             imported += 1;
+            // In steps, so that the queue never fills (each write behind the last committed).
+            if imported % IMPORT_STEP == 0 {
+                pending.committed().await.map_err(detail)?;
+            } else {
+                last = Some(pending);
+            }
         }
-        waits.push(
-            self.journal
-                .write(Write::Meta {
-                    key: Meta::GuestsImportedFrom,
-                    value: file.display().to_string(),
-                })
-                .map_err(|e| e.to_string())?,
-        );
-        for wait in waits {
-            wait.committed().await.map_err(|e| e.to_string())?;
+        if let Some(pending) = last {
+            pending.committed().await.map_err(detail)?;
         }
+        // Recorded last: an import cut short is done again, whole, on the next start.
+        self.journal
+            .write(Write::Meta {
+                key: Meta::GuestsImportedFrom,
+                value: file.display().to_string(),
+            })
+            .map_err(detail)?
+            .committed()
+            .await
+            .map_err(detail)?;
         self.imported_from = Some(file.display().to_string());
         tracing::info!(
             file = %file.display(),
@@ -90,6 +98,17 @@ impl SqliteGuestStore {
              until you no longer need to go back to an older version)"
         );
         Ok(imported)
+    }
+}
+
+/// Guests imported between two waits for a commit.
+const IMPORT_STEP: usize = 10_000;
+
+/// What went wrong, in words (`unavailable`'s own message says only "try again shortly").
+fn detail(error: EngineError) -> String {
+    match error {
+        EngineError::Unavailable(detail) | EngineError::Unconfirmed(detail) => detail,
+        other => other.to_string(),
     }
 }
 

@@ -19,6 +19,7 @@ use rusqlite::Connection;
 use tokio::sync::Notify;
 
 use super::Durability;
+use super::schema::Meta;
 use super::writer::{Write, commit};
 use crate::engine::EngineError;
 
@@ -28,6 +29,9 @@ const QUEUE: usize = 65_536;
 
 /// How often the write-ahead log is folded back into the database file.
 const CHECKPOINT_PERIOD: Duration = Duration::from_secs(1);
+
+/// Frames in the write-ahead log past which it is started over (about 16 MiB of 4 KiB pages).
+const LOG_RESTART_FRAMES: i64 = 4096;
 
 /// Where changes go. Cheap to clone; the last clone dropped commits what is still queued and
 /// closes the database.
@@ -116,27 +120,33 @@ impl Journal {
 
     /// Queues a write nobody waits for (history trims: the caps are applied again when the file
     /// is read back, so one dropped when the queue is full costs only space until then). It is
-    /// committed with the next write, or by [`flush`](Self::flush).
-    pub fn write_unwaited(&self, write: Write) {
+    /// committed with the next write, or by [`flush`](Self::flush). False when the queue was
+    /// full (nothing queued).
+    pub fn write_unwaited(&self, write: Write) -> bool {
         let mut queue = self.inner.queue.lock();
-        if queue.len() < QUEUE {
+        let room = queue.len() < QUEUE;
+        if room {
             queue.push(Queued {
                 write,
                 outcome: None,
             });
         }
+        room
     }
 
-    /// Commits everything queued now (waiting for a commit under way first).
+    /// Commits everything queued until now, and, while commits fail, tries a commit of its own
+    /// (so that `/healthz` recovers once the disk does, with no client write needed).
     pub async fn flush(&self) {
-        loop {
-            if self.inner.queue.lock().is_empty() && !self.inner.committing.load(Ordering::Acquire)
-            {
-                return;
-            }
-            if !self.try_commit().await {
-                self.wait_for_commit(|| false).await;
-            }
+        if self.inner.queue.lock().is_empty() && self.healthy() {
+            return;
+        }
+        // A marker behind everything queued: committed with (or after) all of it.
+        let marker = Write::Meta {
+            key: Meta::CheckedAt,
+            value: super::super::now_ms().to_string(),
+        };
+        if let Ok(pending) = self.write(marker) {
+            let _ = pending.committed().await;
         }
     }
 
@@ -212,7 +222,11 @@ impl Inner {
     /// Commits everything queued in one transaction, tells every waiter its outcome, and lets
     /// the next in line commit. Called by whoever set `committing`.
     fn commit_queued(&self) {
-        let group = std::mem::take(&mut *self.queue.lock());
+        let mut group = Group {
+            inner: self,
+            writes: std::mem::take(&mut *self.queue.lock()),
+        };
+        let group = &mut group.writes;
         if !group.is_empty() {
             let outcome = match self.conn.lock().as_ref() {
                 Some(conn) => commit(conn, group.iter().map(|queued| &queued.write))
@@ -235,14 +249,34 @@ impl Inner {
                     }
                 }
             }
-            for queued in group {
+            for queued in group.drain(..) {
                 if let Some(waiting) = queued.outcome {
                     let _ = waiting.0.set(outcome.clone());
                 }
             }
         }
-        self.committing.store(false, Ordering::Release);
-        self.committed.notify_waiters();
+    }
+}
+
+/// The group being committed. Dropped when the commit ends, normally or by a panic: it tells
+/// the writes not yet told (a panic: they failed) and lets the next in line commit, so that a
+/// panic can never leave every later write waiting.
+struct Group<'a> {
+    inner: &'a Inner,
+    writes: Vec<Queued>,
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        for queued in self.writes.drain(..) {
+            if let Some(waiting) = queued.outcome {
+                let _ = waiting
+                    .0
+                    .set(Err("the database commit failed unexpectedly".into()));
+            }
+        }
+        self.inner.committing.store(false, Ordering::Release);
+        self.inner.committed.notify_waiters();
     }
 }
 
@@ -284,7 +318,7 @@ impl Checkpointer {
                 let mut stopped = stopped.lock();
                 while !*stopped {
                     wake.wait_for(&mut stopped, CHECKPOINT_PERIOD);
-                    if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                    if let Err(error) = checkpoint(&conn) {
                         tracing::warn!(%error, "could not checkpoint the database");
                     }
                 }
@@ -295,6 +329,21 @@ impl Checkpointer {
             thread: Some(thread),
         })
     }
+}
+
+/// Folds the log back without holding up writers (PASSIVE). Commits made while it ran stay in
+/// the log, so under steady traffic the log would never start over and would grow: past
+/// [`LOG_RESTART_FRAMES`] it is folded back once more and started over (TRUNCATE), which holds
+/// up commits for that moment (the pages changed since the last checkpoint: few, at chat rates).
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    let (_busy, log_frames, _done): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    if log_frames > LOG_RESTART_FRAMES {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 impl Drop for Checkpointer {

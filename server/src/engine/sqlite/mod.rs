@@ -14,7 +14,7 @@ mod schema;
 mod writer;
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use rusqlite::{Connection, OpenFlags};
@@ -56,6 +56,8 @@ impl Database {
             std::fs::create_dir_all(dir)
                 .map_err(|e| describe(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // First the lock, so that a second opener never opens a connection to the file.
+        let lock = hold_exclusively(path).map_err(describe)?;
         let created = !path.exists();
         let mut conn = Connection::open_with_flags(
             path,
@@ -76,7 +78,6 @@ impl Database {
                 "the file cannot be written (check its owner and mode)".into(),
             ));
         }
-        let lock = hold_exclusively(path).map_err(describe)?;
         configure(&conn, durability).map_err(describe)?;
         check(&conn).map_err(describe)?;
         schema::prepare(&mut conn).map_err(describe)?;
@@ -97,10 +98,29 @@ impl Database {
     }
 }
 
-/// Takes a lock on the file that another chat-server opening it will find (SQLite itself lets
-/// two processes share a file; two servers each serving from their own memory must not).
+/// The lock file beside the database (`chat.db.lock`).
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes a lock that another chat-server opening the database will find (SQLite itself lets two
+/// processes share a file; two servers each serving from their own memory must not). It is on a
+/// file of its own: closing a second descriptor of the database file itself would drop the
+/// POSIX locks SQLite holds on it.
 fn hold_exclusively(path: &Path) -> Result<File, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
+    let lock = lock_path(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options
+        .open(&lock)
+        .map_err(|e| format!("cannot open its lock file {}: {e}", lock.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(

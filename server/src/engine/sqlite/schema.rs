@@ -56,6 +56,9 @@ pub enum Meta {
     BlocksVersion,
     /// The guest file whose accounts were imported (so that it is imported once).
     GuestsImportedFrom,
+    /// When the server last committed a check of its own (a flush with nothing else queued,
+    /// or a probe while commits failed).
+    CheckedAt,
 }
 
 impl Meta {
@@ -64,6 +67,7 @@ impl Meta {
         match self {
             Meta::BlocksVersion => "blocks_version",
             Meta::GuestsImportedFrom => "guests_imported_from",
+            Meta::CheckedAt => "checked_at",
         }
     }
 }
