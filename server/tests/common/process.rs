@@ -17,6 +17,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `chat-server` on `listen` with `key`, its guest file and database (unless `args` name one)
+/// in `dir`, then `args`; no `RUST_LOG` or `REDIS_URL` from the test's environment.
+fn server_command(listen: &str, key: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command
+        .args(["--listen", listen])
+        .arg("--key-file")
+        .arg(key)
+        .arg("--guest-file")
+        .arg(dir.join("guests.jsonl"))
+        .args(database_unless_given(dir, args))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("REDIS_URL");
+    command
+}
+
 /// `--database dir/chat.db`, unless `args` name a database of their own.
 fn database_unless_given(dir: &Path, args: &[&str]) -> Vec<std::ffi::OsString> {
     if args.contains(&"--database") {
@@ -43,16 +60,7 @@ impl ServerProcess {
             std::fs::copy(fixture_key(), &key).unwrap();
         }
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--key-file")
-            .arg(key)
-            .arg("--guest-file")
-            .arg(dir.join("guests.jsonl"))
-            .args(database_unless_given(dir, args))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("REDIS_URL")
+        let child = server_command(&format!("127.0.0.1:{port}"), &key, dir, args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -141,16 +149,8 @@ pub fn refused_start(
     args: &[&str],
     envs: &[(&str, &str)],
 ) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--key-file"])
-        .arg(fixture_key())
-        .arg("--guest-file")
-        .arg(dir.join("guests.jsonl"))
-        .args(database_unless_given(dir, args))
-        .args(args)
+    let mut child = server_command("127.0.0.1:0", &fixture_key(), dir, args)
         .envs(envs.iter().copied())
-        .env_remove("RUST_LOG")
-        .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

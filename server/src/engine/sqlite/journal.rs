@@ -333,7 +333,7 @@ impl Checkpointer {
 
 /// Folds the log back without holding up writers (PASSIVE). Commits made while it ran stay in
 /// the log, so under steady traffic the log would never start over and would grow: past
-/// [`LOG_RESTART_FRAMES`] it is folded back once more and started over (TRUNCATE), which holds
+/// [`LOG_RESTART_FRAMES`] it is folded back once more and started over (RESTART), which holds
 /// up commits for that moment (the pages changed since the last checkpoint: few, at chat rates).
 fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     let (_busy, log_frames, _done): (i64, i64, i64) =
@@ -341,7 +341,7 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?;
     if log_frames > LOG_RESTART_FRAMES {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
     }
     Ok(())
 }

@@ -78,7 +78,7 @@ impl Database {
                 "the file cannot be written (check its owner and mode)".into(),
             ));
         }
-        configure(&conn, durability).map_err(describe)?;
+        configure(&mut conn, durability).map_err(describe)?;
         check(&conn).map_err(describe)?;
         schema::prepare(&mut conn).map_err(describe)?;
         let snapshot = load::snapshot(&conn, caps).map_err(|e| describe(e.to_string()))?;
@@ -132,7 +132,7 @@ fn hold_exclusively(path: &Path) -> Result<File, String> {
     }
 }
 
-fn configure(conn: &Connection, durability: Durability) -> Result<(), String> {
+fn configure(conn: &mut Connection, durability: Durability) -> Result<(), String> {
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(|e| e.to_string())?;
@@ -150,10 +150,21 @@ fn configure(conn: &Connection, durability: Durability) -> Result<(), String> {
     // Checkpoints run on a thread of their own (journal.rs), never inside a request's commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(|e| e.to_string())?;
-    // A backup reading the file holds its read lock briefly; wait rather than fail a commit.
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| e.to_string())
+    // The checkpoint thread starting the log over holds commits up for a moment: wait in short
+    // steps (SQLite's own busy timeout sleeps 1, 2, 5, 10 ms..., far longer than that moment),
+    // for at most BUSY_WAIT, rather than fail the commit.
+    conn.busy_handler(Some(|attempt: i32| {
+        std::thread::sleep(BUSY_STEP);
+        BUSY_STEP * u32::try_from(attempt).unwrap_or(u32::MAX) < BUSY_WAIT
+    }))
+    .map_err(|e| e.to_string())
 }
+
+/// How long a commit waits between two tries while the database is busy.
+const BUSY_STEP: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Longest a commit waits for a busy database before it fails.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SQLite's own check of the file's structure (`PRAGMA quick_check`): a damaged file is
 /// refused, never served as if it were empty.

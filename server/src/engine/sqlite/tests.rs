@@ -26,6 +26,15 @@ fn message(channel: &str, ms: u64, text: &str) -> Arc<ChatMessage> {
     })
 }
 
+/// A channel of a snapshot, by name.
+fn channel<'a>(snapshot: &'a Snapshot, name: &str) -> &'a ChannelSnapshot {
+    snapshot
+        .channels
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no channel {name} in {snapshot:?}"))
+}
+
 fn texts(channel: &ChannelSnapshot) -> Vec<&str> {
     channel
         .messages
@@ -132,12 +141,7 @@ async fn every_write_is_read_back_after_a_reopen() {
 
     // Read back within smaller caps: the newest per channel, and what the cap left behind.
     let database = Database::open(&path, Durability::Normal, caps(1)).unwrap();
-    let a = database
-        .snapshot
-        .channels
-        .iter()
-        .find(|c| c.name == "a")
-        .unwrap();
+    let a = channel(&database.snapshot, "a");
     assert_eq!(texts(a), ["a3"]);
     assert_eq!(a.trimmed_through, Some(MessageId::new(2, 0)));
     drop(database);
@@ -147,19 +151,9 @@ async fn every_write_is_read_back_after_a_reopen() {
         oldest_ms: 3,
     };
     let database = Database::open(&path, Durability::Normal, old).unwrap();
-    let a = database
-        .snapshot
-        .channels
-        .iter()
-        .find(|c| c.name == "a")
-        .unwrap();
+    let a = channel(&database.snapshot, "a");
     assert_eq!(texts(a), ["a3"]);
-    let b = database
-        .snapshot
-        .channels
-        .iter()
-        .find(|c| c.name == "b")
-        .unwrap();
+    let b = channel(&database.snapshot, "b");
     assert!(b.messages.is_empty());
     assert_eq!(b.trimmed_through, Some(MessageId::new(1, 0)));
 }
