@@ -33,16 +33,6 @@ impl SqliteGuestStore {
         }
     }
 
-    /// Number of known guests.
-    pub fn len(&self) -> usize {
-        self.guests.read().len()
-    }
-
-    /// Whether no guest is known.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Imports the accounts of the guest file an earlier version kept (`guests.jsonl`), once:
     /// the database records that it did, and the file is not read again. Returns how many
     /// accounts were new.

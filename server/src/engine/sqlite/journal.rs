@@ -49,6 +49,8 @@ struct Inner {
     committed: Notify,
     /// The last commit succeeded (for `/healthz`).
     healthy: AtomicBool,
+    /// Why the last commit failed, while commits fail.
+    failure: Mutex<Option<String>>,
     durability: Durability,
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Held while the database is open, so that another server does not open it too.
@@ -89,6 +91,7 @@ impl Journal {
                 committing: AtomicBool::new(false),
                 committed: Notify::new(),
                 healthy: AtomicBool::new(true),
+                failure: Mutex::new(None),
                 durability,
                 checkpointer: Mutex::new(Some(checkpointer)),
                 lock: Mutex::new(Some(lock)),
@@ -97,10 +100,23 @@ impl Journal {
         })
     }
 
-    /// Queues a write; await [`Pending::committed`] before saying it is done. Refused when that
-    /// many writes wait already. Never blocks, so it may be called under the engine's locks (to
-    /// queue changes in the order they were made).
+    /// Queues a write; await [`Pending::committed`] before saying it is done. Refused while
+    /// commits fail (a full disk: the change is then not made at all, rather than made on this
+    /// server and lost at the next start) and when that many writes wait already. Never blocks,
+    /// so it may be called under the engine's locks (to queue changes in the order they were
+    /// made), before the change is made.
     pub fn write(&self, write: Write) -> Result<Pending, EngineError> {
+        if !self.healthy() {
+            let why = self.inner.failure.lock().clone().unwrap_or_default();
+            return Err(EngineError::Unavailable(format!(
+                "the database cannot store changes right now ({why}), try again shortly"
+            )));
+        }
+        self.enqueue(write)
+    }
+
+    /// Queues a write, healthy or not.
+    fn enqueue(&self, write: Write) -> Result<Pending, EngineError> {
         let outcome = Arc::new(Outcome::default());
         let mut queue = self.inner.queue.lock();
         if queue.len() >= QUEUE {
@@ -145,7 +161,7 @@ impl Journal {
             key: Meta::CheckedAt,
             value: super::super::now_ms().to_string(),
         };
-        if let Ok(pending) = self.write(marker) {
+        if let Ok(pending) = self.enqueue(marker) {
             let _ = pending.committed().await;
         }
     }
@@ -153,11 +169,6 @@ impl Journal {
     /// Whether the last commit succeeded (for `/healthz`).
     pub fn healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::Relaxed)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     /// Commits everything queued, unless someone else is committing (then false).
@@ -236,10 +247,12 @@ impl Inner {
             match &outcome {
                 Ok(()) => {
                     if !self.healthy.swap(true, Ordering::Relaxed) {
+                        *self.failure.lock() = None;
                         tracing::info!(path = %self.path.display(), "the database accepts writes again");
                     }
                 }
                 Err(error) => {
+                    *self.failure.lock() = Some(error.clone());
                     if self.healthy.swap(false, Ordering::Relaxed) {
                         tracing::error!(
                             path = %self.path.display(),

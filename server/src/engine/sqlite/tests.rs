@@ -5,6 +5,7 @@ use std::sync::Arc;
 use protocol::{ChatMessage, MessageId};
 
 use super::*;
+use crate::engine::EngineError;
 use crate::identity::guests::SecretHash;
 use crate::moderation::Standing;
 
@@ -214,4 +215,44 @@ async fn concurrent_writers_each_hear_back_once_committed_in_either_mode() {
             .snapshot;
         assert_eq!(held.names.len(), 201);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_commits_fail_changes_are_refused_and_the_flush_finds_when_they_work_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.db");
+    let journal = Database::open(&path, Durability::Normal, caps(10))
+        .unwrap()
+        .journal;
+    let name = |user: &str| Write::Name {
+        user_id: user.into(),
+        name: "N".into(),
+    };
+    journal.write(name("a")).unwrap().committed().await.unwrap();
+    // Break the table behind the server's back: the next commit fails.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("ALTER TABLE names RENAME TO names_away")
+        .unwrap();
+    let failed = journal.write(name("b")).unwrap().committed().await;
+    assert!(
+        matches!(failed, Err(EngineError::Unavailable(_))),
+        "{failed:?}"
+    );
+    assert!(!journal.healthy());
+    // Now refused before anything is queued (so nothing is changed and then lost).
+    match journal.write(name("c")) {
+        Err(EngineError::Unavailable(why)) => {
+            assert!(why.contains("cannot store changes right now"), "{why}");
+            assert!(why.contains("no such table"), "{why}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // Mended: the flush's own commit finds out, and writes are taken again.
+    other
+        .execute_batch("ALTER TABLE names_away RENAME TO names")
+        .unwrap();
+    journal.flush().await;
+    assert!(journal.healthy());
+    journal.write(name("d")).unwrap().committed().await.unwrap();
 }
