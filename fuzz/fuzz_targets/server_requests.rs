@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use protocol::parse_client_frame;
 use server::commands::{self, Session};
 use server::config::Config;
-use server::engine::MemoryEngine;
+use server::engine::Engine;
 use server::hub::Hub;
 use server::identity::Principal;
 use server::metrics::Metrics;
@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         config.limits.message_burst = 1000;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(config.limits.outgoing_queue, metrics.clone()));
-        let engine = Arc::new(MemoryEngine::new(hub.clone(), config.engine.history_size));
+        let engine = Engine::in_memory(hub.clone(), config.engine.history_size);
         let node = Node {
             engine,
             hub: hub.clone(),

@@ -322,6 +322,19 @@ impl Engine {
         }
     }
 
+    /// A single node's engine that keeps nothing across restarts (`--engine memory` with its
+    /// default caps), delivering to `sink`: for embedding and fuzzing.
+    pub fn in_memory(sink: Arc<dyn DeliverySink>, history_size: usize) -> Self {
+        let users = Arc::new(MemoryUsers::new());
+        let channels = Arc::new(MemoryEngine::new(sink.clone(), history_size, users.clone()));
+        Self {
+            broker: channels.clone(),
+            presence: channels,
+            users,
+            moderation: Arc::new(MemoryModeration::new(sink)),
+        }
+    }
+
     /// Whether the backend is reachable and keeps what it is given (for `/healthz`).
     pub async fn ready(&self) -> bool {
         self.broker.ready().await
