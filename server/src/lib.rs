@@ -133,17 +133,16 @@ impl Server {
         let mut shared_guests: Option<Arc<dyn GuestStore>> = None;
         let engine = match config.engine.selected() {
             kind @ (EngineKind::Memory | EngineKind::Sqlite) => {
+                let database = match kind {
+                    EngineKind::Sqlite => Some(open_database(&config).await?),
+                    _ => None,
+                };
+                let journal = database.as_ref().map(|(journal, _, _)| journal.clone());
                 let mut users = MemoryUsers::new();
                 let mut moderation = MemoryModeration::new(hub.clone());
-                let mut snapshot = None;
-                let mut journal = None;
-                if kind == EngineKind::Sqlite {
-                    let (opened, held, guests) = open_database(&config).await?;
-                    users = users.with_journal(opened.clone());
-                    moderation = moderation.with_journal(opened.clone());
-                    journal = Some(opened);
-                    snapshot = Some(held);
-                    shared_guests = Some(guests);
+                if let Some(journal) = &journal {
+                    users = users.with_journal(journal.clone());
+                    moderation = moderation.with_journal(journal.clone());
                 }
                 let users = Arc::new(users);
                 let mut channels =
@@ -155,10 +154,11 @@ impl Server {
                 if let Some(journal) = journal {
                     channels = channels.with_journal(journal);
                 }
-                if let Some(held) = snapshot {
+                if let Some((_, held, guests)) = database {
                     channels.restore(held.channels);
                     users.restore(held.names);
                     moderation.restore(held.standings, held.blocks, held.blocks_version);
+                    shared_guests = Some(guests);
                 }
                 let channels = Arc::new(channels);
                 tokio::spawn(sweep_every(Arc::downgrade(&channels), SWEEP_PERIOD));

@@ -6,8 +6,8 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
+use common::cluster::{eventually, say};
 use common::process::{ServerProcess, refused_start, run_command};
 use common::*;
 use protocol::LoginResponse;
@@ -109,17 +109,13 @@ async fn send_until_gone(
     sent
 }
 
-/// Waits (polling, at most [`WAIT`]) until `count` reaches `at_least`.
+/// Waits until `count` reaches `at_least`.
 async fn wait_for_count(count: &AtomicUsize, at_least: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while count.load(Ordering::Relaxed) < at_least {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {at_least} acknowledged in time",
-            count.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let what = format!("{at_least} messages are acknowledged");
+    eventually(&what, || async {
+        count.load(Ordering::Relaxed) >= at_least
+    })
+    .await;
 }
 
 /// The `message` texts of a history payload, after checking that ids only grow.
@@ -247,13 +243,7 @@ async fn a_killed_server_keeps_everything_it_acknowledged() {
     // Names: a sender's next message needs no set-name and carries its name.
     let mut sender = connect(&server, &senders[0].auth_token).await;
     sender.join("lobby").await;
-    sender
-        .send_request("message", json!({ "channel": "lobby", "message": "after" }))
-        .await;
-    assert_eq!(
-        sender.recv_type_or_error().await,
-        json!({ "message": "Message sent to lobby: after" })
-    );
+    say(&mut sender, "lobby", "after").await;
     let live = client.recv_type("chat_message_received").await;
     assert_eq!(live["payload"]["username"], "sender-0");
     // The mute, the ban and the block list are still in force.
@@ -301,14 +291,7 @@ async fn history_read_back_keeps_its_caps_and_reports_what_was_dropped() {
     client.join("lobby").await;
     let mut first_id = String::new();
     for n in 0..8 {
-        client
-            .send_request(
-                "message",
-                json!({ "channel": "lobby", "message": format!("m{n}") }),
-            )
-            .await;
-        client.recv_type_or_error().await;
-        let own = client.recv_type("chat_message_received").await;
+        let own = say(&mut client, "lobby", &format!("m{n}")).await;
         if n == 0 {
             first_id = own["payload"]["id"].as_str().unwrap().to_owned();
         }
@@ -326,10 +309,7 @@ async fn history_read_back_keeps_its_caps_and_reports_what_was_dropped() {
     assert_eq!(replay["gap"], true, "m1 and m2 were dropped: {replay}");
     assert_eq!(history_texts(&replay), ["m3", "m4", "m5", "m6", "m7"]);
     // New messages take ids after the ones read back.
-    client
-        .send_request("message", json!({ "channel": "lobby", "message": "m8" }))
-        .await;
-    client.recv_type_or_error().await;
+    say(&mut client, "lobby", "m8").await;
     let mut reader = connect(&server, &user.auth_token).await;
     let history = join_with(&mut reader, "lobby", json!({ "history": 50 })).await;
     assert_eq!(history_texts(&history), ["m4", "m5", "m6", "m7", "m8"]);
@@ -337,8 +317,10 @@ async fn history_read_back_keeps_its_caps_and_reports_what_was_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_backup_is_a_consistent_database_a_server_can_start_from() {
+    // Everything sent is kept and read back in one page, however much traffic the copy sees.
+    let keep_all = ["--history-size", "1000000", "--max-history-page", "10000"];
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
+    let server = start(dir.path(), &keep_all).await;
     let user = login(&server).await;
     let mut client = connect(&server, &user.auth_token).await;
     client.set_name("ann").await;
@@ -382,9 +364,10 @@ async fn a_live_backup_is_a_consistent_database_a_server_can_start_from() {
     traffic.await.unwrap();
 
     std::fs::copy(dir.path().join("key.pem"), copy_dir.path().join("key.pem")).unwrap();
-    let restored = start(copy_dir.path(), &[]).await;
+    let restored = start(copy_dir.path(), &keep_all).await;
     let mut client = connect(&restored, &user.auth_token).await;
-    let history = join_with(&mut client, "lobby", json!({ "history": 200 })).await;
+    let history = join_with(&mut client, "lobby", json!({ "history": 10000 })).await;
+    assert!(history.get("more").is_none(), "more than a page: {history}");
     let kept = history_texts(&history);
     let mine: Vec<&String> = kept.iter().filter(|t| t.starts_with("ann-")).collect();
     assert_eq!(mine, before.iter().collect::<Vec<_>>());
@@ -408,13 +391,7 @@ async fn send_acknowledged(client: &mut Client, count: usize) -> Vec<String> {
     let mut sent = Vec::new();
     for n in 0..count {
         let text = format!("ann-{n}");
-        client
-            .send_request("message", json!({ "channel": "lobby", "message": text }))
-            .await;
-        assert_eq!(
-            client.recv_type_or_error().await,
-            json!({ "message": format!("Message sent to lobby: {text}") })
-        );
+        say(client, "lobby", &text).await;
         sent.push(text);
     }
     sent
