@@ -1,11 +1,17 @@
 //! `chat-server backup FILE`: a consistent copy of the live database, taken with SQLite's online
-//! backup while the server keeps serving (a reader in WAL mode never holds up its writer).
+//! backup while the server keeps serving (a reader in WAL mode never holds up its writer), with
+//! the changes of the redo log not yet folded into the file folded into the copy.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
+
+use super::redo;
+use super::schema::{Meta, meta};
+use super::writer::{Write, commit};
 
 /// Longest a backup waits for the database to be free to read (a checkpoint starting over).
 const BUSY_FOR: Duration = Duration::from_secs(10);
@@ -26,10 +32,24 @@ pub fn backup(database: &Path, to: &Path) -> Result<u64, String> {
     source
         .busy_timeout(Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
+    // Held (shared) from before the copy until the log is read: the server empties a file of
+    // its log only once it is folded into the database, and not while a backup holds it.
+    let mut log = Vec::new();
+    for path in redo::segment_paths(database) {
+        match File::open(&path) {
+            Ok(file) => {
+                file.lock_shared()
+                    .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+                log.push(file);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(format!("cannot open {}: {error}", path.display())),
+        }
+    }
     let mut partial = to.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let result = copy(&source, &partial).and_then(|()| {
+    let result = copy(&source, &partial, &mut log).and_then(|()| {
         std::fs::rename(&partial, to)
             .map_err(|e| format!("cannot move the copy to {}: {e}", to.display()))
     });
@@ -47,11 +67,14 @@ fn refuse_the_database_itself(database: &Path, to: &Path) -> Result<(), String> 
         name.push(suffix);
         PathBuf::from(name)
     };
+    let [redo0, redo1] = redo::segment_paths(database);
     for file in [
         database.to_path_buf(),
         own("-wal"),
         own("-shm"),
         super::lock_path(database),
+        redo0,
+        redo1,
     ] {
         if same_file(&file, to) {
             return Err(format!(
@@ -71,8 +94,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Copies every page in one step (one read transaction: one moment of the database) into a new
-/// file at `partial`, then checks it.
-fn copy(source: &Connection, partial: &Path) -> Result<(), String> {
+/// file at `partial`, folds in the records of the redo `log` the file did not hold yet, gives
+/// the copy an epoch of its own, and checks it.
+fn copy(source: &Connection, partial: &Path, log: &mut [File]) -> Result<(), String> {
     let _ = std::fs::remove_file(partial);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -102,6 +126,7 @@ fn copy(source: &Connection, partial: &Path) -> Result<(), String> {
             }
         }
     }
+    fold_log(&target, log)?;
     let check: String = target
         .query_row("PRAGMA quick_check", [], |row| row.get(0))
         .map_err(|e| e.to_string())?;
@@ -116,4 +141,34 @@ fn copy(source: &Connection, partial: &Path) -> Result<(), String> {
         return Err(format!("the copy stayed in {mode:?} journal mode"));
     }
     Ok(())
+}
+
+/// Folds into the copy the records of the live database's redo log past those its file held,
+/// and gives the copy an epoch of its own (so that, once it is restored, the live log left
+/// beside it is never applied to it).
+fn fold_log(target: &Connection, log: &mut [File]) -> Result<(), String> {
+    let number = |key: Meta| -> Result<u64, String> {
+        let value = meta(target, key).map_err(|e| e.to_string())?;
+        value.map_or(Ok(0), |v| {
+            v.parse()
+                .map_err(|_| format!("its {} {v:?} is not a number", key.key()))
+        })
+    };
+    let (epoch, through) = (number(Meta::RedoEpoch)?, number(Meta::RedoThrough)?);
+    let read =
+        redo::read(log, epoch, through).map_err(|e| format!("cannot read the redo log: {e}"))?;
+    let last = read.records.last().map_or(through, |record| record.seq);
+    let markers = [
+        Write::Meta {
+            key: Meta::RedoThrough,
+            value: last.to_string(),
+        },
+        Write::Meta {
+            key: Meta::RedoEpoch,
+            value: rand::random::<u64>().to_string(),
+        },
+    ];
+    let writes = read.records.iter().flat_map(|record| &record.writes);
+    commit(target, writes.chain(&markers))
+        .map_err(|e| format!("cannot fold the redo log into the copy: {e}"))
 }

@@ -1,37 +1,33 @@
 //! The journal: changes queued in the order they were made, committed in groups.
 //!
-//! Whoever waits for a write while nobody is committing commits everything queued so far, in one
-//! transaction, on its own thread (no hand-off to another thread and back: at chat rates most
-//! messages commit alone, in tens of microseconds); writes queued meanwhile wait for that commit
-//! to end and are committed by the next in line, together. With `--database-sync full` the
-//! commit (and its fsync) runs on the blocking pool instead. The write-ahead log is folded back
-//! into the database file by a thread of its own ([`Checkpointer`]), so that no request waits for
-//! that.
+//! Whoever waits for a write while nobody is committing commits everything queued so far, as
+//! one record appended to the redo log (`redo.rs`), on its own thread (no hand-off to another
+//! thread and back: at chat rates most messages commit alone, in a few microseconds); writes
+//! queued meanwhile wait for that commit to end and are committed by the next in line,
+//! together. With `--database-sync full` the commit (and its fsync) runs on the blocking pool
+//! instead. The absorber (`absorb.rs`) folds the log into SQLite about once a second, on a
+//! thread of its own, so that no request waits for SQLite.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
 use super::Durability;
+use super::absorb::Absorber;
+use super::health::{Health, Stage};
+use super::redo::RedoLog;
 use super::schema::Meta;
-use super::writer::{Write, commit};
+use super::writer::Write;
 use crate::engine::EngineError;
 
 /// Most writes waiting to be committed; past it requests are refused with `unavailable` (the
 /// disk is not keeping up) rather than queued without bound.
 const QUEUE: usize = 65_536;
-
-/// How often the write-ahead log is folded back into the database file.
-const CHECKPOINT_PERIOD: Duration = Duration::from_secs(1);
-
-/// Frames in the write-ahead log past which it is started over (about 16 MiB of 4 KiB pages).
-const LOG_RESTART_FRAMES: i64 = 4096;
 
 /// Where changes go. Cheap to clone; the last clone dropped commits what is still queued and
 /// closes the database.
@@ -42,20 +38,18 @@ pub struct Journal {
 
 struct Inner {
     queue: Mutex<Vec<Queued>>,
-    /// The connection that writes; `None` once closed.
-    conn: Mutex<Option<Connection>>,
+    /// The queue's previous buffer, kept for the next swap (so that no push reallocates).
+    spare: Mutex<Vec<Queued>>,
+    /// Where commits go; shared with the absorber.
+    log: Arc<Mutex<RedoLog>>,
     /// Someone is committing (the next in line waits for `committed`).
     committing: AtomicBool,
     committed: Notify,
-    /// The last commit succeeded (for `/healthz`).
-    healthy: AtomicBool,
-    /// Why the last commit failed, while commits fail.
-    failure: Mutex<Option<String>>,
+    health: Arc<Health>,
     durability: Durability,
-    checkpointer: Mutex<Option<Checkpointer>>,
+    absorber: Mutex<Option<Absorber>>,
     /// Held while the database is open, so that another server does not open it too.
     lock: Mutex<Option<File>>,
-    path: PathBuf,
 }
 
 /// A write and, if someone waits for it, where its outcome goes.
@@ -76,26 +70,29 @@ pub struct Pending {
 }
 
 impl Journal {
-    /// A journal writing through `conn` to the database at `path` (held by `lock`).
+    /// A journal committing to `log`, folded into the database behind `conn` (at `path`, held
+    /// by `lock`).
     pub(super) fn start(
         conn: Connection,
+        log: RedoLog,
         lock: File,
         path: &Path,
         durability: Durability,
     ) -> Result<Self, String> {
-        let checkpointer = Checkpointer::start(path)?;
+        let log = Arc::new(Mutex::new(log));
+        let health = Arc::new(Health::new(path.to_path_buf()));
+        let absorber = Absorber::start(conn, log.clone(), health.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 queue: Mutex::new(Vec::with_capacity(256)),
-                conn: Mutex::new(Some(conn)),
+                spare: Mutex::new(Vec::with_capacity(256)),
+                log,
                 committing: AtomicBool::new(false),
                 committed: Notify::new(),
-                healthy: AtomicBool::new(true),
-                failure: Mutex::new(None),
+                health,
                 durability,
-                checkpointer: Mutex::new(Some(checkpointer)),
+                absorber: Mutex::new(Some(absorber)),
                 lock: Mutex::new(Some(lock)),
-                path: path.to_path_buf(),
             }),
         })
     }
@@ -107,7 +104,7 @@ impl Journal {
     /// made), before the change is made.
     pub fn write(&self, write: Write) -> Result<Pending, EngineError> {
         if !self.healthy() {
-            let why = self.inner.failure.lock().clone().unwrap_or_default();
+            let why = self.inner.health.reason();
             return Err(EngineError::Unavailable(format!(
                 "the database cannot store changes right now ({why}), try again shortly"
             )));
@@ -168,7 +165,7 @@ impl Journal {
 
     /// Whether the last commit succeeded (for `/healthz`).
     pub fn healthy(&self) -> bool {
-        self.inner.healthy.load(Ordering::Relaxed)
+        self.inner.health.healthy()
     }
 
     /// Commits everything queued, unless someone else is committing (then false).
@@ -182,7 +179,7 @@ impl Journal {
             return false;
         }
         match self.inner.durability {
-            // A few writes to the page cache: done here, as a socket write would be.
+            // One write to the page cache: done here, as a socket write would be.
             Durability::Normal => self.inner.commit_queued(),
             // An fsync: not on a runtime thread. It runs to the end even if this waiter goes.
             Durability::Full => {
@@ -230,42 +227,34 @@ impl Pending {
 }
 
 impl Inner {
-    /// Commits everything queued in one transaction, tells every waiter its outcome, and lets
-    /// the next in line commit. Called by whoever set `committing`.
+    /// Commits everything queued as one record of the redo log, tells every waiter its outcome,
+    /// and lets the next in line commit. Called by whoever set `committing`.
     fn commit_queued(&self) {
+        let writes = {
+            let mut spare = self.spare.lock();
+            let mut queue = self.queue.lock();
+            std::mem::replace(&mut *queue, std::mem::take(&mut *spare))
+        };
         let mut group = Group {
             inner: self,
-            writes: std::mem::take(&mut *self.queue.lock()),
+            writes,
         };
-        let group = &mut group.writes;
-        if !group.is_empty() {
-            let outcome = match self.conn.lock().as_ref() {
-                Some(conn) => commit(conn, group.iter().map(|queued| &queued.write))
-                    .map_err(|error| error.to_string()),
-                None => Err("the database is closed".to_owned()),
-            };
-            match &outcome {
-                Ok(()) => {
-                    if !self.healthy.swap(true, Ordering::Relaxed) {
-                        *self.failure.lock() = None;
-                        tracing::info!(path = %self.path.display(), "the database accepts writes again");
-                    }
-                }
-                Err(error) => {
-                    *self.failure.lock() = Some(error.clone());
-                    if self.healthy.swap(false, Ordering::Relaxed) {
-                        tracing::error!(
-                            path = %self.path.display(),
-                            %error,
-                            "cannot write to the database; changes are refused until it can"
-                        );
-                    }
-                }
+        if group.writes.is_empty() {
+            return;
+        }
+        let mut log = self.log.lock();
+        let appended = log.append(group.writes.iter().map(|queued| &queued.write));
+        let outcome = appended.map_err(|error| error.to_string());
+        self.health.record(
+            Stage::Log,
+            outcome.as_ref().map(drop).map_err(String::as_str),
+        );
+        for queued in group.writes.drain(..) {
+            if outcome.is_ok() {
+                log.keep(queued.write);
             }
-            for queued in group.drain(..) {
-                if let Some(waiting) = queued.outcome {
-                    let _ = waiting.0.set(outcome.clone());
-                }
+            if let Some(waiting) = queued.outcome {
+                let _ = waiting.0.set(outcome.clone());
             }
         }
     }
@@ -288,83 +277,19 @@ impl Drop for Group<'_> {
                     .set(Err("the database commit failed unexpectedly".into()));
             }
         }
+        *self.inner.spare.lock() = std::mem::take(&mut self.writes);
         self.inner.committing.store(false, Ordering::Release);
         self.inner.committed.notify_waiters();
     }
 }
 
 impl Drop for Inner {
-    /// The server stopped: commit what is left, fold the write-ahead log into the file (so that
-    /// the file alone holds everything), close it, and only then let another server open it.
+    /// The server stopped: commit what is left, let the absorber fold everything into the file
+    /// (so that the file alone holds it all) and close it, and only then let another server
+    /// open it.
     fn drop(&mut self) {
         self.commit_queued();
-        drop(self.checkpointer.lock().take());
-        if let Some(conn) = self.conn.lock().take() {
-            if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-                tracing::warn!(%error, "could not checkpoint the database on shutdown");
-            }
-            drop(conn);
-        }
+        drop(self.absorber.lock().take());
         drop(self.lock.lock().take());
-    }
-}
-
-/// A thread with a connection of its own that folds the write-ahead log back into the database
-/// file every [`CHECKPOINT_PERIOD`] (SQLite's automatic checkpoint is off: it would run inside
-/// some request's commit, with an fsync).
-struct Checkpointer {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> Result<Self, String> {
-        let conn = Connection::open(path).map_err(|e| e.to_string())?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("chat-checkpoint".into())
-            .spawn(move || {
-                let (stopped, wake) = &*stopping;
-                let mut stopped = stopped.lock();
-                while !*stopped {
-                    wake.wait_for(&mut stopped, CHECKPOINT_PERIOD);
-                    if let Err(error) = checkpoint(&conn) {
-                        tracing::warn!(%error, "could not checkpoint the database");
-                    }
-                }
-            })
-            .map_err(|e| format!("cannot start its checkpoint thread: {e}"))?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-/// Folds the log back without holding up writers (PASSIVE). Commits made while it ran stay in
-/// the log, so under steady traffic the log would never start over and would grow: past
-/// [`LOG_RESTART_FRAMES`] it is folded back once more and started over (RESTART), which holds
-/// up commits for that moment (the pages changed since the last checkpoint: few, at chat rates).
-fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
-    let (_busy, log_frames, _done): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
-    if log_frames > LOG_RESTART_FRAMES {
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
-    }
-    Ok(())
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

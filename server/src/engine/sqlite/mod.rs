@@ -1,15 +1,19 @@
-//! The embedded database: SQLite (compiled in), one file, in WAL mode.
+//! The embedded database: SQLite (compiled in), one file, in WAL mode, and its redo log.
 //!
 //! It keeps what the single-node engine must not lose in a restart: channel history, names,
 //! mutes and bans, block lists and guest accounts. The engine keeps serving from memory (reads
-//! never touch the file); every change is queued to the [`Journal`], which commits in groups,
-//! and a request is answered only once its change is committed. On start the file is read back
-//! ([`Database::open`]) into the engine.
+//! never touch the file); every change is queued to the [`Journal`], which commits in groups to
+//! the redo log (two files beside the database, folded into it every second), and a request is
+//! answered only once its change is committed. On start the log is folded in and the file read
+//! back ([`Database::open`]) into the engine.
 
+mod absorb;
 mod backup;
 mod guests;
+mod health;
 mod journal;
 mod load;
+mod redo;
 mod schema;
 mod writer;
 
@@ -25,6 +29,8 @@ pub use journal::{Journal, Pending};
 pub use load::{ChannelSnapshot, HistoryCaps, Snapshot};
 pub use schema::Meta;
 pub use writer::Write;
+
+use redo::RedoLog;
 
 /// How hard a commit tries to reach the disk (SQLite's `synchronous` setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,6 +87,7 @@ impl Database {
         configure(&mut conn, durability).map_err(describe)?;
         check(&conn).map_err(describe)?;
         schema::prepare(&mut conn).map_err(describe)?;
+        let log = replay(&conn, path, durability).map_err(describe)?;
         let snapshot = load::snapshot(&conn, caps).map_err(|e| describe(e.to_string()))?;
         tracing::info!(
             path = %path.display(),
@@ -93,9 +100,77 @@ impl Database {
             guests = snapshot.guests.len(),
             "database opened"
         );
-        let journal = Journal::start(conn, lock, path, durability).map_err(describe)?;
+        let journal = Journal::start(conn, log, lock, path, durability).map_err(describe)?;
         Ok(Self { journal, snapshot })
     }
+}
+
+/// Folds into the database what its redo log holds that it does not (the changes committed
+/// since the last fold before the server stopped), empties the log, and opens it for writing.
+fn replay(conn: &Connection, path: &Path, durability: Durability) -> Result<RedoLog, String> {
+    let epoch = match schema::meta(conn, Meta::RedoEpoch).map_err(|e| e.to_string())? {
+        Some(epoch) => epoch
+            .parse()
+            .map_err(|_| format!("its redo_epoch {epoch:?} is not a number"))?,
+        None => {
+            let epoch = rand::random::<u64>();
+            schema::set_meta(conn, Meta::RedoEpoch, &epoch.to_string())
+                .map_err(|e| e.to_string())?;
+            epoch
+        }
+    };
+    let through: u64 = match schema::meta(conn, Meta::RedoThrough).map_err(|e| e.to_string())? {
+        Some(through) => through
+            .parse()
+            .map_err(|_| format!("its redo_through {through:?} is not a number"))?,
+        None => 0,
+    };
+    let paths = redo::segment_paths(path);
+    let files = [redo::open_segment(&paths[0]), redo::open_segment(&paths[1])];
+    let mut files = match files {
+        [Ok(first), Ok(second)] => [first, second],
+        [Err(error), _] | [_, Err(error)] => {
+            return Err(format!("cannot open its redo log: {error}"));
+        }
+    };
+    let read = redo::read(&mut files, epoch, through)
+        .map_err(|e| format!("cannot read its redo log: {e}"))?;
+    if read.foreign > 0 {
+        tracing::warn!(
+            records = read.foreign,
+            "the redo log beside the database is another database's (the file was replaced, \
+             e.g. by a backup): not applied"
+        );
+    }
+    if !read.records.is_empty() {
+        let last = read.records.last().map_or(through, |record| record.seq);
+        let marker = Write::Meta {
+            key: Meta::RedoThrough,
+            value: last.to_string(),
+        };
+        let writes = read.records.iter().flat_map(|record| &record.writes);
+        writer::commit(conn, writes.chain(std::iter::once(&marker)))
+            .map_err(|e| format!("cannot fold its redo log in: {e}"))?;
+        tracing::info!(
+            records = read.records.len(),
+            changes = read.records.iter().map(|r| r.writes.len()).sum::<usize>(),
+            "folded in the changes of the redo log"
+        );
+    }
+    for file in &files {
+        // Waits for a backup reading it: the log is emptied only once folded in.
+        file.lock()
+            .and_then(|()| file.set_len(0))
+            .and_then(|()| file.unlock())
+            .map_err(|e| format!("cannot empty its redo log: {e}"))?;
+    }
+    let next = read.last_seq.max(through) + 1;
+    Ok(RedoLog::new(
+        files,
+        epoch,
+        next,
+        durability == Durability::Full,
+    ))
 }
 
 /// The lock file beside the database (`chat.db.lock`).

@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS meta (
 ";
 
 /// Keys of the `meta` table.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Meta {
     /// Version of the newest block-list change (block lists are versioned as a whole).
     BlocksVersion,
@@ -59,6 +60,11 @@ pub enum Meta {
     /// When the server last committed a check of its own (a flush with nothing else queued,
     /// or a probe while commits failed).
     CheckedAt,
+    /// Sequence number of the newest redo log record folded into the file.
+    RedoThrough,
+    /// A random number this file was given when created (or copied by a backup), written in
+    /// every record of its redo log: records of another file are never applied to it.
+    RedoEpoch,
 }
 
 impl Meta {
@@ -68,6 +74,8 @@ impl Meta {
             Meta::BlocksVersion => "blocks_version",
             Meta::GuestsImportedFrom => "guests_imported_from",
             Meta::CheckedAt => "checked_at",
+            Meta::RedoThrough => "redo_through",
+            Meta::RedoEpoch => "redo_epoch",
         }
     }
 }

@@ -203,12 +203,16 @@ async fn concurrent_writers_each_hear_back_once_committed_in_either_mode() {
             name: "Late".into(),
         });
         journal.flush().await;
-        let reader = rusqlite::Connection::open(&path).unwrap();
-        let count: i64 = reader
-            .query_row("SELECT count(*) FROM names", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(count, 201, "{durability:?}");
-        drop(reader);
+        // Committed: in the redo log, whole, even before it is folded into the file.
+        let epoch = {
+            let reader = rusqlite::Connection::open(&path).unwrap();
+            schema::meta(&reader, Meta::RedoEpoch).unwrap().unwrap()
+        };
+        let mut log = redo::segment_paths(&path).map(|p| std::fs::File::open(p).unwrap());
+        let logged = redo::read(&mut log, epoch.parse().unwrap(), 0).unwrap();
+        let names = logged.records.iter().flat_map(|r| &r.writes);
+        let names = names.filter(|write| matches!(write, Write::Name { .. }));
+        assert_eq!(names.count(), 201, "{durability:?}");
         drop(journal);
         let held = Database::open(&path, durability, caps(10))
             .unwrap()
@@ -217,8 +221,17 @@ async fn concurrent_writers_each_hear_back_once_committed_in_either_mode() {
     }
 }
 
+/// Waits (at most 10 s) until `condition` holds.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_commits_fail_changes_are_refused_and_the_flush_finds_when_they_work_again() {
+async fn while_the_file_cannot_take_changes_they_are_refused_and_none_committed_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chat.db");
     let journal = Database::open(&path, Durability::Normal, caps(10))
@@ -229,17 +242,17 @@ async fn while_commits_fail_changes_are_refused_and_the_flush_finds_when_they_wo
         name: "N".into(),
     };
     journal.write(name("a")).unwrap().committed().await.unwrap();
-    // Break the table behind the server's back: the next commit fails.
+    // Break the table behind the server's back: folding the log into the file fails.
     let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
     other
         .execute_batch("ALTER TABLE names RENAME TO names_away")
         .unwrap();
-    let failed = journal.write(name("b")).unwrap().committed().await;
-    assert!(
-        matches!(failed, Err(EngineError::Unavailable(_))),
-        "{failed:?}"
-    );
-    assert!(!journal.healthy());
+    // Committed to the redo log all the same: kept, and folded in once the file takes it.
+    journal.write(name("b")).unwrap().committed().await.unwrap();
+    until("the failed fold is noticed", || !journal.healthy()).await;
     // Now refused before anything is queued (so nothing is changed and then lost).
     match journal.write(name("c")) {
         Err(EngineError::Unavailable(why)) => {
@@ -248,11 +261,86 @@ async fn while_commits_fail_changes_are_refused_and_the_flush_finds_when_they_wo
         }
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
-    // Mended: the flush's own commit finds out, and writes are taken again.
+    // Mended: the next fold works, and writes are taken again.
     other
         .execute_batch("ALTER TABLE names_away RENAME TO names")
         .unwrap();
-    journal.flush().await;
-    assert!(journal.healthy());
+    drop(other);
+    until("the fold works again", || journal.healthy()).await;
     journal.write(name("d")).unwrap().committed().await.unwrap();
+    drop(journal);
+    let names = Database::open(&path, Durability::Normal, caps(10))
+        .unwrap()
+        .snapshot
+        .names;
+    let mut users: Vec<&str> = names.iter().map(|(user, _)| user.as_str()).collect();
+    users.sort();
+    assert_eq!(users, ["a", "b", "d"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_redo_log_holds_is_folded_in_on_open_and_never_into_another_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.db");
+    let journal = Database::open(&path, Durability::Normal, caps(10))
+        .unwrap()
+        .journal;
+    journal
+        .write(Write::Message(message("a", 1, "a1")))
+        .unwrap()
+        .committed()
+        .await
+        .unwrap();
+    drop(journal);
+    // The server stopped cleanly: the file alone holds everything; the log is empty.
+    let [redo0, redo1] = redo::segment_paths(&path);
+    for log in [&redo0, &redo1] {
+        assert_eq!(
+            std::fs::metadata(log).unwrap().len(),
+            0,
+            "{}",
+            log.display()
+        );
+    }
+    // A crash after the commit, before the fold: the record is in the log only.
+    let epoch: u64 = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        schema::meta(&conn, Meta::RedoEpoch)
+            .unwrap()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut log = RedoLog::new(
+        [
+            redo::open_segment(&redo0).unwrap(),
+            redo::open_segment(&redo1).unwrap(),
+        ],
+        epoch,
+        100,
+        false,
+    );
+    log.append([Write::Message(message("a", 2, "a2"))].iter())
+        .unwrap();
+    drop(log);
+    let database = Database::open(&path, Durability::Normal, caps(10)).unwrap();
+    assert_eq!(texts(channel(&database.snapshot, "a")), ["a1", "a2"]);
+    // Folded in, and the log emptied, before the server takes changes again.
+    assert_eq!(std::fs::metadata(&redo0).unwrap().len(), 0);
+    drop(database);
+    // A record of another epoch beside a file is not applied to it.
+    let mut log = RedoLog::new(
+        [
+            redo::open_segment(&redo0).unwrap(),
+            redo::open_segment(&redo1).unwrap(),
+        ],
+        epoch ^ 1,
+        200,
+        false,
+    );
+    log.append([Write::Message(message("a", 3, "a3"))].iter())
+        .unwrap();
+    drop(log);
+    let database = Database::open(&path, Durability::Normal, caps(10)).unwrap();
+    assert_eq!(texts(channel(&database.snapshot, "a")), ["a1", "a2"]);
 }

@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use protocol::{ChatMessage, MessageId};
 use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
 
 use super::schema::{Meta, set_meta, until_to_sql};
 use crate::identity::guests::SecretHash;
 use crate::moderation::Standing;
 
-/// One change to the database.
-#[derive(Debug, Clone)]
+/// One change to the database (as written to the redo log: JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Write {
     /// A chat message was published.
     Message(Arc<ChatMessage>),
@@ -61,6 +63,7 @@ pub enum Write {
         /// The guest's user id.
         user_id: String,
         /// Hash of the guest's secret.
+        #[serde(with = "secret_hex")]
         secret: SecretHash,
     },
 }
@@ -175,5 +178,21 @@ fn split(sanction: &Option<(u64, String)>) -> (Option<i64>, Option<&str>) {
     match sanction {
         Some((until, reason)) => (Some(until_to_sql(*until)), Some(reason.as_str())),
         None => (None, None),
+    }
+}
+
+/// A secret hash in the redo log: its hex digits.
+mod secret_hex {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::identity::guests::SecretHash;
+
+    pub fn serialize<S: Serializer>(hash: &SecretHash, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(&hash.to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<SecretHash, D::Error> {
+        let hex = <&str>::deserialize(from)?;
+        SecretHash::from_hex(hex).ok_or_else(|| D::Error::custom("not a SHA-256 in hex"))
     }
 }
