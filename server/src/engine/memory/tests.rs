@@ -434,16 +434,18 @@ async fn trims_and_forgotten_channels_reach_the_database_at_the_sweep() {
     }
     engine.publish(message("b", "b1")).await.unwrap();
     // Every message is committed once acknowledged; the count cap's trims wait for the sweep.
+    let journal = engine.journal.clone().unwrap();
+    journal.fold_now().await;
     assert_eq!(rows(&path), ["a:a1", "a:a2", "a:a3", "a:a4", "b:b1"]);
     engine.sweep(now_ms());
-    engine.journal.clone().unwrap().flush().await;
+    journal.fold_now().await;
     assert_eq!(rows(&path), ["a:a3", "a:a4", "b:b1"]);
     // A third channel past the cap of two forgets the quietest one, in the file too.
     engine.publish(message("c", "c1")).await.unwrap();
     engine.sweep(now_ms());
-    engine.journal.clone().unwrap().flush().await;
+    journal.fold_now().await;
     assert_eq!(rows(&path), ["b:b1", "c:c1"]);
-    drop(engine);
+    drop((engine, journal));
 
     // Read back: what was kept, and new ids after the newest read back even if the clock is
     // behind it.

@@ -10,7 +10,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use super::redo;
-use super::schema::{Meta, meta};
+use super::schema::{Meta, meta_number};
 use super::writer::{Write, commit};
 
 /// Longest a backup waits for the database to be free to read (a checkpoint starting over).
@@ -49,7 +49,7 @@ pub fn backup(database: &Path, to: &Path) -> Result<u64, String> {
     let mut partial = to.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let result = copy(&source, &partial, &mut log).and_then(|()| {
+    let result = copy(&source, &partial, &log).and_then(|()| {
         std::fs::rename(&partial, to)
             .map_err(|e| format!("cannot move the copy to {}: {e}", to.display()))
     });
@@ -96,7 +96,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Copies every page in one step (one read transaction: one moment of the database) into a new
 /// file at `partial`, folds in the records of the redo `log` the file did not hold yet, gives
 /// the copy an epoch of its own, and checks it.
-fn copy(source: &Connection, partial: &Path, log: &mut [File]) -> Result<(), String> {
+fn copy(source: &Connection, partial: &Path, log: &[File]) -> Result<(), String> {
     let _ = std::fs::remove_file(partial);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -146,22 +146,25 @@ fn copy(source: &Connection, partial: &Path, log: &mut [File]) -> Result<(), Str
 /// Folds into the copy the records of the live database's redo log past those its file held,
 /// and gives the copy an epoch of its own (so that, once it is restored, the live log left
 /// beside it is never applied to it).
-fn fold_log(target: &Connection, log: &mut [File]) -> Result<(), String> {
-    let number = |key: Meta| -> Result<u64, String> {
-        let value = meta(target, key).map_err(|e| e.to_string())?;
-        value.map_or(Ok(0), |v| {
-            v.parse()
-                .map_err(|_| format!("its {} {v:?} is not a number", key.key()))
-        })
-    };
-    let (epoch, through) = (number(Meta::RedoEpoch)?, number(Meta::RedoThrough)?);
+fn fold_log(target: &Connection, log: &[File]) -> Result<(), String> {
+    let epoch = meta_number(target, Meta::RedoEpoch)?.unwrap_or(0);
+    let through = meta_number(target, Meta::RedoThrough)?.unwrap_or(0);
+    // The first file again after the second: should the server have moved on to the second
+    // while the first was read, the first's last records are read then (it empties neither
+    // while the backup holds them, so it moves on once at most).
+    let order: Vec<&File> = log.iter().chain(log.first()).collect();
     let read =
-        redo::read(log, epoch, through).map_err(|e| format!("cannot read the redo log: {e}"))?;
-    let last = read.records.last().map_or(through, |record| record.seq);
+        redo::read(&order, epoch, through).map_err(|e| format!("cannot read the redo log: {e}"))?;
+    if read.past_gap > 0 {
+        return Err(format!(
+            "the redo log has a gap after record {} (damaged?): the copy would miss changes",
+            read.through
+        ));
+    }
     let markers = [
         Write::Meta {
             key: Meta::RedoThrough,
-            value: last.to_string(),
+            value: read.through.to_string(),
         },
         Write::Meta {
             key: Meta::RedoEpoch,

@@ -163,6 +163,21 @@ impl Journal {
         }
     }
 
+    /// Commits what is queued and folds everything committed into the file, now (tests read
+    /// the file).
+    #[cfg(test)]
+    pub async fn fold_now(&self) {
+        self.flush().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(absorber) = inner.absorber.lock().as_ref() {
+                absorber.fold_now();
+            }
+        })
+        .await
+        .unwrap();
+    }
+
     /// Whether the last commit succeeded (for `/healthz`).
     pub fn healthy(&self) -> bool {
         self.inner.health.healthy()

@@ -30,8 +30,6 @@ pub use load::{ChannelSnapshot, HistoryCaps, Snapshot};
 pub use schema::Meta;
 pub use writer::Write;
 
-use redo::RedoLog;
-
 /// How hard a commit tries to reach the disk (SQLite's `synchronous` setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Durability {
@@ -87,7 +85,7 @@ impl Database {
         configure(&mut conn, durability).map_err(describe)?;
         check(&conn).map_err(describe)?;
         schema::prepare(&mut conn).map_err(describe)?;
-        let log = replay(&conn, path, durability).map_err(describe)?;
+        let log = absorb::fold_at_start(&conn, path, durability).map_err(describe)?;
         let snapshot = load::snapshot(&conn, caps).map_err(|e| describe(e.to_string()))?;
         tracing::info!(
             path = %path.display(),
@@ -103,74 +101,6 @@ impl Database {
         let journal = Journal::start(conn, log, lock, path, durability).map_err(describe)?;
         Ok(Self { journal, snapshot })
     }
-}
-
-/// Folds into the database what its redo log holds that it does not (the changes committed
-/// since the last fold before the server stopped), empties the log, and opens it for writing.
-fn replay(conn: &Connection, path: &Path, durability: Durability) -> Result<RedoLog, String> {
-    let epoch = match schema::meta(conn, Meta::RedoEpoch).map_err(|e| e.to_string())? {
-        Some(epoch) => epoch
-            .parse()
-            .map_err(|_| format!("its redo_epoch {epoch:?} is not a number"))?,
-        None => {
-            let epoch = rand::random::<u64>();
-            schema::set_meta(conn, Meta::RedoEpoch, &epoch.to_string())
-                .map_err(|e| e.to_string())?;
-            epoch
-        }
-    };
-    let through: u64 = match schema::meta(conn, Meta::RedoThrough).map_err(|e| e.to_string())? {
-        Some(through) => through
-            .parse()
-            .map_err(|_| format!("its redo_through {through:?} is not a number"))?,
-        None => 0,
-    };
-    let paths = redo::segment_paths(path);
-    let files = [redo::open_segment(&paths[0]), redo::open_segment(&paths[1])];
-    let mut files = match files {
-        [Ok(first), Ok(second)] => [first, second],
-        [Err(error), _] | [_, Err(error)] => {
-            return Err(format!("cannot open its redo log: {error}"));
-        }
-    };
-    let read = redo::read(&mut files, epoch, through)
-        .map_err(|e| format!("cannot read its redo log: {e}"))?;
-    if read.foreign > 0 {
-        tracing::warn!(
-            records = read.foreign,
-            "the redo log beside the database is another database's (the file was replaced, \
-             e.g. by a backup): not applied"
-        );
-    }
-    if !read.records.is_empty() {
-        let last = read.records.last().map_or(through, |record| record.seq);
-        let marker = Write::Meta {
-            key: Meta::RedoThrough,
-            value: last.to_string(),
-        };
-        let writes = read.records.iter().flat_map(|record| &record.writes);
-        writer::commit(conn, writes.chain(std::iter::once(&marker)))
-            .map_err(|e| format!("cannot fold its redo log in: {e}"))?;
-        tracing::info!(
-            records = read.records.len(),
-            changes = read.records.iter().map(|r| r.writes.len()).sum::<usize>(),
-            "folded in the changes of the redo log"
-        );
-    }
-    for file in &files {
-        // Waits for a backup reading it: the log is emptied only once folded in.
-        file.lock()
-            .and_then(|()| file.set_len(0))
-            .and_then(|()| file.unlock())
-            .map_err(|e| format!("cannot empty its redo log: {e}"))?;
-    }
-    let next = read.last_seq.max(through) + 1;
-    Ok(RedoLog::new(
-        files,
-        epoch,
-        next,
-        durability == Durability::Full,
-    ))
 }
 
 /// The lock file beside the database (`chat.db.lock`).
@@ -222,23 +152,15 @@ fn configure(conn: &mut Connection, durability: Durability) -> Result<(), String
     };
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(|e| e.to_string())?;
-    // Checkpoints run on a thread of their own (journal.rs), never inside a request's commit.
+    // The absorber (absorb.rs) checkpoints after each fold, on its own thread.
     conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(|e| e.to_string())?;
-    // The checkpoint thread starting the log over holds commits up for a moment: wait in short
-    // steps (SQLite's own busy timeout sleeps 1, 2, 5, 10 ms..., far longer than that moment),
-    // for at most BUSY_WAIT, rather than fail the commit.
-    conn.busy_handler(Some(|attempt: i32| {
-        std::thread::sleep(BUSY_STEP);
-        BUSY_STEP * u32::try_from(attempt).unwrap_or(u32::MAX) < BUSY_WAIT
-    }))
-    .map_err(|e| e.to_string())
+    // Readers (a backup, the sqlite3 shell) hold up only a checkpoint that starts the log over,
+    // at start and on shutdown: wait for them that long at most.
+    conn.busy_timeout(BUSY_WAIT).map_err(|e| e.to_string())
 }
 
-/// How long a commit waits between two tries while the database is busy.
-const BUSY_STEP: std::time::Duration = std::time::Duration::from_micros(100);
-
-/// Longest a commit waits for a busy database before it fails.
+/// Longest the database waits for a reader to let it start its log over.
 const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SQLite's own check of the file's structure (`PRAGMA quick_check`): a damaged file is

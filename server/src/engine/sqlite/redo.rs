@@ -14,13 +14,16 @@
 //! A record is `length (u32) · CRC-32 (u32) · epoch (u64) · sequence (u64) · JSON array of
 //! changes`, little-endian, the CRC covering everything after it. A record cut short by a crash
 //! (never acknowledged) or damaged ends the file for the reader. The sequence numbers go up by
-//! one per record; the database notes the newest folded in (`meta.redo_through`), so records
-//! folded in already are skipped when the log is read back. The epoch is a random number the
-//! database is given when created (and a backup copy is given anew): records of another
-//! database, left beside a file restored from a backup, are never applied to it.
+//! one per record written whole (a failed write takes none, and is cut off the file); the
+//! database notes the newest folded in (`meta.redo_through`), so records folded in already are
+//! skipped when the log is read back, and only an unbroken run after it is applied: records past
+//! a gap (a log damaged in the middle, or a database file older than its log) never are. The
+//! epoch is a random number the database is given when created (and a backup copy is given
+//! anew): records of another database, left beside a file restored from a backup, are never
+//! applied to it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +31,10 @@ use super::writer::Write;
 
 /// Bytes before a record's changes: length, CRC, epoch and sequence.
 const HEADER: usize = 24;
+
+/// Capacity of the record buffer kept between records (a larger one, for a large group, is
+/// given back).
+const BUFFER_KEPT: usize = 64 * 1024;
 
 /// Largest record read back (a group is at most the journal's queue of changes): a length
 /// past it is damage, not a record.
@@ -79,28 +86,51 @@ pub struct Record {
 /// What the log held for a database.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Records of this database newer than the one folded in last, in order.
+    /// Records of this database following the one folded in last, in order, without a gap.
     pub records: Vec<Record>,
-    /// The highest sequence number seen (of this database, folded in or not).
-    pub last_seq: u64,
+    /// The sequence number the records run through (`through` when there are none).
+    pub through: u64,
+    /// Records of this database past a gap: not applied.
+    pub past_gap: usize,
     /// Records of another database (left beside a file restored from a backup), not applied.
     pub foreign: usize,
 }
 
-/// Reads both files of the log: the records of `epoch` newer than `through`, in order.
-pub fn read(files: &mut [File], epoch: u64, through: u64) -> io::Result<Replay> {
+/// Reads the files of the log, each from its start: the unbroken run of records of `epoch`
+/// following `through`. A file may be given twice (a backup reads the first again after the
+/// second, in case the server moved on to the second meanwhile): records are taken once.
+pub fn read(files: &[&File], epoch: u64, through: u64) -> io::Result<Replay> {
     let mut replay = Replay::default();
-    for file in files.iter_mut() {
+    let mut records = Vec::new();
+    for mut file in files.iter().copied() {
         let mut bytes = Vec::new();
+        file.rewind()?;
         file.read_to_end(&mut bytes)?;
-        parse(&bytes, epoch, through, &mut replay);
+        parse(&bytes, epoch, through, &mut records, &mut replay.foreign);
     }
-    replay.records.sort_by_key(|record| record.seq);
+    records.sort_by_key(|record: &Record| record.seq);
+    records.dedup_by_key(|record| record.seq);
+    replay.through = through;
+    for record in records {
+        if record.seq == replay.through + 1 {
+            replay.through = record.seq;
+            replay.records.push(record);
+        } else {
+            replay.past_gap += 1;
+        }
+    }
     Ok(replay)
 }
 
-/// Parses the records of one file up to the first that is cut short or damaged.
-fn parse(mut bytes: &[u8], epoch: u64, through: u64, replay: &mut Replay) {
+/// Parses the records of one file up to the first that is cut short or damaged: those of
+/// `epoch` newer than `through` go to `records`; those of other epochs are counted.
+fn parse(
+    mut bytes: &[u8],
+    epoch: u64,
+    through: u64,
+    records: &mut Vec<Record>,
+    foreign: &mut usize,
+) {
     let mut previous = 0;
     while bytes.len() >= HEADER {
         let length = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
@@ -121,15 +151,14 @@ fn parse(mut bytes: &[u8], epoch: u64, through: u64, replay: &mut Replay) {
         previous = seq;
         bytes = &bytes[HEADER + length..];
         if record_epoch != epoch {
-            replay.foreign += 1;
+            *foreign += 1;
             continue;
         }
-        replay.last_seq = replay.last_seq.max(seq);
         if seq <= through {
             continue;
         }
         match serde_json::from_slice(&record[HEADER..]) {
-            Ok(writes) => replay.records.push(Record { seq, writes }),
+            Ok(writes) => records.push(Record { seq, writes }),
             // Its CRC checked out, so this build wrote it: a bug, said loudly, not skipped.
             Err(error) => {
                 tracing::error!(seq, %error, "a record of the redo log cannot be read back");
@@ -178,16 +207,15 @@ impl RedoLog {
             next_seq,
             sync,
             unabsorbed: Vec::new(),
-            buffer: Vec::with_capacity(4096),
+            buffer: Vec::with_capacity(BUFFER_KEPT),
         }
     }
 
     /// Appends one record holding `writes`; once it returns Ok they are committed (and must
-    /// then be handed to [`keep`](Self::keep)). A failed write leaves nothing the reader
-    /// accepts: the next record is written over it.
+    /// then be handed to [`keep`](Self::keep)). A failed write (or flush) is cut off the file,
+    /// and its number is the next record's: a failed record never comes back.
     pub fn append<'a>(&mut self, writes: impl Iterator<Item = &'a Write>) -> io::Result<()> {
         let seq = self.next_seq;
-        self.next_seq += 1;
         let buffer = &mut self.buffer;
         buffer.clear();
         buffer.resize(HEADER, 0);
@@ -209,11 +237,27 @@ impl RedoLog {
         let crc = crc32fast::hash(&buffer[8..]);
         buffer[4..8].copy_from_slice(&crc.to_le_bytes());
         let segment = &mut self.segments[self.active];
-        segment.file.write_all_at(buffer, segment.end)?;
-        if self.sync {
-            segment.file.sync_data()?;
+        let written = segment
+            .file
+            .write_all_at(buffer, segment.end)
+            .and_then(|()| {
+                if self.sync {
+                    segment.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(error) = written {
+            // Were it left whole past the end, a crash before the next record could bring it
+            // back; should this fail too, the next record is written over it (same number).
+            let _ = segment.file.set_len(segment.end);
+            return Err(error);
         }
         segment.end += buffer.len() as u64;
+        self.next_seq += 1;
+        if buffer.capacity() > BUFFER_KEPT {
+            *buffer = Vec::with_capacity(BUFFER_KEPT);
+        }
         Ok(())
     }
 
@@ -317,7 +361,8 @@ mod tests {
     }
 
     fn reread(dir: &Path, epoch: u64, through: u64) -> Replay {
-        read(&mut files(dir), epoch, through).unwrap()
+        let [first, second] = files(dir);
+        read(&[&first, &second], epoch, through).unwrap()
     }
 
     #[test]
@@ -341,7 +386,7 @@ mod tests {
                 (3, vec!["d".into()]),
             ]
         );
-        assert_eq!(all.last_seq, 3);
+        assert_eq!(all.through, 3);
         assert_eq!(
             users(&reread(dir.path(), 7, 2)),
             vec![(3, vec!["d".into()])]
@@ -391,9 +436,10 @@ mod tests {
         let _ = log.take().unwrap();
         log.append([name("kept")].iter()).unwrap();
         drop(first);
+        // The failed record took no number: no gap.
         assert_eq!(
             users(&reread(dir.path(), 1, 0)),
-            vec![(2, vec!["kept".into()])]
+            vec![(1, vec!["kept".into()])]
         );
     }
 
@@ -410,5 +456,33 @@ mod tests {
         backup.unlock().unwrap();
         assert!(empty_segment(&server).unwrap());
         assert_eq!(std::fs::metadata(path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn only_an_unbroken_run_after_what_was_folded_in_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RedoLog::new(files(dir.path()), 1, 5, false);
+        for user in ["e", "f", "g"] {
+            log.append([name(user)].iter()).unwrap();
+        }
+        // A file folded in through 5 takes 6 and 7.
+        let run = reread(dir.path(), 1, 5);
+        assert_eq!((run.records.len(), run.through, run.past_gap), (2, 7, 0));
+        // A file older than its log (folded in through 2 only): 5.. would leave 3 and 4 out.
+        let stale = reread(dir.path(), 1, 2);
+        assert_eq!(
+            (stale.records.len(), stale.through, stale.past_gap),
+            (0, 2, 3)
+        );
+    }
+
+    #[test]
+    fn a_file_read_twice_gives_its_records_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RedoLog::new(files(dir.path()), 1, 1, false);
+        log.append([name("a")].iter()).unwrap();
+        let [first, second] = files(dir.path());
+        let twice = read(&[&first, &second, &first], 1, 0).unwrap();
+        assert_eq!(users(&twice), vec![(1, vec!["a".into()])]);
     }
 }

@@ -115,6 +115,17 @@ pub fn meta(conn: &Connection, key: Meta) -> rusqlite::Result<Option<String>> {
     .optional()
 }
 
+/// Reads a `meta` value that is a number.
+pub fn meta_number(conn: &Connection, key: Meta) -> Result<Option<u64>, String> {
+    let value = meta(conn, key).map_err(|e| e.to_string())?;
+    value
+        .map(|v| {
+            v.parse()
+                .map_err(|_| format!("its meta {} {v:?} is not a number", key.key()))
+        })
+        .transpose()
+}
+
 /// Writes a `meta` value.
 pub fn set_meta(conn: &Connection, key: Meta, value: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use protocol::{ChatMessage, MessageId};
 
+use super::redo::RedoLog;
 use super::*;
 use crate::engine::EngineError;
 use crate::identity::guests::SecretHash;
@@ -203,22 +204,42 @@ async fn concurrent_writers_each_hear_back_once_committed_in_either_mode() {
             name: "Late".into(),
         });
         journal.flush().await;
-        // Committed: in the redo log, whole, even before it is folded into the file.
-        let epoch = {
-            let reader = rusqlite::Connection::open(&path).unwrap();
-            schema::meta(&reader, Meta::RedoEpoch).unwrap().unwrap()
-        };
-        let mut log = redo::segment_paths(&path).map(|p| std::fs::File::open(p).unwrap());
-        let logged = redo::read(&mut log, epoch.parse().unwrap(), 0).unwrap();
-        let names = logged.records.iter().flat_map(|r| &r.writes);
-        let names = names.filter(|write| matches!(write, Write::Name { .. }));
-        assert_eq!(names.count(), 201, "{durability:?}");
+        // Committed: in the redo log, or already folded into the file (read in that order, so
+        // that a fold in between cannot hide any).
+        let log = redo::segment_paths(&path).map(|p| std::fs::File::open(p).unwrap());
+        let logged = redo::read(&[&log[0], &log[1], &log[0]], epoch_of(&path), 0).unwrap();
+        let mut names: std::collections::HashSet<String> = logged
+            .records
+            .iter()
+            .flat_map(|r| &r.writes)
+            .filter_map(|write| match write {
+                Write::Name { user_id, .. } => Some(user_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let reader = rusqlite::Connection::open(&path).unwrap();
+        let mut filed = reader.prepare("SELECT user_id FROM names").unwrap();
+        names.extend(
+            filed
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .map(Result::unwrap),
+        );
+        assert_eq!(names.len(), 201, "{durability:?}");
         drop(journal);
         let held = Database::open(&path, durability, caps(10))
             .unwrap()
             .snapshot;
         assert_eq!(held.names.len(), 201);
     }
+}
+
+/// The redo epoch of the database at `path`.
+fn epoch_of(path: &std::path::Path) -> u64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    schema::meta_number(&conn, Meta::RedoEpoch)
+        .unwrap()
+        .unwrap()
 }
 
 /// Waits (at most 10 s) until `condition` holds.
@@ -303,13 +324,10 @@ async fn what_the_redo_log_holds_is_folded_in_on_open_and_never_into_another_fil
         );
     }
     // A crash after the commit, before the fold: the record is in the log only.
-    let epoch: u64 = {
+    let (epoch, through) = {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        schema::meta(&conn, Meta::RedoEpoch)
-            .unwrap()
-            .unwrap()
-            .parse()
-            .unwrap()
+        let number = |key| schema::meta_number(&conn, key).unwrap().unwrap();
+        (number(Meta::RedoEpoch), number(Meta::RedoThrough))
     };
     let mut log = RedoLog::new(
         [
@@ -317,7 +335,7 @@ async fn what_the_redo_log_holds_is_folded_in_on_open_and_never_into_another_fil
             redo::open_segment(&redo1).unwrap(),
         ],
         epoch,
-        100,
+        through + 1,
         false,
     );
     log.append([Write::Message(message("a", 2, "a2"))].iter())
@@ -335,7 +353,7 @@ async fn what_the_redo_log_holds_is_folded_in_on_open_and_never_into_another_fil
             redo::open_segment(&redo1).unwrap(),
         ],
         epoch ^ 1,
-        200,
+        through + 2,
         false,
     );
     log.append([Write::Message(message("a", 3, "a3"))].iter())

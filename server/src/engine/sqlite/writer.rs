@@ -155,8 +155,8 @@ fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
         } => {
             conn.prepare_cached("DELETE FROM blocks WHERE user_id = ?1")?
                 .execute([user_id])?;
-            let mut insert =
-                conn.prepare_cached("INSERT INTO blocks (user_id, target) VALUES (?1, ?2)")?;
+            let mut insert = conn
+                .prepare_cached("INSERT OR IGNORE INTO blocks (user_id, target) VALUES (?1, ?2)")?;
             for target in users {
                 insert.execute([user_id, target])?;
             }
