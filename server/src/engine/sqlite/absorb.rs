@@ -169,7 +169,7 @@ fn round(conn: &Connection, log: &Mutex<RedoLog>, health: &Health, progress: &mu
         }
         Ok(false) => {
             progress.held += 1;
-            if progress.held % HELD_WARNING_ROUNDS == 0 {
+            if progress.held.is_multiple_of(HELD_WARNING_ROUNDS) {
                 tracing::warn!(
                     seconds = progress.held,
                     "a backup has held the redo log this long: it grows until the backup ends"
