@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -51,8 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/admin/broadcast", post(crate::admin::broadcast))
-        .route("/admin/{action}", post(crate::admin::moderate))
+        .merge(crate::admin::routes())
         .with_state(state)
         .merge(identity)
         .layer(RequestBodyLimitLayer::new(64 * 1024))

@@ -44,8 +44,8 @@ use crate::app::AppState;
 use crate::config::{Config, EngineKind};
 use crate::engine::sqlite::{Database, HistoryCaps, Journal, Snapshot, SqliteGuestStore};
 use crate::engine::{
-    Engine, EngineError, MemoryEngine, MemoryModeration, MemoryUsers, RedisEngine, RedisSettings,
-    now_ms, sweep_every,
+    Engine, EngineError, MemoryAudit, MemoryEngine, MemoryModeration, MemoryUsers, RedisEngine,
+    RedisSettings, now_ms, sweep_every,
 };
 use crate::hub::Hub;
 use crate::identity::guests::GuestStore;
@@ -140,9 +140,11 @@ impl Server {
                 let journal = database.as_ref().map(|(journal, _, _)| journal.clone());
                 let mut users = MemoryUsers::new();
                 let mut moderation = MemoryModeration::new(hub.clone());
+                let mut audit = MemoryAudit::new();
                 if let Some(journal) = &journal {
                     users = users.with_journal(journal.clone());
                     moderation = moderation.with_journal(journal.clone());
+                    audit = audit.with_journal(journal.clone());
                 }
                 let users = Arc::new(users);
                 let mut channels =
@@ -158,6 +160,7 @@ impl Server {
                     channels.restore(held.channels);
                     users.restore(held.names);
                     moderation.restore(held.standings, held.blocks, held.blocks_version);
+                    audit.restore(held.audit);
                     shared_guests = Some(guests);
                 }
                 let channels = Arc::new(channels);
@@ -167,6 +170,7 @@ impl Server {
                     presence: channels,
                     users,
                     moderation: Arc::new(moderation),
+                    audit: Arc::new(audit),
                 }
             }
             EngineKind::Redis => {

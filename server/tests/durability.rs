@@ -257,6 +257,7 @@ async fn a_killed_server_keeps_everything_it_acknowledged() {
     let live = client.recv_type("chat_message_received").await;
     assert_eq!(live["payload"]["username"], "sender-0");
     // The mute, the ban and the block list are still in force.
+    let muted_id = muted.user_id.clone();
     let mut muted = connect(&server, &muted.auth_token).await;
     muted.set_name("muted").await;
     muted.join("lobby").await;
@@ -279,6 +280,24 @@ async fn a_killed_server_keeps_everything_it_acknowledged() {
     assert_eq!(
         client.recv_type("blocked_users").await["payload"]["user_ids"],
         json!([banned.user_id])
+    );
+    // The audit log: both actions, newest first.
+    let headers = vec![("Authorization".to_owned(), format!("Bearer {ADMIN_TOKEN}"))];
+    let (status, body) = http_send(format!("{}/admin/audit", server.http()), headers, None).await;
+    assert_eq!(status, 200, "{body}");
+    let log: Value = serde_json::from_str(&body).unwrap();
+    let actions: Vec<(&str, &str)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("ban", banned.user_id.as_str()),
+            ("mute", muted_id.as_str())
+        ]
     );
     // The guests: an existing guest logs in again with its secret.
     let again = format!(

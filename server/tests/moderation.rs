@@ -18,6 +18,7 @@ per_engine!(
     a_kicked_user_is_told_why_and_may_come_back,
     a_banned_user_is_closed_and_refused_until_unbanned,
     bad_admin_requests_are_refused_clearly,
+    every_admin_action_is_in_the_audit_log_newest_first_in_pages,
 );
 
 /// Two Redis nodes (a separate test: `redis_only!` would clash with `per_engine!`'s module).
@@ -113,7 +114,7 @@ async fn a_muted_user_cannot_send_until_unmuted_even_after_reconnecting() {
         json!({ "user_id": login.user_id, "reason": "spam" }),
     )
     .await;
-    assert_eq!((status, &body), (200, &json!({ "ok": true })));
+    assert_eq!((status, &body["ok"]), (200, &json!(true)), "{body}");
     // With Redis the node applies the mute when its pub/sub copy arrives: moments later.
     let refused = until_refused(&mut ann, "buy gold").await;
     assert_eq!(refused["error"], "You are muted: spam");
@@ -323,6 +324,107 @@ async fn moderation_reaches_every_node() {
     assert_eq!(on_b.expect_close().await.map(|c| c.0), Some(1008));
     let mut refused = b.connect(&login.auth_token).await;
     assert_eq!(refused.recv().await["error"], "You are banned");
+    // Both actions were taken on A; B reads the same audit log.
+    let log = audit(&b, "").await;
+    let actions: Vec<&str> = entries(&log)
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["ban", "mute"]);
+}
+
+/// `GET /admin/audit{query}` with the admin token: the reply, after checking it is a 200.
+async fn audit(server: &TestServer, query: &str) -> Value {
+    let (status, body) = server
+        .admin_get(&format!("/admin/audit{query}"), Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn entries(page: &Value) -> &Vec<Value> {
+    page["entries"].as_array().unwrap()
+}
+
+async fn every_admin_action_is_in_the_audit_log_newest_first_in_pages() {
+    let server = moderated_server().await;
+    let user = server.login().await.user_id;
+    let (status, reply) = admin(
+        &server,
+        "mute",
+        json!({ "user_id": user, "seconds": 600, "reason": "spam" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply["audit_id"].is_string(), "{reply}");
+    admin(&server, "ban", json!({ "user_id": user })).await;
+    // From the console (it says so in a header).
+    let url = format!("{}/admin/unban", server.http());
+    let headers = vec![
+        ("Authorization".to_owned(), format!("Bearer {ADMIN_TOKEN}")),
+        ("X-Admin-Client".to_owned(), "console".to_owned()),
+    ];
+    let (status, _) = http_send(url, headers, Some(json!({ "user_id": user }))).await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .post(
+            "/admin/broadcast",
+            Some(ADMIN_TOKEN),
+            json!({ "message": "maintenance at noon" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // A refused request is not an action: not in the log.
+    admin(&server, "mute", json!({ "user_id": "" })).await;
+
+    let first = audit(&server, "?limit=3").await;
+    let shown: Vec<(&str, &str, &str)> = entries(&first)
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["target"].as_str().unwrap(),
+                e["via"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("broadcast", "*", "api"),
+            ("unban", user.as_str(), "console"),
+            ("ban", user.as_str(), "api"),
+        ]
+    );
+    assert_eq!(entries(&first)[0]["reason"], "maintenance at noon");
+    assert!(entries(&first).iter().all(|e| e["result"] == "ok"));
+    assert!(entries(&first).iter().all(|e| e["address"] == "127.0.0.1"));
+    let next = first["next"].as_str().expect("a next page");
+    let second = audit(&server, &format!("?before={next}&limit=3")).await;
+    let mute = &entries(&second)[0];
+    assert_eq!(entries(&second).len(), 1, "{second}");
+    assert_eq!(
+        (&mute["action"], &mute["reason"], &mute["seconds"]),
+        (&json!("mute"), &json!("spam"), &json!(600))
+    );
+    assert!(second.get("next").is_none(), "{second}");
+    assert!(mute["id"].as_str().unwrap() < next, "{mute} then {next}");
+
+    // Bad pages and tokens are refused, saying why.
+    for (query, text) in [
+        ("?limit=0", "limit: from 1 to 500"),
+        ("?limit=501", "limit: from 1 to 500"),
+        ("?before=yesterday", "before:"),
+        ("?page=2", "unknown field"),
+    ] {
+        let (status, body) = server
+            .admin_get(&format!("/admin/audit{query}"), Some(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(text), "{query}: {body}");
+    }
+    assert_eq!(server.admin_get("/admin/audit", Some("wrong")).await.0, 401);
+    assert_eq!(server.admin_get("/admin/audit", None).await.0, 401);
 }
 
 /// A game's own review: no links in chat.

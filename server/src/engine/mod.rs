@@ -1,16 +1,18 @@
-//! The engine: everything server nodes share, in four parts along centrifuge's lines: traffic
+//! The engine: everything server nodes share, in five parts along centrifuge's lines: traffic
 //! between nodes with channel history ([`Broker`]), presence ([`PresenceManager`]), user data
-//! ([`UserStore`]; guests are the identity's `GuestStore`) and moderation with block lists
-//! ([`ModerationStore`]). A node holds one of each in an [`Engine`].
+//! ([`UserStore`]; guests are the identity's `GuestStore`), moderation with block lists
+//! ([`ModerationStore`]) and the operators' audit log ([`AuditLog`]). A node holds one of each
+//! in an [`Engine`].
 //!
 //! Who owns what: on Redis (one server or a Cluster) the [`RedisEngine`] owns every part. On one
 //! node the in-process [`MemoryEngine`] owns traffic, history and presence, [`MemoryUsers`] the
-//! names and [`MemoryModeration`] mutes, bans and block lists; with the embedded database (the
-//! default, [`sqlite`]) each of them also writes what it keeps to the database file, and the
-//! file holds the guests. A broker delivers everything published — locally or from other nodes
-//! — to this node's [`DeliverySink`] (the [`Hub`](crate::hub::Hub)), which fans it out to local
-//! connections.
+//! names, [`MemoryModeration`] mutes, bans and block lists and [`MemoryAudit`] the audit log;
+//! with the embedded database (the default, [`sqlite`]) each of them also writes what it keeps
+//! to the database file, and the file holds the guests. A broker delivers everything published
+//! — locally or from other nodes — to this node's [`DeliverySink`] (the
+//! [`Hub`](crate::hub::Hub)), which fans it out to local connections.
 
+pub mod audit;
 mod memory;
 mod redis;
 pub mod sqlite;
@@ -28,7 +30,8 @@ use protocol::{
 pub use self::redis::{
     Keys as RedisKeys, RedisEngine, RedisGuestStore, RedisSettings, RedisTarget,
 };
-pub use memory::{MemoryEngine, MemoryModeration, MemoryUsers, sweep_every};
+pub use audit::{AuditAction, AuditEntry, AuditLog};
+pub use memory::{MemoryAudit, MemoryEngine, MemoryModeration, MemoryUsers, sweep_every};
 
 /// An engine failure, reported to the client as `unavailable` / `name_taken`.
 #[derive(Debug, thiserror::Error)]
@@ -306,19 +309,22 @@ pub struct Engine {
     pub users: Arc<dyn UserStore>,
     /// Mutes, bans, block lists.
     pub moderation: Arc<dyn ModerationStore>,
+    /// What operators did.
+    pub audit: Arc<dyn AuditLog>,
 }
 
 impl Engine {
     /// An engine whose every part is one backend (Redis).
     pub fn of<T>(backend: Arc<T>) -> Self
     where
-        T: Broker + PresenceManager + UserStore + ModerationStore,
+        T: Broker + PresenceManager + UserStore + ModerationStore + AuditLog,
     {
         Self {
             broker: backend.clone(),
             presence: backend.clone(),
             users: backend.clone(),
-            moderation: backend,
+            moderation: backend.clone(),
+            audit: backend,
         }
     }
 
@@ -332,6 +338,7 @@ impl Engine {
             presence: channels,
             users,
             moderation: Arc::new(MemoryModeration::new(sink)),
+            audit: Arc::new(MemoryAudit::new()),
         }
     }
 

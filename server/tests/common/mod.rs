@@ -173,6 +173,13 @@ impl TestServer {
             .map_or(0, |n| n.trim().parse().unwrap())
     }
 
+    /// GET with the admin token (when given): (status, body).
+    pub async fn admin_get(&self, path_and_query: &str, bearer: Option<&str>) -> (u16, String) {
+        let headers = bearer.map(|token| ("Authorization".to_owned(), format!("Bearer {token}")));
+        let url = format!("{}{}", self.http(), path_and_query);
+        http_send(url, headers.into_iter().collect(), None).await
+    }
+
     /// POST JSON with optional bearer token: (status, body).
     pub async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> (u16, String) {
         http_post(format!("{}{}", self.http(), path), bearer, body).await
@@ -242,14 +249,35 @@ impl Drop for TestServer {
 
 /// POST JSON to `url` with an optional bearer token: (status, body).
 pub async fn http_post(url: String, bearer: Option<&str>, body: Value) -> (u16, String) {
-    let bearer = bearer.map(str::to_owned);
+    let headers = bearer.map(|token| ("Authorization".to_owned(), format!("Bearer {token}")));
+    http_send(url, headers.into_iter().collect(), Some(body)).await
+}
+
+/// GET (no body) or POST (a JSON body) with these headers: (status, body).
+pub async fn http_send(
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Option<Value>,
+) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
         let agent = agent();
-        let mut request = agent.post(&url);
-        if let Some(token) = bearer {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        let mut response = request.send_json(body).expect("http post");
+        let response = match body {
+            Some(body) => {
+                let mut request = agent.post(&url);
+                for (name, value) in &headers {
+                    request = request.header(name, value);
+                }
+                request.send_json(body)
+            }
+            None => {
+                let mut request = agent.get(&url);
+                for (name, value) in &headers {
+                    request = request.header(name, value);
+                }
+                request.call()
+            }
+        };
+        let mut response = response.expect("http request");
         let status = response.status().as_u16();
         (
             status,
@@ -271,16 +299,7 @@ pub fn agent() -> ureq::Agent {
 
 /// GET any URL: (status, body).
 pub async fn http_get(url: String) -> (u16, String) {
-    tokio::task::spawn_blocking(move || {
-        let mut response = agent().get(&url).call().expect("http get");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.body_mut().read_to_string().unwrap_or_default(),
-        )
-    })
-    .await
-    .unwrap()
+    http_send(url, Vec::new(), None).await
 }
 
 /// The `(user_id, username)` pairs of a `presence` payload's users, sorted (`""` for no name).

@@ -6,11 +6,13 @@
 //! restarts: every change is queued to the database in the order it was made, a request is
 //! answered once its change is committed, and [`MemoryEngine::restore`] reads it back on start.
 
+mod audit;
 mod budget;
 mod moderation;
 mod restore;
 mod users;
 
+pub use audit::MemoryAudit;
 pub use moderation::MemoryModeration;
 pub use restore::sweep_every;
 pub use users::MemoryUsers;
@@ -264,7 +266,7 @@ impl MemoryEngine {
     }
 
     /// The id after `last` for a message accepted at `now` (the Redis stream rule).
-    fn next_id(last: MessageId, now: u64) -> MessageId {
+    pub(super) fn next_id(last: MessageId, now: u64) -> MessageId {
         if now > last.ms {
             MessageId::new(now, 0)
         } else {

@@ -99,6 +99,11 @@ impl Keys {
         self.tagged("nodes", "all")
     }
 
+    /// Stream of admin actions (the audit log).
+    pub fn audit(&self) -> String {
+        self.tagged("audit", "log")
+    }
+
     /// A node's liveness key (expires when it stops beating).
     pub fn alive(&self, node: &str) -> String {
         self.tagged("alive", node)

@@ -7,6 +7,7 @@
 //! ([`sharded`]). After an outage, a failover or a slot migration it subscribes again and
 //! replays from the streams what it missed ([`subscriptions`]).
 
+mod audit;
 mod batches;
 mod blocks;
 mod conn;

@@ -6,6 +6,7 @@ use protocol::{ChatMessage, MessageId};
 use rusqlite::Connection;
 
 use super::schema::{Meta, meta, until_from_sql};
+use crate::engine::audit::{AUDIT_KEPT, AuditAction, AuditEntry};
 use crate::identity::guests::SecretHash;
 use crate::moderation::Standing;
 
@@ -46,6 +47,8 @@ pub struct Snapshot {
     pub guests: HashMap<String, SecretHash>,
     /// The guest file whose accounts were imported, if one was.
     pub guests_imported_from: Option<String>,
+    /// The newest entries of the audit log, oldest first.
+    pub audit: Vec<AuditEntry>,
 }
 
 /// Reads everything back.
@@ -97,7 +100,48 @@ pub fn snapshot(conn: &Connection, caps: HistoryCaps) -> rusqlite::Result<Snapsh
             ),
         }
     }
+    snapshot.audit = audit(conn)?;
     Ok(snapshot)
+}
+
+/// The newest [`AUDIT_KEPT`] entries of the audit log, oldest first.
+fn audit(conn: &Connection) -> rusqlite::Result<Vec<AuditEntry>> {
+    let mut newest = conn.prepare(
+        "SELECT ms, seq, ts, action, target, reason, seconds, result, address, via \
+         FROM audit ORDER BY ms DESC, seq DESC LIMIT ?1",
+    )?;
+    let mut entries = Vec::new();
+    let rows = newest.query_map([AUDIT_KEPT as i64], |row| {
+        Ok((
+            MessageId::new(row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64),
+            row.get::<_, i64>(2)? as u64,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+            row.get::<_, Option<String>>(5)?,
+            row.get::<_, Option<i64>>(6)?,
+            (row.get(7)?, row.get(8)?, row.get(9)?),
+        ))
+    })?;
+    for row in rows {
+        let (id, ts, action, target, reason, seconds, (result, address, via)) = row?;
+        let Some(action) = AuditAction::parse(&action) else {
+            tracing::warn!(%id, action, "skipping an audit entry of an unknown action");
+            continue;
+        };
+        entries.push(AuditEntry {
+            id,
+            ts,
+            action,
+            target,
+            reason,
+            seconds: seconds.map(|s| s as u64),
+            result,
+            address,
+            via,
+        });
+    }
+    entries.reverse();
+    Ok(entries)
 }
 
 /// Every channel's newest messages within `caps`.

@@ -21,6 +21,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
+
+use crate::engine::audit::AUDIT_KEPT;
 use rusqlite::{Connection, OpenFlags};
 
 pub use backup::backup;
@@ -87,6 +89,16 @@ impl Database {
         schema::prepare(&mut conn).map_err(describe)?;
         let log = absorb::fold_at_start(&conn, path, durability).map_err(describe)?;
         let snapshot = load::snapshot(&conn, caps).map_err(|e| describe(e.to_string()))?;
+        if snapshot.audit.len() >= AUDIT_KEPT
+            && let Some(oldest) = snapshot.audit.first()
+        {
+            // The audit log keeps its newest entries: older ones go from the file too.
+            conn.execute(
+                "DELETE FROM audit WHERE ms < ?1 OR (ms = ?1 AND seq < ?2)",
+                [oldest.id.ms as i64, oldest.id.seq as i64],
+            )
+            .map_err(|e| describe(e.to_string()))?;
+        }
         tracing::info!(
             path = %path.display(),
             created,

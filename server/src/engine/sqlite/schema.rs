@@ -5,8 +5,9 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-/// The schema version this build writes (`PRAGMA user_version`).
-pub const VERSION: i64 = 1;
+/// The schema version this build writes (`PRAGMA user_version`): 2 added the audit log (a
+/// file of version 1 is taken as it is, and gets the table).
+pub const VERSION: i64 = 2;
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -42,6 +43,19 @@ CREATE TABLE IF NOT EXISTS blocks (
 CREATE TABLE IF NOT EXISTS guests (
     user_id       TEXT PRIMARY KEY,
     secret_sha256 TEXT NOT NULL  -- hex SHA-256 of the guest's secret
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    ms      INTEGER NOT NULL,  -- id, first part (Unix ms)
+    seq     INTEGER NOT NULL,  -- id, second part
+    ts      INTEGER NOT NULL,  -- Unix ms when it was done
+    action  TEXT    NOT NULL,  -- mute, unmute, kick, ban, unban, broadcast
+    target  TEXT    NOT NULL,  -- user id, #channel or * (everyone)
+    reason  TEXT,
+    seconds INTEGER,           -- length of a mute or ban; NULL: until lifted
+    result  TEXT    NOT NULL,  -- ok, or why it failed
+    address TEXT    NOT NULL,  -- the operator's address
+    via     TEXT    NOT NULL,  -- console or api
+    PRIMARY KEY (ms, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,

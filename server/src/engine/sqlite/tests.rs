@@ -100,6 +100,8 @@ async fn every_write_is_read_back_after_a_reopen() {
             user_id: "g".into(),
             secret: SecretHash::of("secret"),
         },
+        Write::Audit(Box::new(audit_entry(MessageId::new(9, 0), "u2"))),
+        Write::Audit(Box::new(audit_entry(MessageId::new(9, 1), "u1"))),
     ];
     let mut pending = Vec::new();
     for write in writes {
@@ -139,6 +141,13 @@ async fn every_write_is_read_back_after_a_reopen() {
     assert_eq!(held.blocks["u1"], ["x", "y"]);
     assert_eq!(held.blocks_version, 7);
     assert!(held.guests["g"].matches("secret"));
+    assert_eq!(
+        held.audit,
+        [
+            audit_entry(MessageId::new(9, 0), "u2"),
+            audit_entry(MessageId::new(9, 1), "u1")
+        ]
+    );
     drop(database.journal);
 
     // Read back within smaller caps: the newest per channel, and what the cap left behind.
@@ -231,6 +240,21 @@ async fn concurrent_writers_each_hear_back_once_committed_in_either_mode() {
             .unwrap()
             .snapshot;
         assert_eq!(held.names.len(), 201);
+    }
+}
+
+/// An audit entry of a ban of `user`, with every field set.
+fn audit_entry(id: MessageId, user: &str) -> crate::engine::AuditEntry {
+    crate::engine::AuditEntry {
+        id,
+        ts: id.ms,
+        action: crate::engine::AuditAction::Ban,
+        target: user.into(),
+        reason: Some("spam".into()),
+        seconds: Some(600),
+        result: "ok".into(),
+        address: "10.0.0.1".into(),
+        via: "console".into(),
     }
 }
 

@@ -7,6 +7,7 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{Meta, set_meta, until_to_sql};
+use crate::engine::audit::AuditEntry;
 use crate::identity::guests::SecretHash;
 use crate::moderation::Standing;
 
@@ -58,6 +59,8 @@ pub enum Write {
         /// Its value.
         value: String,
     },
+    /// An admin action, for the audit log.
+    Audit(Box<AuditEntry>),
     /// A new guest account.
     Guest {
         /// The guest's user id.
@@ -163,6 +166,25 @@ fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             set_meta(conn, Meta::BlocksVersion, &version.to_string())?;
         }
         Write::Meta { key, value } => set_meta(conn, *key, value)?,
+        Write::Audit(entry) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO audit \
+                 (ms, seq, ts, action, target, reason, seconds, result, address, via) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                entry.id.ms as i64,
+                entry.id.seq as i64,
+                entry.ts as i64,
+                entry.action.as_str(),
+                entry.target,
+                entry.reason,
+                entry.seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+                entry.result,
+                entry.address,
+                entry.via,
+            ])?;
+        }
         Write::Guest { user_id, secret } => {
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO guests (user_id, secret_sha256) VALUES (?1, ?2)",

@@ -1,15 +1,16 @@
-//! The admin HTTP API, guarded by a bearer token (`--admin-token`); off when no token is set.
+//! The admin actions: mute, unmute, kick, ban and unban a user, and broadcast; each one
+//! recorded in the audit log with its result.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
+use super::{Caller, error};
 use crate::app::AppState;
-use crate::engine::{EngineError, now_ms};
+use crate::engine::{AuditAction, AuditEntry, EngineError, now_ms};
 use crate::limits::check_message;
 use crate::moderation::Sanction;
 
@@ -18,36 +19,6 @@ use crate::moderation::Sanction;
 pub struct BroadcastRequest {
     /// Text delivered to every connection on every node.
     pub message: String,
-}
-
-fn error(status: StatusCode, text: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": text.into() }))).into_response()
-}
-
-/// Checks the bearer token; the status and text to answer when it is wrong or the API is off.
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
-    let Some(expected) = app.config.admin_token.as_deref() else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            "the admin API is off: start the server with --admin-token",
-        ));
-    };
-    // A missing or empty header is refused before any compare: "" must never match.
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|token| !token.is_empty())
-        .ok_or((
-            StatusCode::UNAUTHORIZED,
-            "missing admin token: send Authorization: Bearer <token>",
-        ))?;
-    if !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err((StatusCode::UNAUTHORIZED, "invalid admin token"))
-    }
 }
 
 /// Body of `POST /admin/{mute,unmute,kick,ban,unban}`.
@@ -73,6 +44,7 @@ const MAX_REASON_CHARS: usize = 200;
 /// unban a user on every node.
 pub async fn moderate(
     State(app): State<AppState>,
+    caller: Caller,
     Path(action): Path<String>,
     headers: HeaderMap,
     body: Result<Json<ModerationRequest>, JsonRejection>,
@@ -81,18 +53,27 @@ pub async fn moderate(
         Ok(request) => request,
         Err((status, text)) => return error(status, text),
     };
-    let sanction = match sanction_of(&action, &request) {
+    let (action, sanction) = match sanction_of(&action, &request) {
         Ok(sanction) => sanction,
         Err((status, text)) => return error(status, text),
     };
-    tracing::info!(action, user = request.user_id, "moderation");
-    done(
-        app.node
-            .engine
-            .moderation
-            .moderate(&request.user_id, sanction)
-            .await,
-    )
+    tracing::info!(
+        action = action.as_str(),
+        user = request.user_id,
+        "moderation"
+    );
+    let result = app
+        .node
+        .engine
+        .moderation
+        .moderate(&request.user_id, sanction)
+        .await;
+    let entry = caller.entry(action, &request.user_id, request.reason.clone(), &result);
+    let entry = AuditEntry {
+        seconds: request.seconds,
+        ..entry
+    };
+    done(&app, entry, result).await
 }
 
 /// The request body, once the bearer token is right; else the status and text to answer.
@@ -101,15 +82,31 @@ fn admitted<T>(
     headers: &HeaderMap,
     body: Result<Json<T>, JsonRejection>,
 ) -> Result<T, (StatusCode, String)> {
-    authorize(app, headers).map_err(|(status, text)| (status, text.to_owned()))?;
+    super::authorize(app, headers).map_err(|(status, text)| (status, text.to_owned()))?;
     body.map(|Json(request)| request)
         .map_err(|rejection| (StatusCode::BAD_REQUEST, rejection.body_text()))
 }
 
-/// `{"ok": true}`, or 503 when the engine could not carry the action out.
-fn done(result: Result<(), EngineError>) -> Response {
+/// Records the action in the audit log, then answers `{"ok": true, "audit_id": ...}`, or 503
+/// when the engine could not carry the action out. An action done whose record failed is
+/// answered `ok` all the same (it was done: a retry would do it twice) with `audit_error`.
+async fn done(app: &AppState, entry: AuditEntry, result: Result<(), EngineError>) -> Response {
+    let recorded = app.node.engine.audit.record(entry).await;
+    let audit = match &recorded {
+        Ok(entry) => serde_json::json!({ "audit_id": entry.id }),
+        Err(e) => {
+            tracing::error!(error = %e, "an admin action could not be recorded in the audit log");
+            serde_json::json!({ "audit_error": e.to_string() })
+        }
+    };
     match result {
-        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
+        Ok(()) => {
+            let mut body = serde_json::json!({ "ok": true });
+            body.as_object_mut()
+                .unwrap()
+                .extend(audit.as_object().unwrap().clone());
+            Json(body).into_response()
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -118,7 +115,7 @@ fn done(result: Result<(), EngineError>) -> Response {
 fn sanction_of(
     action: &str,
     request: &ModerationRequest,
-) -> Result<Sanction, (StatusCode, String)> {
+) -> Result<(AuditAction, Sanction), (StatusCode, String)> {
     let bad = |text: String| Err((StatusCode::BAD_REQUEST, text));
     if request.user_id.trim().is_empty() || request.user_id.len() > 256 {
         return bad("user_id must be a user id".into());
@@ -139,16 +136,17 @@ fn sanction_of(
         }
         Some(s) => now_ms().saturating_add(s * 1000),
     };
-    Ok(match action {
-        "mute" => Sanction::Mute { until_ms, reason },
-        "unmute" => Sanction::Unmute,
-        "kick" => Sanction::Kick { reason },
-        "ban" => Sanction::Ban { until_ms, reason },
-        "unban" => Sanction::Unban,
-        other => {
+    let parsed = AuditAction::parse(action).filter(|a| *a != AuditAction::Broadcast);
+    Ok(match parsed {
+        Some(action @ AuditAction::Mute) => (action, Sanction::Mute { until_ms, reason }),
+        Some(action @ AuditAction::Unmute) => (action, Sanction::Unmute),
+        Some(action @ AuditAction::Kick) => (action, Sanction::Kick { reason }),
+        Some(action @ AuditAction::Ban) => (action, Sanction::Ban { until_ms, reason }),
+        Some(action @ AuditAction::Unban) => (action, Sanction::Unban),
+        _ => {
             return Err((
                 StatusCode::NOT_FOUND,
-                format!("no admin action {other:?} (mute, unmute, kick, ban, unban)"),
+                format!("no admin action {action:?} (mute, unmute, kick, ban, unban)"),
             ));
         }
     })
@@ -157,6 +155,7 @@ fn sanction_of(
 /// `POST /admin/broadcast {"message": "..."}`: an operator announcement to everyone connected.
 pub async fn broadcast(
     State(app): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Json<BroadcastRequest>, JsonRejection>,
 ) -> Response {
@@ -168,8 +167,10 @@ pub async fn broadcast(
         return error(StatusCode::BAD_REQUEST, problem.message);
     }
     let message = protocol::BroadcastMessage {
-        message: request.message,
+        message: request.message.clone(),
         ts: now_ms(),
     };
-    done(app.node.engine.broker.broadcast(message).await)
+    let result = app.node.engine.broker.broadcast(message).await;
+    let entry = caller.entry(AuditAction::Broadcast, "*", Some(request.message), &result);
+    done(&app, entry, result).await
 }

@@ -1,0 +1,120 @@
+//! The admin HTTP API, guarded by a bearer token (`--admin-token`); off when no token is set.
+//! Every action is recorded in the engine's audit log (`GET /admin/audit` reads it).
+
+mod actions;
+mod audit;
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::engine::{AuditAction, AuditEntry, EngineError, now_ms};
+
+/// The admin routes (each checks the token itself, so a wrong one is told why).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/audit", get(audit::page))
+        .route("/admin/broadcast", post(actions::broadcast))
+        .route("/admin/{action}", post(actions::moderate))
+}
+
+/// Header a client sets to be recorded as the console (`X-Admin-Client: console`) rather than
+/// the API.
+pub const CLIENT_HEADER: &str = "x-admin-client";
+
+fn error(status: StatusCode, text: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": text.into() }))).into_response()
+}
+
+/// Checks the bearer token; the status and text to answer when it is wrong or the API is off.
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    let Some(expected) = app.config.admin_token.as_deref() else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "the admin API is off: start the server with --admin-token",
+        ));
+    };
+    // A missing or empty header is refused before any compare: "" must never match.
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or((
+            StatusCode::UNAUTHORIZED,
+            "missing admin token: send Authorization: Bearer <token>",
+        ))?;
+    if !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, "invalid admin token"))
+    }
+}
+
+/// Who made an admin request: the address (as the guard sees it, behind a trusted proxy too)
+/// and whether it came from the console.
+pub struct Caller {
+    address: String,
+    via: &'static str,
+}
+
+impl Caller {
+    /// The audit entry of `action` on `target` by this caller, with the engine's `result`.
+    fn entry(
+        &self,
+        action: AuditAction,
+        target: &str,
+        reason: Option<String>,
+        result: &Result<(), EngineError>,
+    ) -> AuditEntry {
+        AuditEntry {
+            id: protocol::MessageId::new(0, 0),
+            ts: now_ms(),
+            action,
+            target: target.to_owned(),
+            reason: reason.filter(|r| !r.is_empty()),
+            seconds: None,
+            result: match result {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => e.to_string(),
+            },
+            address: self.address.clone(),
+            via: self.via.to_owned(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        let address = app
+            .guard
+            .client_ip(&parts.headers, peer)
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let console = parts
+            .headers
+            .get(CLIENT_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"console"));
+        Ok(Self {
+            address,
+            via: if console { "console" } else { "api" },
+        })
+    }
+}
