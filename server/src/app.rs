@@ -51,7 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(crate::admin::routes())
+        .merge(crate::admin::routes(state.clone()))
         .with_state(state)
         .merge(identity)
         .layer(RequestBodyLimitLayer::new(64 * 1024))

@@ -13,6 +13,13 @@ use parking_lot::Mutex;
 
 use crate::config::{Access, Limits};
 
+/// Admin API requests per second from one address, sustained (a console open in a few tabs
+/// stays far below it; a script guessing tokens does not).
+pub const ADMIN_PER_SECOND: NonZeroU32 = NonZeroU32::new(20).unwrap();
+
+/// Admin API requests one address may make in a burst.
+pub const ADMIN_BURST: NonZeroU32 = NonZeroU32::new(100).unwrap();
+
 /// Distinct addresses remembered by the login limiter before idle ones are dropped.
 const LOGIN_KEYS_KEPT: usize = 10_000;
 /// Least time between two clean-ups of the login limiter.
@@ -119,6 +126,8 @@ pub struct Guard {
     /// WebSocket connections per user (on this node).
     pub per_user: Arc<ConnectionCounter<String>>,
     logins: DefaultKeyedRateLimiter<IpAddr>,
+    /// Admin API requests per address.
+    admin: DefaultKeyedRateLimiter<IpAddr>,
     last_cleanup: Mutex<std::time::Instant>,
     access: Access,
 }
@@ -132,6 +141,7 @@ impl Guard {
             per_ip: ConnectionCounter::new(limits.max_connections_per_ip),
             per_user: ConnectionCounter::new(limits.max_connections_per_user),
             logins: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            admin: RateLimiter::keyed(Quota::per_second(ADMIN_PER_SECOND).allow_burst(ADMIN_BURST)),
             last_cleanup: Mutex::new(std::time::Instant::now()),
             access: access.clone(),
         }
@@ -140,15 +150,25 @@ impl Guard {
     /// Takes one login (or refresh) from `ip`'s bucket; `Err(seconds)` to wait when it is empty
     /// (rounded up: a retry after exactly that long finds a token).
     pub fn check_login(&self, ip: IpAddr) -> Result<(), u64> {
-        if self.logins.len() > LOGIN_KEYS_KEPT {
+        self.check(&self.logins, ip)
+    }
+
+    /// Takes one admin API request from `ip`'s bucket ([`ADMIN_PER_SECOND`], bursts of
+    /// [`ADMIN_BURST`]); `Err(seconds)` to wait when it is empty.
+    pub fn check_admin(&self, ip: IpAddr) -> Result<(), u64> {
+        self.check(&self.admin, ip)
+    }
+
+    fn check(&self, limiter: &DefaultKeyedRateLimiter<IpAddr>, ip: IpAddr) -> Result<(), u64> {
+        if limiter.len() > LOGIN_KEYS_KEPT {
             let mut last = self.last_cleanup.lock();
             if last.elapsed() >= LOGIN_CLEANUP_EVERY {
                 *last = std::time::Instant::now();
-                self.logins.retain_recent();
-                self.logins.shrink_to_fit();
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
             }
         }
-        self.logins.check_key(&limit_key(ip)).map_err(|not_until| {
+        limiter.check_key(&limit_key(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));

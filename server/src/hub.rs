@@ -224,6 +224,8 @@ pub struct Hub {
     next_id: AtomicU64,
     queue_size: usize,
     metrics: Arc<Metrics>,
+    /// The deployment's nodes as last heard from (the console's overview).
+    pub directory: crate::directory::NodeDirectory,
 }
 
 impl Hub {
@@ -238,6 +240,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             queue_size: queue_size.max(1),
             metrics,
+            directory: crate::directory::NodeDirectory::default(),
         }
     }
 
@@ -556,6 +559,7 @@ impl DeliverySink for Hub {
                 }
             }
             Delivery::Sanction { user, sanction } => self.sanction(&user, &sanction),
+            Delivery::Node(info) => self.directory.heard(Arc::unwrap_or_clone(info)),
             Delivery::Typing(typing) => {
                 let frame = serialise("user_typing", &*typing);
                 let origin = Origin::Typing(&typing.user_id);

@@ -18,6 +18,7 @@ pub mod admin;
 pub mod app;
 pub mod commands;
 pub mod config;
+pub mod directory;
 pub mod engine;
 pub mod error;
 pub mod guard;
@@ -210,6 +211,10 @@ impl Server {
             channels,
             moderator,
         });
+        tokio::spawn(crate::node::report_every(
+            Arc::downgrade(&node),
+            crate::node::REPORT_PERIOD,
+        ));
         let guard = Arc::new(crate::guard::Guard::new(&config.limits, &config.access));
         let admission = admission(&config, &node.metrics);
         let state = AppState {

@@ -1,11 +1,15 @@
 //! Prometheus metrics, one registry per server instance (so tests can run many servers).
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use parking_lot::Mutex;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use protocol::ErrorCode;
+use serde::{Deserialize, Serialize};
 
 /// Label of error counters: the wire error code.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -66,6 +70,8 @@ pub enum Limit {
     TypingRate,
     /// `--max-blocks` (`too_many_blocks`).
     Blocks,
+    /// Admin API requests per address (HTTP 429).
+    AdminRate,
 }
 
 impl Limit {
@@ -89,6 +95,7 @@ impl Limit {
             Limit::HistoryBytes => "history_bytes",
             Limit::TypingRate => "typing_rate",
             Limit::Blocks => "blocks",
+            Limit::AdminRate => "admin_rate",
         }
     }
 }
@@ -119,6 +126,27 @@ pub struct Metrics {
     /// Approximate bytes of channel history the memory engine holds (see
     /// `--memory-history-bytes`).
     pub memory_history_bytes: Gauge,
+    /// Every label counted so far in `errors`, `closes` and `limit_hits` (the families cannot
+    /// be listed), for [`refusals`](Metrics::refusals).
+    labels: Mutex<Labels>,
+}
+
+#[derive(Default)]
+struct Labels {
+    errors: BTreeSet<&'static str>,
+    closes: BTreeSet<&'static str>,
+    limits: BTreeSet<&'static str>,
+}
+
+/// Errors, closes and limit hits so far, by label (the console's refusals).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusals {
+    /// Error replies by code.
+    pub errors: BTreeMap<String, u64>,
+    /// Server-side closes by reason.
+    pub closes: BTreeMap<String, u64>,
+    /// Limit hits by limit.
+    pub limits: BTreeMap<String, u64>,
 }
 
 impl Metrics {
@@ -192,6 +220,38 @@ impl Metrics {
             queue_drops,
             limit_hits,
             memory_history_bytes,
+            labels: Mutex::default(),
+        }
+    }
+
+    /// Errors, closes and limit hits counted so far, by label.
+    pub fn refusals(&self) -> Refusals {
+        let labels = self.labels.lock();
+        Refusals {
+            errors: labels
+                .errors
+                .iter()
+                .map(|&code| {
+                    let count = self.errors.get_or_create(&CodeLabel { code }).get();
+                    (code.to_owned(), count)
+                })
+                .collect(),
+            closes: labels
+                .closes
+                .iter()
+                .map(|&reason| {
+                    let count = self.closes.get_or_create(&ReasonLabel { reason }).get();
+                    (reason.to_owned(), count)
+                })
+                .collect(),
+            limits: labels
+                .limits
+                .iter()
+                .map(|&limit| {
+                    let count = self.limit_hits.get_or_create(&LimitLabel { limit }).get();
+                    (limit.to_owned(), count)
+                })
+                .collect(),
         }
     }
 
@@ -202,6 +262,7 @@ impl Metrics {
                 code: code.as_str(),
             })
             .inc();
+        self.labels.lock().errors.insert(code.as_str());
         let limit = match code {
             ErrorCode::RateLimited => Limit::MessageRate,
             ErrorCode::TooLong => Limit::MessageSize,
@@ -216,6 +277,7 @@ impl Metrics {
     /// with [`limit`](Self::limit): see `CloseReason::limit`).
     pub fn close(&self, reason: &'static str) {
         self.closes.get_or_create(&ReasonLabel { reason }).inc();
+        self.labels.lock().closes.insert(reason);
     }
 
     /// Counts one hit of `limit`.
@@ -225,6 +287,7 @@ impl Metrics {
                 limit: limit.as_str(),
             })
             .inc();
+        self.labels.lock().limits.insert(limit.as_str());
     }
 
     /// The Prometheus text exposition of every metric.

@@ -152,3 +152,39 @@ fn presence_change(
         username: username.map(str::to_owned),
     })
 }
+
+/// How often a node reports itself to every node (the console's overview and its charts).
+pub const REPORT_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reports this node to every node (itself included) every `period`, while it runs.
+pub async fn report_every(node: std::sync::Weak<Node>, period: std::time::Duration) {
+    let started_ms = crate::engine::now_ms();
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        let report = node.report(started_ms).await;
+        if let Err(error) = node.engine.broker.announce_node(report).await {
+            tracing::debug!(%error, "could not report this node to the others");
+        }
+    }
+}
+
+impl Node {
+    /// This node's report now (its `node` id is set by the engine).
+    pub async fn report(&self, started_ms: u64) -> crate::engine::NodeInfo {
+        crate::engine::NodeInfo {
+            node: String::new(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_ms,
+            sent_ms: crate::engine::now_ms(),
+            connections: u64::try_from(self.metrics.connections.get()).unwrap_or(0),
+            channels: self.hub.channel_count() as u64,
+            messages: self.metrics.messages_published.get(),
+            deliveries: self.metrics.frames_out.get(),
+            engine_ready: self.engine.ready().await,
+            refusals: self.metrics.refusals(),
+        }
+    }
+}

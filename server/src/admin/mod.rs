@@ -3,6 +3,7 @@
 
 mod actions;
 mod audit;
+mod overview;
 
 use std::net::SocketAddr;
 
@@ -18,12 +19,57 @@ use subtle::ConstantTimeEq;
 use crate::app::AppState;
 use crate::engine::{AuditAction, AuditEntry, EngineError, now_ms};
 
-/// The admin routes (each checks the token itself, so a wrong one is told why).
-pub fn routes() -> Router<AppState> {
+/// The admin routes (each checks the token itself, so a wrong one is told why), limited per
+/// address and answered with the console's security headers.
+pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/audit", get(audit::page))
+        .route("/admin/overview", get(overview::once))
+        .route("/admin/stream", get(overview::stream))
         .route("/admin/broadcast", post(actions::broadcast))
         .route("/admin/{action}", post(actions::moderate))
+        .route_layer(axum::middleware::from_fn_with_state(state, protect))
+}
+
+/// The Content-Security-Policy of everything under `/admin/`: the console's own script, styles
+/// and API only; no inline script, no framing, no other origin.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// Refuses an address past its share of admin requests (429 with `Retry-After`), and adds the
+/// security headers to every answer.
+async fn protect(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    caller: Caller,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = match caller.ip.map(|ip| app.guard.check_admin(ip)) {
+        Some(Err(wait)) => {
+            app.node.metrics.limit(crate::metrics::Limit::AdminRate);
+            let mut refused = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many admin requests from this address, try again shortly",
+            );
+            refused
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+            refused
+        }
+        _ => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Header a client sets to be recorded as the console (`X-Admin-Client: console`) rather than
@@ -63,6 +109,7 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &'s
 /// Who made an admin request: the address (as the guard sees it, behind a trusted proxy too)
 /// and whether it came from the console.
 pub struct Caller {
+    ip: Option<std::net::IpAddr>,
     address: String,
     via: &'static str,
 }
@@ -104,15 +151,14 @@ impl FromRequestParts<AppState> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
-        let address = app
-            .guard
-            .client_ip(&parts.headers, peer)
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let ip = app.guard.client_ip(&parts.headers, peer);
+        let address = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let console = parts
             .headers
             .get(CLIENT_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"console"));
         Ok(Self {
+            ip,
             address,
             via: if console { "console" } else { "api" },
         })

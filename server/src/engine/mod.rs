@@ -14,6 +14,7 @@
 
 pub mod audit;
 mod memory;
+mod node_info;
 mod redis;
 pub mod sqlite;
 
@@ -32,6 +33,7 @@ pub use self::redis::{
 };
 pub use audit::{AuditAction, AuditEntry, AuditLog};
 pub use memory::{MemoryAudit, MemoryEngine, MemoryModeration, MemoryUsers, sweep_every};
+pub use node_info::NodeInfo;
 
 /// An engine failure, reported to the client as `unavailable` / `name_taken`.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,8 @@ pub enum Delivery {
     },
     /// An operator broadcast for every local connection.
     Broadcast(Arc<BroadcastMessage>),
+    /// A node's report (this node's own too), for the console's overview.
+    Node(Arc<NodeInfo>),
     /// A moderation action on every local connection of `user`.
     Sanction {
         /// The user.
@@ -237,6 +241,9 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Delivers an operator broadcast to every connection on every node.
     async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError>;
+
+    /// Tells every node (this one too) this node's report, its `node` set to this node's id.
+    async fn announce_node(&self, info: NodeInfo) -> Result<(), EngineError>;
 
     /// Whether the backend is reachable and keeps what it is given (for `/healthz`).
     async fn ready(&self) -> bool;

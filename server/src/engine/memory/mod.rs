@@ -30,7 +30,7 @@ use self::budget::{Budget, Kept, kept_bytes};
 use super::sqlite::{Journal, Pending, Write};
 use super::{
     Announcement, Broker, Delivery, DeliverySink, EngineError, History, HistoryQuery, NewMessage,
-    PresenceManager, now_ms,
+    NodeInfo, PresenceManager, now_ms,
 };
 
 /// Channels, their history and presence, and who is online, kept in this process: the broker
@@ -383,6 +383,12 @@ impl Broker for MemoryEngine {
 
     async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError> {
         self.sink.deliver(Delivery::Broadcast(Arc::new(message)));
+        Ok(())
+    }
+
+    async fn announce_node(&self, mut info: NodeInfo) -> Result<(), EngineError> {
+        info.node = "local".to_owned();
+        self.sink.deliver(Delivery::Node(Arc::new(info)));
         Ok(())
     }
 

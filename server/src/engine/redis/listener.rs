@@ -178,6 +178,7 @@ pub(super) fn handle(shared: &Shared, payload: &[u8]) {
             }
         }
         Incoming::Name { user, name } => shared.name_changed(&user, name),
+        Incoming::Node(info) => shared.sink.deliver(Delivery::Node(Arc::new(info))),
         Incoming::Blocks { user, blocks } => shared.sink.deliver(Delivery::Blocks {
             user: Arc::from(user),
             blocks: Arc::new(blocks),

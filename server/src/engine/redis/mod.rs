@@ -42,7 +42,9 @@ pub use conn::RedisTarget;
 pub use guests::RedisGuestStore;
 pub use keys::Keys;
 
-use super::{Announcement, Broker, DeliverySink, EngineError, History, HistoryQuery, NewMessage};
+use super::{
+    Announcement, Broker, DeliverySink, EngineError, History, HistoryQuery, NewMessage, NodeInfo,
+};
 use conn::Conn;
 use sharded::Sharded;
 use subscriptions::{Subscription, Subscriptions};
@@ -432,6 +434,14 @@ impl Broker for RedisEngine {
     async fn broadcast(&self, message: BroadcastMessage) -> Result<(), EngineError> {
         self.shared
             .publish(self.shared.keys.bus(), Wire::broadcast(&message))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn announce_node(&self, mut info: NodeInfo) -> Result<(), EngineError> {
+        info.node = self.shared.node.clone();
+        self.shared
+            .publish(self.shared.keys.bus(), Wire::node(&info))
             .await
             .map_err(unavailable)
     }

@@ -6,7 +6,7 @@ use protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::engine::BlockSnapshot;
+use crate::engine::{BlockSnapshot, NodeInfo};
 use crate::moderation::Sanction;
 
 /// A pub/sub payload.
@@ -48,6 +48,9 @@ pub(super) enum Wire {
     /// A user is typing in a channel (`w` for writing; published only, never streamed).
     #[serde(rename = "w")]
     Typing { c: String, u: String, n: String },
+    /// A node's report (`s` for status), for the console's overview.
+    #[serde(rename = "s")]
+    Node { i: Box<NodeInfo> },
     /// `u` set its display name `n` (nodes holding `u` update the name they carry).
     #[serde(rename = "a")]
     Name { u: String, n: String },
@@ -90,6 +93,7 @@ pub(super) enum Incoming {
     Typing(TypingUser),
     Blocks { user: String, blocks: BlockSnapshot },
     Name { user: String, name: String },
+    Node(NodeInfo),
 }
 
 fn encode(wire: &Wire) -> String {
@@ -122,6 +126,12 @@ impl Wire {
 
     pub fn broadcast(message: &BroadcastMessage) -> String {
         encode(&Wire::Broadcast { b: message.clone() })
+    }
+
+    pub fn node(info: &NodeInfo) -> String {
+        encode(&Wire::Node {
+            i: Box::new(info.clone()),
+        })
     }
 
     pub fn sanction(user: &str, sanction: &Sanction) -> String {
@@ -210,6 +220,7 @@ impl Wire {
                 username: n,
             }),
             Wire::Name { u, n } => Incoming::Name { user: u, name: n },
+            Wire::Node { i } => Incoming::Node(*i),
             Wire::Blocks { u, v, mut b } => {
                 b.sort_unstable();
                 Incoming::Blocks {

@@ -1,0 +1,129 @@
+//! The nodes of the deployment as this node last heard from them (each reports once a second
+//! over the broker), with their rates: the console's overview.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::engine::NodeInfo;
+
+/// A node not heard from for this long is left out (stopped, or cut off).
+pub const NODE_SILENT_AFTER: Duration = Duration::from_secs(10);
+
+/// The last two reports of every node heard from.
+#[derive(Default)]
+pub struct NodeDirectory {
+    nodes: Mutex<HashMap<String, Heard>>,
+}
+
+struct Heard {
+    last: NodeInfo,
+    previous: Option<NodeInfo>,
+    at: Instant,
+}
+
+/// A node as the overview shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// Its last report.
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    /// Messages published per second between its last two reports.
+    pub messages_per_second: f64,
+    /// Frames sent per second between its last two reports.
+    pub deliveries_per_second: f64,
+    /// How long ago its last report came, ms.
+    pub heard_ms_ago: u64,
+}
+
+impl NodeDirectory {
+    /// Takes a node's report.
+    pub fn heard(&self, info: NodeInfo) {
+        let mut nodes = self.nodes.lock();
+        let now = Instant::now();
+        match nodes.get_mut(&info.node) {
+            // A report older than the last (reordered): ignored.
+            Some(heard) if info.sent_ms <= heard.last.sent_ms => {}
+            Some(heard) => {
+                heard.previous = Some(std::mem::replace(&mut heard.last, info));
+                heard.at = now;
+            }
+            None => {
+                nodes.insert(
+                    info.node.clone(),
+                    Heard {
+                        last: info,
+                        previous: None,
+                        at: now,
+                    },
+                );
+            }
+        }
+        nodes.retain(|_, heard| now.duration_since(heard.at) < NODE_SILENT_AFTER);
+    }
+
+    /// Every node heard from lately, by id.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let now = Instant::now();
+        let nodes = self.nodes.lock();
+        let mut views: Vec<NodeView> = nodes
+            .values()
+            .filter(|heard| now.duration_since(heard.at) < NODE_SILENT_AFTER)
+            .map(|heard| {
+                let rate = |of: fn(&NodeInfo) -> u64| match &heard.previous {
+                    Some(previous) if heard.last.sent_ms > previous.sent_ms => {
+                        let seconds = (heard.last.sent_ms - previous.sent_ms) as f64 / 1000.0;
+                        of(&heard.last).saturating_sub(of(previous)) as f64 / seconds
+                    }
+                    _ => 0.0,
+                };
+                NodeView {
+                    info: heard.last.clone(),
+                    messages_per_second: rate(|info| info.messages),
+                    deliveries_per_second: rate(|info| info.deliveries),
+                    heard_ms_ago: now.duration_since(heard.at).as_millis() as u64,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.info.node.cmp(&b.info.node));
+        views
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(node: &str, sent_ms: u64, messages: u64) -> NodeInfo {
+        NodeInfo {
+            node: node.into(),
+            version: "0".into(),
+            started_ms: 0,
+            sent_ms,
+            connections: 1,
+            channels: 1,
+            messages,
+            deliveries: messages * 10,
+            engine_ready: true,
+            refusals: Default::default(),
+        }
+    }
+
+    #[test]
+    fn rates_come_from_a_nodes_last_two_reports() {
+        let directory = NodeDirectory::default();
+        directory.heard(report("b", 1_000, 5));
+        directory.heard(report("a", 1_000, 0));
+        directory.heard(report("a", 3_000, 100));
+        // Out of order: ignored.
+        directory.heard(report("a", 2_000, 7));
+        let nodes = directory.nodes();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].info.node, "a");
+        assert_eq!(nodes[0].messages_per_second, 50.0);
+        assert_eq!(nodes[0].deliveries_per_second, 500.0);
+        assert_eq!(nodes[1].messages_per_second, 0.0);
+    }
+}

@@ -1,0 +1,194 @@
+//! The admin API beyond the actions (moderation.rs has those and the audit log): the overview
+//! of every node, live as server-sent events, the security headers and the per-address limit.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+per_engine!(the_overview_counts_connections_on_every_node_live);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_answer_carries_the_security_headers_and_an_address_is_limited() {
+    let server = admin_server(&TestEngine::Memory).await;
+    let url = format!("{}/admin/overview", server.http());
+    let (status, headers) = head_of(&url, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200);
+    let refused = head_of(&url, Some("wrong")).await;
+    assert_eq!(refused.0, 401);
+    for (_, headers) in [(status, headers), refused] {
+        assert!(
+            headers["content-security-policy"].contains("script-src 'self'")
+                && headers["content-security-policy"].contains("frame-ancestors 'none'")
+                && !headers["content-security-policy"].contains("unsafe-inline"),
+            "{headers:?}"
+        );
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["cache-control"], "no-store");
+    }
+    // A burst of 100 from one address, then 429 with Retry-After: a token cannot be guessed
+    // at speed.
+    let mut refused_at = None;
+    for n in 0..150 {
+        let (status, headers) = head_of(&url, Some("guess")).await;
+        if status == 429 {
+            assert!(headers["retry-after"].parse::<u64>().unwrap() >= 1);
+            refused_at = Some(n);
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    // Two requests went before; the bucket refills at 20 a second meanwhile.
+    let refused_at = 2 + refused_at.expect("the limit never answered 429");
+    assert!(
+        (100..=120).contains(&refused_at),
+        "refused after {refused_at}"
+    );
+    assert!(server.limit_hits("admin_rate").await >= 1);
+}
+
+/// A server on `engine` with the admin API on.
+async fn admin_server(engine: &TestEngine) -> TestServer {
+    TestServer::start_on(engine, |c| c.admin_token = Some(ADMIN_TOKEN.into())).await
+}
+
+/// GET `url` with the token: the status and the headers (lower-cased names).
+async fn head_of(
+    url: &str,
+    bearer: Option<&str>,
+) -> (u16, std::collections::HashMap<String, String>) {
+    let url = url.to_owned();
+    let bearer = bearer.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut request = agent().get(&url);
+        if let Some(token) = bearer {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let response = request.call().expect("http get");
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    value.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        (response.status().as_u16(), headers)
+    })
+    .await
+    .unwrap()
+}
+
+/// `GET /admin/overview`: the reply.
+async fn overview(server: &TestServer) -> Value {
+    let (status, body) = server.admin_get("/admin/overview", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Reads `/admin/stream` until an `overview` event satisfies `wanted` (at most 10 s).
+async fn stream_until(server: &TestServer, wanted: fn(&Value) -> bool) -> Value {
+    let url = format!("{}/admin/stream", server.http());
+    tokio::task::spawn_blocking(move || {
+        let mut response = agent()
+            .get(&url)
+            .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .call()
+            .expect("the stream");
+        assert_eq!(response.status().as_u16(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(content_type, "text/event-stream");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut lines = BufReader::new(response.body_mut().as_reader()).lines();
+        let mut event = String::new();
+        while Instant::now() < deadline {
+            let line = lines.next().expect("the stream ended").unwrap();
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && event == "overview"
+            {
+                let overview: Value = serde_json::from_str(data).unwrap();
+                if wanted(&overview) {
+                    return overview;
+                }
+            }
+        }
+        panic!("no overview as wanted within 10 s");
+    })
+    .await
+    .unwrap()
+}
+
+async fn the_overview_counts_connections_on_every_node_live() {
+    let engine = TestEngine::current();
+    let a = admin_server(&engine).await;
+    // Two nodes on Redis (the overview is every node's), one otherwise.
+    let b = match engine {
+        TestEngine::Memory | TestEngine::Sqlite => None,
+        _ => Some(a.start_node(|_| {}).await),
+    };
+    let nodes = 1 + usize::from(b.is_some());
+    let first = stream_until(&a, |o| o["totals"]["nodes"].as_u64() >= Some(1)).await;
+    let node = &first["nodes"][0];
+    assert_eq!(node["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(node["engine_ready"], true);
+    assert!(node["started_ms"].as_u64().unwrap() <= node["sent_ms"].as_u64().unwrap());
+    // Clients connect (one on each node): the stream shows them.
+    let mut clients = vec![a.guest().await];
+    if let Some(b) = &b {
+        clients.push(b.guest().await);
+    }
+    let seen = stream_until(&a, |o| {
+        o["totals"]["connections"].as_u64() >= Some(2)
+            || (o["totals"]["nodes"].as_u64() == Some(1)
+                && o["totals"]["connections"].as_u64() >= Some(1))
+    })
+    .await;
+    assert_eq!(
+        seen["totals"]["nodes"].as_u64(),
+        Some(nodes as u64),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["totals"]["connections"].as_u64(),
+        Some(nodes as u64),
+        "{seen}"
+    );
+    // A refusal is counted by reason: a message to a channel not joined.
+    let client = &mut clients[0];
+    client
+        .send_request(
+            "message",
+            serde_json::json!({ "channel": "x", "message": "hi" }),
+        )
+        .await;
+    let error = client.recv_type_or_error().await;
+    let code = error["code"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = overview(&a).await;
+        let counted = now["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["refusals"]["errors"][&code].as_u64() >= Some(1));
+        if counted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{code} never counted: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // They leave: the count goes down.
+    drop(clients);
+    stream_until(&a, |o| o["totals"]["connections"].as_u64() == Some(0)).await;
+}
