@@ -12,10 +12,33 @@ use crate::engine::NodeInfo;
 /// A node not heard from for this long is left out (stopped, or cut off).
 pub const NODE_SILENT_AFTER: Duration = Duration::from_secs(10);
 
-/// The last two reports of every node heard from.
+/// Samples of the sums kept for the console's charts (five minutes, one a second).
+pub const RECENT_SAMPLES: usize = 300;
+
+/// The last two reports of every node heard from, and the sums of the last minutes.
 #[derive(Default)]
 pub struct NodeDirectory {
     nodes: Mutex<HashMap<String, Heard>>,
+    recent: Mutex<Recent>,
+}
+
+#[derive(Default)]
+struct Recent {
+    samples: std::collections::VecDeque<Sample>,
+    last: Option<Instant>,
+}
+
+/// The sums over every node at one moment (a point of the console's charts).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sample {
+    /// When, ms since the Unix epoch.
+    pub ts: u64,
+    /// WebSocket connections open.
+    pub connections: u64,
+    /// Messages published per second.
+    pub messages_per_second: f64,
+    /// Frames sent per second.
+    pub deliveries_per_second: f64,
 }
 
 struct Heard {
@@ -62,6 +85,36 @@ impl NodeDirectory {
             }
         }
         nodes.retain(|_, heard| now.duration_since(heard.at) < NODE_SILENT_AFTER);
+        drop(nodes);
+        self.sample(now);
+    }
+
+    /// Adds a sample of the sums, at most one a second (whichever node's report comes first).
+    fn sample(&self, now: Instant) {
+        let mut recent = self.recent.lock();
+        if recent
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_millis(950))
+        {
+            return;
+        }
+        recent.last = Some(now);
+        let nodes = self.nodes();
+        let sample = Sample {
+            ts: crate::engine::now_ms(),
+            connections: nodes.iter().map(|n| n.info.connections).sum(),
+            messages_per_second: nodes.iter().map(|n| n.messages_per_second).sum(),
+            deliveries_per_second: nodes.iter().map(|n| n.deliveries_per_second).sum(),
+        };
+        recent.samples.push_back(sample);
+        if recent.samples.len() > RECENT_SAMPLES {
+            recent.samples.pop_front();
+        }
+    }
+
+    /// The sums of the last minutes, oldest first.
+    pub fn recent(&self) -> Vec<Sample> {
+        self.recent.lock().samples.iter().copied().collect()
     }
 
     /// Every node heard from lately, by id.
@@ -125,5 +178,9 @@ mod tests {
         assert_eq!(nodes[0].messages_per_second, 50.0);
         assert_eq!(nodes[0].deliveries_per_second, 500.0);
         assert_eq!(nodes[1].messages_per_second, 0.0);
+        // One sample of the sums a second at most: the reports above came together.
+        let recent = directory.recent();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].connections, 1);
     }
 }

@@ -92,7 +92,8 @@ async fn overview(server: &TestServer) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Reads `/admin/stream` until an `overview` event satisfies `wanted` (at most 10 s).
+/// Reads `/admin/stream` until an `overview` event satisfies `wanted` (at most 10 s), after
+/// checking that the first event is `recent` (the sums of the last minutes, for the charts).
 async fn stream_until(server: &TestServer, wanted: fn(&Value) -> bool) -> Value {
     let url = format!("{}/admin/stream", server.http());
     tokio::task::spawn_blocking(move || {
@@ -110,10 +111,17 @@ async fn stream_until(server: &TestServer, wanted: fn(&Value) -> bool) -> Value 
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut lines = BufReader::new(response.body_mut().as_reader()).lines();
         let mut event = String::new();
+        let mut first = true;
         while Instant::now() < deadline {
             let line = lines.next().expect("the stream ended").unwrap();
             if let Some(name) = line.strip_prefix("event: ") {
                 event = name.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && std::mem::take(&mut first)
+            {
+                assert_eq!(event, "recent", "{data}");
+                let samples: Value = serde_json::from_str(data).unwrap();
+                assert!(samples.is_array(), "{samples}");
             } else if let Some(data) = line.strip_prefix("data: ")
                 && event == "overview"
             {

@@ -1,8 +1,10 @@
-//! The admin HTTP API, guarded by a bearer token (`--admin-token`); off when no token is set.
-//! Every action is recorded in the engine's audit log (`GET /admin/audit` reads it).
+//! The admin HTTP API, guarded by a bearer token (`--admin-token`), and the console page that
+//! uses it; both off when no token is set. Every action is recorded in the engine's audit log
+//! (`GET /admin/audit` reads it).
 
 mod actions;
 mod audit;
+mod console;
 mod overview;
 
 use std::net::SocketAddr;
@@ -23,6 +25,10 @@ use crate::engine::{AuditAction, AuditEntry, EngineError, now_ms};
 /// address and answered with the console's security headers.
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
+        .route("/admin", get(console::root))
+        .route("/admin/", get(console::page))
+        .route("/admin/console.js", get(console::script))
+        .route("/admin/console.css", get(console::styles))
         .route("/admin/audit", get(audit::page))
         .route("/admin/overview", get(overview::once))
         .route("/admin/stream", get(overview::stream))

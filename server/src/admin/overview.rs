@@ -1,5 +1,6 @@
 //! The overview of the deployment: `GET /admin/overview` once, `GET /admin/stream` as
-//! server-sent events, one `overview` event a second (the console's live charts).
+//! server-sent events: the sums of the last five minutes (`recent`), then one `overview` event a
+//! second (the console's live charts).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -83,8 +84,12 @@ pub async fn stream(State(app): State<AppState>, headers: HeaderMap) -> Response
 }
 
 fn overviews(app: AppState) -> impl Stream<Item = Result<Event, Infallible>> {
+    let recent = Event::default()
+        .event("recent")
+        .json_data(app.node.hub.directory.recent())
+        .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()));
     let ticks = tokio::time::interval(REPORT_PERIOD);
-    futures_util::stream::unfold((app, ticks), |(app, mut ticks)| async move {
+    let live = futures_util::stream::unfold((app, ticks), |(app, mut ticks)| async move {
         tokio::select! {
             _ = ticks.tick() => {}
             () = app.shutdown.cancelled() => return None,
@@ -94,5 +99,6 @@ fn overviews(app: AppState) -> impl Stream<Item = Result<Event, Infallible>> {
             .json_data(Overview::now(&app))
             .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()));
         Some((Ok(event), (app, ticks)))
-    })
+    });
+    futures_util::StreamExt::chain(futures_util::stream::once(async { Ok(recent) }), live)
 }

@@ -7,6 +7,7 @@
 //! binary as a process) are imported on their own.
 #![allow(dead_code)]
 
+pub mod browser;
 mod client;
 pub mod cluster;
 mod engines;

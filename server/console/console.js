@@ -1,0 +1,311 @@
+// The operator console: plain modules, no build step. The admin token lives in this tab's
+// sessionStorage and goes out only as the Authorization header of the console's own requests.
+
+const TOKEN_KEY = "bevy-chat-admin-token";
+const CHART_POINTS = 300; // five minutes at one overview a second
+
+const $ = (id) => document.getElementById(id);
+let stream = null; // AbortController of the live overview
+const history = { connections: [], messages: [], deliveries: [] };
+let auditBefore = null;
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+/** A request to the admin API: JSON back, or an Error saying what went wrong. */
+async function api(path, options = {}) {
+  const headers = {
+    Authorization: `Bearer ${token()}`,
+    "X-Admin-Client": "console",
+  };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method: options.body === undefined ? "GET" : "POST",
+    headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    signal: options.signal,
+  });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const reason = body && body.error ? body.error : `HTTP ${response.status}`;
+    const error = new Error(reason);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function toast(text, bad = false) {
+  const element = $("toast");
+  element.textContent = text;
+  element.className = bad ? "error" : "ok";
+  element.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (element.hidden = true), 6000);
+}
+
+function show(view) {
+  for (const section of document.querySelectorAll(".view")) {
+    section.hidden = section.id !== view;
+  }
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.classList.toggle("active", link.dataset.view === view);
+  }
+  if (view === "audit") loadAudit(null);
+}
+
+function route() {
+  if (!token()) {
+    $("nav").hidden = true;
+    show("sign-in");
+    return;
+  }
+  $("nav").hidden = false;
+  const view = location.hash.replace("#", "") || "overview";
+  show(["overview", "players", "audit"].includes(view) ? view : "overview");
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const given = $("token").value.trim();
+  $("sign-in-error").textContent = "";
+  sessionStorage.setItem(TOKEN_KEY, given);
+  try {
+    await api("/admin/overview");
+  } catch (error) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("sign-in-error").textContent =
+      error.status === 401 ? `Not signed in: ${error.message}.` : `Cannot reach the server: ${error.message}.`;
+    return;
+  }
+  $("token").value = "";
+  location.hash = "#overview";
+  route();
+  watch();
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  if (stream) stream.abort();
+  stream = null;
+  location.hash = "";
+  route();
+}
+
+/** Reads /admin/stream (server-sent events through fetch, so the token goes as a header). */
+async function watch() {
+  if (stream) stream.abort();
+  stream = new AbortController();
+  const controller = stream;
+  while (!controller.signal.aborted && token()) {
+    try {
+      const response = await fetch("/admin/stream", {
+        headers: { Authorization: `Bearer ${token()}`, "X-Admin-Client": "console" },
+        signal: controller.signal,
+      });
+      if (response.status === 401) {
+        signOut();
+        $("sign-in-error").textContent = "Signed out: the admin token is no longer valid.";
+        return;
+      }
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      $("stream-state").textContent = "Live";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block
+            .split("\n")
+            .filter((line) => line.startsWith("data: "))
+            .map((line) => line.slice(6))
+            .join("\n");
+          if (block.includes("event: recent") && data) recent(JSON.parse(data));
+          if (block.includes("event: overview") && data) render(JSON.parse(data));
+        }
+      }
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      $("stream-state").textContent = `Reconnecting (${error.message})…`;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+function render(overview) {
+  const totals = overview.totals;
+  $("total-nodes").textContent = totals.nodes;
+  $("total-connections").textContent = totals.connections;
+  $("total-messages").textContent = totals.messages_per_second.toFixed(1);
+  $("total-deliveries").textContent = totals.deliveries_per_second.toFixed(0);
+  $("total-ready").textContent = `${totals.engines_ready} / ${totals.nodes}`;
+  $("total-ready").classList.toggle("bad", totals.engines_ready < totals.nodes);
+  push(history.connections, totals.connections);
+  push(history.messages, totals.messages_per_second);
+  push(history.deliveries, totals.deliveries_per_second / 10);
+  chart($("chart-connections"), [[history.connections, "#4aa3ff"]]);
+  chart($("chart-rates"), [
+    [history.messages, "#54d18c"],
+    [history.deliveries, "#f0b84a"],
+  ]);
+  const rows = overview.nodes.map((node) => {
+    const refusals = Object.entries({ ...node.refusals.errors, ...node.refusals.closes, ...node.refusals.limits })
+      .filter(([, count]) => count > 0)
+      .map(([reason, count]) => `${reason} ${count}`)
+      .join(", ");
+    return row([
+      node.node,
+      node.version,
+      duration(node.sent_ms - node.started_ms),
+      node.connections,
+      node.channels,
+      node.messages_per_second.toFixed(1),
+      node.deliveries_per_second.toFixed(0),
+      node.engine_ready ? "ready" : "UNREACHABLE",
+      refusals || "none",
+    ]);
+  });
+  $("nodes").tBodies[0].replaceChildren(...rows);
+}
+
+/** The server's samples of the last minutes: the charts start from them. */
+function recent(samples) {
+  history.connections = samples.map((s) => s.connections);
+  history.messages = samples.map((s) => s.messages_per_second);
+  history.deliveries = samples.map((s) => s.deliveries_per_second / 10);
+}
+
+function push(series, value) {
+  series.push(value);
+  if (series.length > CHART_POINTS) series.shift();
+}
+
+/** Draws lines of `series` ([values, colour]) scaled to their common maximum. */
+function chart(canvas, series) {
+  const context = canvas.getContext("2d");
+  const { width, height } = canvas;
+  context.clearRect(0, 0, width, height);
+  const max = Math.max(1, ...series.flatMap(([values]) => values));
+  context.fillStyle = "#8a94a6";
+  context.font = "11px sans-serif";
+  context.fillText(max.toFixed(max < 10 ? 1 : 0), 4, 12);
+  for (const [values, colour] of series) {
+    context.strokeStyle = colour;
+    context.lineWidth = 2;
+    context.beginPath();
+    values.forEach((value, i) => {
+      const x = width - (values.length - 1 - i) * (width / (CHART_POINTS - 1));
+      const y = height - 4 - (value / max) * (height - 20);
+      if (i === 0) context.moveTo(x, y);
+      else context.lineTo(x, y);
+    });
+    context.stroke();
+  }
+}
+
+function duration(ms) {
+  const s = Math.floor(ms / 1000);
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.floor(s / 60)} min`;
+  if (s < 172800) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86400)} d`;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    td.textContent = String(cell);
+    tr.append(td);
+  }
+  return tr;
+}
+
+/** Asks before acting; resolves true when confirmed. */
+function confirmed(text) {
+  const dialog = $("confirm");
+  $("confirm-text").textContent = text;
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+  });
+}
+
+async function act(event) {
+  event.preventDefault();
+  const user = $("action-user").value.trim();
+  const action = $("action-kind").value;
+  const seconds = $("action-seconds").value;
+  const reason = $("action-reason").value.trim();
+  const body = { user_id: user };
+  const limited = action === "mute" || action === "ban";
+  if (limited && seconds) body.seconds = Number(seconds);
+  if (reason && action !== "unmute" && action !== "unban") body.reason = reason;
+  const length = limited ? (seconds ? ` for ${$("action-seconds").selectedOptions[0].text}` : " until lifted") : "";
+  if (!(await confirmed(`${action} ${user}${length}${reason ? ` (${reason})` : ""}?`))) return;
+  try {
+    const reply = await api(`/admin/${action}`, { body });
+    toast(`Done: ${action} ${user}` + (reply.audit_error ? ` (not audited: ${reply.audit_error})` : ""));
+  } catch (error) {
+    toast(`Not done: ${error.message}`, true);
+  }
+}
+
+async function broadcast(event) {
+  event.preventDefault();
+  const message = $("broadcast-text").value.trim();
+  if (!(await confirmed(`Send to everyone: “${message}”?`))) return;
+  try {
+    await api("/admin/broadcast", { body: { message } });
+    toast("Broadcast sent");
+    $("broadcast-text").value = "";
+  } catch (error) {
+    toast(`Not sent: ${error.message}`, true);
+  }
+}
+
+async function loadAudit(before) {
+  const query = before ? `?limit=50&before=${encodeURIComponent(before)}` : "?limit=50";
+  try {
+    const page = await api(`/admin/audit${query}`);
+    const rows = page.entries.map((entry) =>
+      row([
+        new Date(entry.ts).toLocaleString(),
+        entry.action,
+        entry.target,
+        entry.reason ?? "",
+        entry.seconds ? duration(entry.seconds * 1000) : "",
+        entry.result,
+        `${entry.via} ${entry.address}`,
+      ]),
+    );
+    $("audit-table").tBodies[0].replaceChildren(...rows);
+    auditBefore = page.next ?? null;
+    $("audit-older").disabled = !auditBefore;
+  } catch (error) {
+    toast(`Cannot read the audit log: ${error.message}`, true);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-in-form").addEventListener("submit", signIn);
+  $("sign-out").addEventListener("click", signOut);
+  $("action-form").addEventListener("submit", act);
+  $("broadcast-form").addEventListener("submit", broadcast);
+  $("audit-newest").addEventListener("click", () => loadAudit(null));
+  $("audit-older").addEventListener("click", () => loadAudit(auditBefore));
+  window.addEventListener("hashchange", route);
+  route();
+  if (token()) watch();
+});
