@@ -47,6 +47,19 @@ struct Heard {
     at: Instant,
 }
 
+/// A channel across the deployment, as the console lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelView {
+    /// The channel.
+    pub name: String,
+    /// Members (connections) on every node.
+    pub members: u64,
+    /// Chat messages per second between the last two reports.
+    pub messages_per_second: f64,
+    /// Nodes with members there.
+    pub nodes: usize,
+}
+
 /// A node as the overview shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeView {
@@ -112,6 +125,49 @@ impl NodeDirectory {
         }
     }
 
+    /// The busiest channels of every node, merged: members summed over the nodes, the message
+    /// rate as the node seeing the most (every node with members sees every message), most
+    /// members first.
+    pub fn channels(&self) -> Vec<ChannelView> {
+        let now = Instant::now();
+        let nodes = self.nodes.lock();
+        let mut merged: HashMap<&str, ChannelView> = HashMap::new();
+        for heard in nodes
+            .values()
+            .filter(|heard| now.duration_since(heard.at) < NODE_SILENT_AFTER)
+        {
+            let before: HashMap<&str, u64> = heard
+                .previous
+                .iter()
+                .flat_map(|previous| &previous.busiest)
+                .map(|load| (load.name.as_str(), load.messages))
+                .collect();
+            let seconds = heard.previous.as_ref().map_or(0.0, |previous| {
+                heard.last.sent_ms.saturating_sub(previous.sent_ms) as f64 / 1000.0
+            });
+            for load in &heard.last.busiest {
+                let rate = match before.get(load.name.as_str()) {
+                    Some(&then) if seconds > 0.0 => {
+                        load.messages.saturating_sub(then) as f64 / seconds
+                    }
+                    _ => 0.0,
+                };
+                let view = merged.entry(&load.name).or_insert_with(|| ChannelView {
+                    name: load.name.clone(),
+                    members: 0,
+                    messages_per_second: 0.0,
+                    nodes: 0,
+                });
+                view.members += load.members;
+                view.messages_per_second = view.messages_per_second.max(rate);
+                view.nodes += 1;
+            }
+        }
+        let mut channels: Vec<ChannelView> = merged.into_values().collect();
+        channels.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.name.cmp(&b.name)));
+        channels
+    }
+
     /// The sums of the last minutes, oldest first.
     pub fn recent(&self) -> Vec<Sample> {
         self.recent.lock().samples.iter().copied().collect()
@@ -161,6 +217,11 @@ mod tests {
             deliveries: messages * 10,
             engine_ready: true,
             refusals: Default::default(),
+            busiest: vec![crate::engine::ChannelLoad {
+                name: "lobby".into(),
+                members: 2,
+                messages,
+            }],
         }
     }
 
@@ -182,5 +243,16 @@ mod tests {
         let recent = directory.recent();
         assert_eq!(recent.len(), 1);
         assert_eq!(recent[0].connections, 1);
+        // The lobby: members of both nodes, the rate of the one that has two reports.
+        let channels = directory.channels();
+        assert_eq!(channels.len(), 1);
+        assert_eq!(
+            (
+                channels[0].members,
+                channels[0].messages_per_second,
+                channels[0].nodes
+            ),
+            (4, 50.0, 2)
+        );
     }
 }

@@ -161,6 +161,8 @@ pub struct ChannelEntry {
     pub transition: tokio::sync::Mutex<EntryState>,
     members: RwLock<HashMap<ConnId, Member>>,
     load: parking_lot::Mutex<load::FanOutLoad>,
+    /// Chat messages delivered here since the entry was made (the console's channel rates).
+    messages: AtomicU64,
 }
 
 /// Engine subscription state of a channel entry.
@@ -420,9 +422,40 @@ impl Hub {
         joined.map(|(channel, _)| channel.clone()).collect()
     }
 
+    /// `user`'s connections on this node, and the channels they are in (sorted).
+    pub fn user_here(&self, user: &str) -> (usize, Vec<Arc<str>>) {
+        let conns: Vec<ConnId> = self
+            .users
+            .read()
+            .get(user)
+            .map(|handles| handles.iter().map(|h| h.id).collect())
+            .unwrap_or_default();
+        let mut channels: Vec<Arc<str>> = conns.iter().flat_map(|c| self.channels_of(*c)).collect();
+        channels.sort();
+        channels.dedup();
+        (conns.len(), channels)
+    }
+
     /// Channels with local members (engine subscriptions this node needs).
     pub fn channel_count(&self) -> usize {
         self.channels.read().len()
+    }
+
+    /// The `limit` channels with the most local members: members and messages delivered.
+    pub fn busiest_channels(&self, limit: usize) -> Vec<crate::engine::ChannelLoad> {
+        let mut loads: Vec<crate::engine::ChannelLoad> = self
+            .channels
+            .read()
+            .iter()
+            .map(|(name, entry)| crate::engine::ChannelLoad {
+                name: name.to_string(),
+                members: entry.len() as u64,
+                messages: entry.messages.load(Ordering::Relaxed),
+            })
+            .collect();
+        loads.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.name.cmp(&b.name)));
+        loads.truncate(limit);
+        loads
     }
 
     /// Every local connection (for shutdown).
@@ -450,6 +483,9 @@ impl Hub {
         let Some(entry) = self.existing_entry(channel) else {
             return;
         };
+        if id.is_some() {
+            entry.messages.fetch_add(1, Ordering::Relaxed);
+        }
         let channel: Arc<str> = Arc::from(channel);
         let start = std::time::Instant::now();
         let members = entry.members.read();

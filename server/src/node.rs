@@ -185,6 +185,7 @@ impl Node {
             deliveries: self.metrics.frames_out.get(),
             engine_ready: self.engine.ready().await,
             refusals: self.metrics.refusals(),
+            busiest: self.hub.busiest_channels(crate::engine::BUSIEST_CHANNELS),
         }
     }
 }

@@ -6,10 +6,14 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
+use common::cluster::say;
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-per_engine!(the_overview_counts_connections_on_every_node_live);
+per_engine!(
+    the_overview_counts_connections_on_every_node_live,
+    channels_and_players_are_read_through_the_api,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_answer_carries_the_security_headers_and_an_address_is_limited() {
@@ -199,4 +203,136 @@ async fn the_overview_counts_connections_on_every_node_live() {
     // They leave: the count goes down.
     drop(clients);
     stream_until(&a, |o| o["totals"]["connections"].as_u64() == Some(0)).await;
+}
+
+/// GET an admin path with the token: status 200 and the JSON body.
+async fn admin_json(server: &TestServer, path: &str) -> Value {
+    let (status, body) = server.admin_get(path, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Reads a channel's `/stream`: tells `watching` once the server watches, then returns the
+/// first `message` event's payload.
+fn first_message(
+    server_http: String,
+    channel: &str,
+    watching: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<Value> {
+    let url = format!("{server_http}/admin/channels/{channel}/stream");
+    std::thread::spawn(move || {
+        let mut response = agent()
+            .get(&url)
+            .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .call()
+            .expect("the stream");
+        assert_eq!(response.status().as_u16(), 200);
+        let mut event = String::new();
+        for line in BufReader::new(response.body_mut().as_reader()).lines() {
+            let line = line.unwrap();
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_owned();
+                if event == "watching" {
+                    let _ = watching.send(());
+                }
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && event == "message"
+            {
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+        panic!("the stream ended");
+    })
+}
+
+async fn channels_and_players_are_read_through_the_api() {
+    let server = admin_server(&TestEngine::current()).await;
+    let mut player = server.named("Zelda").await;
+    player.join("lobby").await;
+    for text in ["one", "two"] {
+        say(&mut player, "lobby", text).await;
+    }
+    // The busiest channels, from the nodes' reports (once a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = admin_json(&server, "/admin/channels?q=LOB").await;
+        if listed["channels"][0]["name"] == "lobby" {
+            assert_eq!(listed["channels"][0]["members"], 1, "{listed}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "lobby never listed: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lobby = admin_json(&server, "/admin/channels/lobby").await;
+    assert_eq!(
+        lobby["members"][0]["user_id"],
+        player.user_id.as_str(),
+        "{lobby}"
+    );
+    assert_eq!(lobby["members"][0]["username"], "Zelda");
+    let texts: Vec<&str> = lobby["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["one", "two"]);
+    let newest = lobby["messages"][1]["id"].as_str().unwrap();
+    let older = admin_json(
+        &server,
+        &format!("/admin/channels/lobby/history?before={newest}&limit=1"),
+    )
+    .await;
+    assert_eq!(older["messages"][0]["message"], "one");
+    // Watched live: a message sent after the stream opened comes as an event.
+    let (told, watching) = std::sync::mpsc::channel();
+    let reading = first_message(server.http(), "lobby", told);
+    tokio::task::spawn_blocking(move || watching.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the stream never started watching");
+    say(&mut player, "lobby", "live").await;
+    let live = tokio::task::spawn_blocking(move || reading.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (&live["message"], &live["username"]),
+        (&json!("live"), &json!("Zelda"))
+    );
+    // A bad channel name is refused, saying why.
+    let (status, body) = server
+        .admin_get("/admin/channels/%20bad%20", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Players: by id on every engine, by name where the engine can search names.
+    let muted = server
+        .post(
+            "/admin/mute",
+            Some(ADMIN_TOKEN),
+            json!({ "user_id": player.user_id, "reason": "spam" }),
+        )
+        .await;
+    assert_eq!(muted.0, 200);
+    let by_id = admin_json(&server, &format!("/admin/players?q={}", player.user_id)).await;
+    assert_eq!(by_id["players"][0]["name"], "Zelda", "{by_id}");
+    let by_name = admin_json(&server, "/admin/players?q=zel").await;
+    if by_name["name_search"] == true {
+        assert_eq!(by_name["players"][0]["user_id"], player.user_id.as_str());
+    } else {
+        assert!(
+            by_name["players"].as_array().unwrap().is_empty(),
+            "{by_name}"
+        );
+    }
+    let shown = admin_json(&server, &format!("/admin/players/{}", player.user_id)).await;
+    assert_eq!(shown["name"], "Zelda");
+    assert_eq!(shown["muted"]["reason"], "spam");
+    assert!(
+        shown["muted"]["until_ms"].is_null(),
+        "until lifted: {shown}"
+    );
+    assert!(shown["banned"].is_null());
+    assert_eq!(shown["connections_here"], 1);
+    assert_eq!(shown["channels_here"], json!(["lobby"]));
 }

@@ -4,8 +4,10 @@
 
 mod actions;
 mod audit;
+mod channels;
 mod console;
 mod overview;
+mod players;
 
 use std::net::SocketAddr;
 
@@ -30,6 +32,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/admin/console.js", get(console::script))
         .route("/admin/console.css", get(console::styles))
         .route("/admin/audit", get(audit::page))
+        .route("/admin/channels", get(channels::list))
+        .route("/admin/channels/{name}", get(channels::show))
+        .route("/admin/channels/{name}/history", get(channels::history))
+        .route("/admin/channels/{name}/stream", get(channels::stream))
+        .route("/admin/players", get(players::find))
+        .route("/admin/players/{user_id}", get(players::show))
         .route("/admin/overview", get(overview::once))
         .route("/admin/stream", get(overview::stream))
         .route("/admin/broadcast", post(actions::broadcast))

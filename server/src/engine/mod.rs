@@ -33,7 +33,7 @@ pub use self::redis::{
 };
 pub use audit::{AuditAction, AuditEntry, AuditLog};
 pub use memory::{MemoryAudit, MemoryEngine, MemoryModeration, MemoryUsers, sweep_every};
-pub use node_info::NodeInfo;
+pub use node_info::{BUSIEST_CHANNELS, ChannelLoad, NodeInfo};
 
 /// An engine failure, reported to the client as `unavailable` / `name_taken`.
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +273,14 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// A user's display name, if set.
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError>;
+
+    /// Up to `limit` users whose name holds `query` (any case), as `(user_id, name)`, or `None`
+    /// when this store cannot search names (Redis keeps no index of them).
+    async fn find_by_name(
+        &self,
+        query: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<(String, String)>>, EngineError>;
 }
 
 /// Mutes, bans and block lists: kept, and applied on every node.

@@ -28,4 +28,21 @@ pub struct NodeInfo {
     pub engine_ready: bool,
     /// Errors, closes and limit hits since it started.
     pub refusals: Refusals,
+    /// Its busiest channels (most local members first, at most [`BUSIEST_CHANNELS`]).
+    #[serde(default)]
+    pub busiest: Vec<ChannelLoad>,
+}
+
+/// Channels a node lists in its report.
+pub const BUSIEST_CHANNELS: usize = 200;
+
+/// One channel on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelLoad {
+    /// The channel.
+    pub name: String,
+    /// Local members (connections).
+    pub members: u64,
+    /// Chat messages delivered to the node since it had members there.
+    pub messages: u64,
 }

@@ -107,4 +107,22 @@ impl UserStore for MemoryUsers {
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
         Ok(self.names.lock().by_user.get(user_id).cloned())
     }
+
+    async fn find_by_name(
+        &self,
+        query: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<(String, String)>>, EngineError> {
+        let wanted = query.to_lowercase();
+        let names = self.names.lock();
+        let mut found: Vec<(String, String)> = names
+            .by_user
+            .iter()
+            .filter(|(_, name)| name.to_lowercase().contains(&wanted))
+            .map(|(user, name)| (user.clone(), name.clone()))
+            .take(limit)
+            .collect();
+        found.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(Some(found))
+    }
 }

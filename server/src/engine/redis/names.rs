@@ -133,4 +133,12 @@ impl crate::engine::UserStore for super::RedisEngine {
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
         self.shared.name(user_id).await
     }
+
+    async fn find_by_name(
+        &self,
+        _query: &str,
+        _limit: usize,
+    ) -> Result<Option<Vec<(String, String)>>, EngineError> {
+        Ok(None)
+    }
 }

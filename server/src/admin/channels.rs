@@ -1,0 +1,216 @@
+//! Channels for the console: the busiest across the deployment (`GET /admin/channels`), one
+//! channel's members and history (`GET /admin/channels/{name}`, paged back with `/history`),
+//! and its new messages as server-sent events (`/stream`).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use protocol::MessageId;
+use serde::Deserialize;
+
+use super::{authorize, error};
+use crate::app::AppState;
+use crate::engine::HistoryQuery;
+use crate::limits::check_channel;
+
+/// Messages in a page of history unless `limit` says otherwise.
+const PAGE: usize = 50;
+
+/// How often a watched channel's history is read for new messages.
+const WATCH_PERIOD: Duration = Duration::from_millis(250);
+
+/// The query of `GET /admin/channels`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only channels whose name holds this (any case).
+    pub q: Option<String>,
+    /// At most this many (default 100, at most 1,000).
+    pub limit: Option<usize>,
+}
+
+/// `{"channels": [{"name", "members", "messages_per_second", "nodes"}]}`, most members first.
+pub async fn list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let query = match admitted(&app, &headers, query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, "limit: from 1 to 1000");
+    }
+    let wanted = query.q.unwrap_or_default().to_lowercase();
+    let mut channels = app.node.hub.directory.channels();
+    channels.retain(|channel| channel.name.to_lowercase().contains(&wanted));
+    channels.truncate(limit);
+    Json(serde_json::json!({ "channels": channels })).into_response()
+}
+
+/// The query of `GET /admin/channels/{name}/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    /// Messages older than this id; the newest when absent.
+    pub before: Option<String>,
+    /// At most this many (default 50, at most `--max-history-page`).
+    pub limit: Option<usize>,
+}
+
+/// `GET /admin/channels/{name}`: `{"name", "members": [{"user_id", "username"}], "messages":
+/// [...], "more"}` (the newest page of history).
+pub async fn show(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(refused) = admitted_channel(&app, &headers, &name) {
+        return refused;
+    }
+    let engine = &app.node.engine;
+    let members = match engine.presence.presence(&name).await {
+        Ok(members) => members,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    match engine
+        .broker
+        .history(&name, HistoryQuery::Last { limit: PAGE })
+        .await
+    {
+        Ok(history) => Json(serde_json::json!({
+            "name": name,
+            "members": members,
+            "messages": history.messages,
+            "more": history.more,
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `GET /admin/channels/{name}/history?before=ID&limit=N`: `{"messages": [...], "more"}`, oldest
+/// first, older than `before`.
+pub async fn history(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    query: Result<Query<HistoryParams>, QueryRejection>,
+) -> Response {
+    if let Err(refused) = admitted_channel(&app, &headers, &name) {
+        return refused;
+    }
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let most = app.node.limits.max_history_page;
+    let limit = query.limit.unwrap_or(PAGE);
+    if limit == 0 || limit > most {
+        return error(StatusCode::BAD_REQUEST, format!("limit: from 1 to {most}"));
+    }
+    let wanted = match query.before.as_deref().map(str::parse::<MessageId>) {
+        None => HistoryQuery::Last { limit },
+        Some(Ok(before)) => HistoryQuery::Before { before, limit },
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("before: {e}")),
+    };
+    match app.node.engine.broker.history(&name, wanted).await {
+        Ok(history) => Json(serde_json::json!({
+            "messages": history.messages,
+            "more": history.more,
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `GET /admin/channels/{name}/stream`: a `watching` event (`{"after": id}`: the newest message
+/// when it opened), then a `message` event for every chat message sent there from then on (read
+/// from the channel's history a few times a second, so it works on any node of the deployment,
+/// member or not), until the client goes.
+pub async fn stream(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(refused) = admitted_channel(&app, &headers, &name) {
+        return refused;
+    }
+    let newest = app
+        .node
+        .engine
+        .broker
+        .history(&name, HistoryQuery::Last { limit: 1 })
+        .await;
+    let after = match newest {
+        Ok(history) => history
+            .messages
+            .last()
+            .map_or(MessageId::new(0, 0), |m| m.id),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    Sse::new(watch(app, name, after))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn watch(
+    app: AppState,
+    channel: String,
+    after: MessageId,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let watching = Event::default()
+        .event("watching")
+        .data(serde_json::json!({ "after": after }).to_string());
+    let state = (app, channel, after, vec![watching]);
+    futures_util::stream::unfold(state, |(app, channel, mut after, mut ready)| async move {
+        loop {
+            if let Some(event) = ready.pop() {
+                return Some((Ok(event), (app, channel, after, ready)));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(WATCH_PERIOD) => {}
+                () = app.shutdown.cancelled() => return None,
+            }
+            let since = HistoryQuery::Since { after, limit: 100 };
+            let Ok(history) = app.node.engine.broker.history(&channel, since).await else {
+                continue;
+            };
+            // Newest last in the history; popped from the end, so reversed here.
+            for message in history.messages.iter().rev() {
+                after = after.max(message.id);
+                if let Ok(event) = Event::default().event("message").json_data(message) {
+                    ready.push(event);
+                }
+            }
+        }
+    })
+}
+
+/// The query once the token is right; else the answer.
+fn admitted<T>(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: Result<Query<T>, QueryRejection>,
+) -> Result<T, Response> {
+    authorize(app, headers).map_err(|(status, text)| error(status, text))?;
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| error(StatusCode::BAD_REQUEST, rejection.body_text()))
+}
+
+/// Checks the token and the channel name; else the answer.
+fn admitted_channel(app: &AppState, headers: &HeaderMap, name: &str) -> Result<(), Response> {
+    authorize(app, headers).map_err(|(status, text)| error(status, text))?;
+    check_channel(name, &app.node.limits)
+        .map_err(|problem| error(StatusCode::BAD_REQUEST, problem.message))
+}
