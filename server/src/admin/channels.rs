@@ -44,7 +44,7 @@ pub async fn list(
 ) -> Response {
     let query = match admitted(&app, &headers, query) {
         Ok(query) => query,
-        Err(refused) => return refused,
+        Err((status, text)) => return error(status, text),
     };
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -74,8 +74,8 @@ pub async fn show(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(refused) = admitted_channel(&app, &headers, &name) {
-        return refused;
+    if let Err((status, text)) = admitted_channel(&app, &headers, &name) {
+        return error(status, text);
     }
     let engine = &app.node.engine;
     let members = match engine.presence.presence(&name).await {
@@ -106,8 +106,8 @@ pub async fn history(
     Path(name): Path<String>,
     query: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Response {
-    if let Err(refused) = admitted_channel(&app, &headers, &name) {
-        return refused;
+    if let Err((status, text)) = admitted_channel(&app, &headers, &name) {
+        return error(status, text);
     }
     let query = match query {
         Ok(Query(query)) => query,
@@ -142,8 +142,8 @@ pub async fn stream(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(refused) = admitted_channel(&app, &headers, &name) {
-        return refused;
+    if let Err((status, text)) = admitted_channel(&app, &headers, &name) {
+        return error(status, text);
     }
     let newest = app
         .node
@@ -196,21 +196,25 @@ fn watch(
     })
 }
 
-/// The query once the token is right; else the answer.
+/// The query once the token is right; else the status and text to answer.
 fn admitted<T>(
     app: &AppState,
     headers: &HeaderMap,
     query: Result<Query<T>, QueryRejection>,
-) -> Result<T, Response> {
-    authorize(app, headers).map_err(|(status, text)| error(status, text))?;
+) -> Result<T, (StatusCode, String)> {
+    authorize(app, headers).map_err(|(status, text)| (status, text.to_owned()))?;
     query
         .map(|Query(query)| query)
-        .map_err(|rejection| error(StatusCode::BAD_REQUEST, rejection.body_text()))
+        .map_err(|rejection| (StatusCode::BAD_REQUEST, rejection.body_text()))
 }
 
-/// Checks the token and the channel name; else the answer.
-fn admitted_channel(app: &AppState, headers: &HeaderMap, name: &str) -> Result<(), Response> {
-    authorize(app, headers).map_err(|(status, text)| error(status, text))?;
+/// Checks the token and the channel name; else the status and text to answer.
+fn admitted_channel(
+    app: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<(), (StatusCode, String)> {
+    authorize(app, headers).map_err(|(status, text)| (status, text.to_owned()))?;
     check_channel(name, &app.node.limits)
-        .map_err(|problem| error(StatusCode::BAD_REQUEST, problem.message))
+        .map_err(|problem| (StatusCode::BAD_REQUEST, problem.message))
 }
