@@ -216,5 +216,5 @@ fn admitted_channel(
 ) -> Result<(), (StatusCode, String)> {
     authorize(app, headers).map_err(|(status, text)| (status, text.to_owned()))?;
     check_channel(name, &app.node.limits)
-        .map_err(|problem| (StatusCode::BAD_REQUEST, problem.message))
+        .map_err(|problem| (StatusCode::BAD_REQUEST, problem.message.into_owned()))
 }
