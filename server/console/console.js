@@ -58,6 +58,7 @@ function show(view) {
     link.classList.toggle("active", link.dataset.view === view);
   }
   if (view === "audit") loadAudit(null);
+  if (view === "channels") loadChannels();
 }
 
 function route() {
@@ -68,7 +69,7 @@ function route() {
   }
   $("nav").hidden = false;
   const view = location.hash.replace("#", "") || "overview";
-  show(["overview", "players", "audit"].includes(view) ? view : "overview");
+  show(["overview", "channels", "players", "audit"].includes(view) ? view : "overview");
 }
 
 async function signIn(event) {
@@ -98,14 +99,15 @@ function signOut() {
   route();
 }
 
-/** Reads /admin/stream (server-sent events through fetch, so the token goes as a header). */
-async function watch() {
-  if (stream) stream.abort();
-  stream = new AbortController();
-  const controller = stream;
+/**
+ * Reads server-sent events from `path` through fetch (so the token goes as a header), calling
+ * `onEvent(name, data)` for each, `onOpen()` once connected; reconnects until `controller` is
+ * aborted. `onState(text)` hears of outages.
+ */
+async function events(path, controller, onEvent, onOpen, onState) {
   while (!controller.signal.aborted && token()) {
     try {
-      const response = await fetch("/admin/stream", {
+      const response = await fetch(path, {
         headers: { Authorization: `Bearer ${token()}`, "X-Admin-Client": "console" },
         signal: controller.signal,
       });
@@ -115,7 +117,7 @@ async function watch() {
         return;
       }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      $("stream-state").textContent = "Live";
+      onOpen();
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
       for (;;) {
@@ -124,23 +126,38 @@ async function watch() {
         buffer += value;
         let end;
         while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
+          const block = buffer.slice(0, end).split("\n");
           buffer = buffer.slice(end + 2);
+          const name = block.find((line) => line.startsWith("event: "))?.slice(7) ?? "message";
           const data = block
-            .split("\n")
             .filter((line) => line.startsWith("data: "))
             .map((line) => line.slice(6))
             .join("\n");
-          if (block.includes("event: recent") && data) recent(JSON.parse(data));
-          if (block.includes("event: overview") && data) render(JSON.parse(data));
+          if (data) onEvent(name, JSON.parse(data));
         }
       }
     } catch (error) {
       if (controller.signal.aborted) return;
-      $("stream-state").textContent = `Reconnecting (${error.message})…`;
+      onState(`Reconnecting (${error.message})…`);
     }
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
+}
+
+/** Follows /admin/stream: the overview, live. */
+function watch() {
+  if (stream) stream.abort();
+  stream = new AbortController();
+  events(
+    "/admin/stream",
+    stream,
+    (name, data) => {
+      if (name === "recent") recent(data);
+      if (name === "overview") render(data);
+    },
+    () => ($("stream-state").textContent = "Live"),
+    (text) => ($("stream-state").textContent = text),
+  );
 }
 
 function render(overview) {
@@ -298,7 +315,154 @@ async function loadAudit(before) {
   }
 }
 
+let channelStream = null; // AbortController of the channel being watched
+let channelOldest = null;
+
+async function loadChannels(event) {
+  if (event) event.preventDefault();
+  const query = $("channel-query").value.trim();
+  try {
+    const list = await api(`/admin/channels?q=${encodeURIComponent(query)}`);
+    const rows = list.channels.map((channel) => {
+      const tr = row([channel.name, channel.members, channel.messages_per_second.toFixed(1), channel.nodes]);
+      const open = document.createElement("button");
+      open.type = "button";
+      open.textContent = "Open";
+      open.dataset.channel = channel.name;
+      open.addEventListener("click", () => openChannel(channel.name));
+      const td = document.createElement("td");
+      td.append(open);
+      tr.append(td);
+      return tr;
+    });
+    $("channels-table").tBodies[0].replaceChildren(...rows);
+  } catch (error) {
+    toast(`Cannot list channels: ${error.message}`, true);
+  }
+}
+
+function messageItem(message) {
+  const li = document.createElement("li");
+  li.dataset.id = message.id;
+  const time = document.createElement("time");
+  time.textContent = new Date(message.ts).toLocaleTimeString();
+  const who = document.createElement("strong");
+  who.textContent = message.username;
+  who.title = message.user_id;
+  const text = document.createElement("span");
+  text.textContent = message.message;
+  li.append(time, " ", who, " ", text);
+  return li;
+}
+
+async function openChannel(name) {
+  if (channelStream) channelStream.abort();
+  const path = `/admin/channels/${encodeURIComponent(name)}`;
+  try {
+    const channel = await api(path);
+    $("channel-panel").hidden = false;
+    $("channel-title").textContent = `#${channel.name}`;
+    $("channel-members").replaceChildren(
+      ...channel.members.map((member) => {
+        const li = document.createElement("li");
+        li.textContent = `${member.username ?? "(no name)"} · ${member.user_id}`;
+        return li;
+      }),
+    );
+    $("channel-messages").replaceChildren(...channel.messages.map(messageItem));
+    channelOldest = channel.messages[0]?.id ?? null;
+    $("channel-older").disabled = !channel.more;
+    $("channel-older").dataset.channel = channel.name;
+  } catch (error) {
+    toast(`Cannot open #${name}: ${error.message}`, true);
+    return;
+  }
+  channelStream = new AbortController();
+  events(
+    `${path}/stream`,
+    channelStream,
+    (event, data) => {
+      if (event === "message") $("channel-messages").append(messageItem(data));
+    },
+    () => ($("channel-state").textContent = "Live"),
+    (text) => ($("channel-state").textContent = text),
+  );
+}
+
+async function olderMessages() {
+  const name = $("channel-older").dataset.channel;
+  if (!name || !channelOldest) return;
+  try {
+    const page = await api(
+      `/admin/channels/${encodeURIComponent(name)}/history?before=${encodeURIComponent(channelOldest)}`,
+    );
+    $("channel-messages").prepend(...page.messages.map(messageItem));
+    channelOldest = page.messages[0]?.id ?? channelOldest;
+    $("channel-older").disabled = !page.more;
+  } catch (error) {
+    toast(`Cannot page back: ${error.message}`, true);
+  }
+}
+
+async function findPlayers(event) {
+  event.preventDefault();
+  const query = $("player-query").value.trim();
+  try {
+    const found = await api(`/admin/players?q=${encodeURIComponent(query)}`);
+    $("player-note").textContent = found.name_search
+      ? `${found.players.length} found`
+      : "This engine finds players by user id only (it keeps no index of names).";
+    $("player-results").replaceChildren(
+      ...found.players.map((player) => {
+        const li = document.createElement("li");
+        const pick = document.createElement("button");
+        pick.type = "button";
+        pick.textContent = `${player.name ?? "(no name)"} · ${player.user_id}`;
+        pick.addEventListener("click", () => showPlayer(player.user_id));
+        li.append(pick);
+        return li;
+      }),
+    );
+  } catch (error) {
+    toast(`Cannot search: ${error.message}`, true);
+  }
+}
+
+async function showPlayer(user) {
+  try {
+    const player = await api(`/admin/players/${encodeURIComponent(user)}`);
+    const sanction = (s) =>
+      s ? `${s.reason || "no reason"} (${s.until_ms ? `until ${new Date(s.until_ms).toLocaleString()}` : "until lifted"})` : "no";
+    const facts = [
+      ["User id", player.user_id],
+      ["Name", player.name ?? "(none)"],
+      ["Muted", sanction(player.muted)],
+      ["Banned", sanction(player.banned)],
+      ["Blocks", player.blocks.length ? player.blocks.join(", ") : "nobody"],
+      ["Connections (this node)", player.connections_here],
+      ["Channels (this node)", player.channels_here.join(", ") || "none"],
+    ];
+    $("player-facts").replaceChildren(
+      ...facts.flatMap(([term, value]) => {
+        const dt = document.createElement("dt");
+        dt.textContent = term;
+        const dd = document.createElement("dd");
+        dd.textContent = String(value);
+        return [dt, dd];
+      }),
+    );
+    $("player-title").textContent = player.name ?? player.user_id;
+    $("player-detail").hidden = false;
+    $("action-user").value = player.user_id;
+  } catch (error) {
+    toast(`Cannot read the player: ${error.message}`, true);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("channel-search").addEventListener("submit", loadChannels);
+  $("channel-older").addEventListener("click", olderMessages);
+  $("player-search").addEventListener("submit", findPlayers);
   $("sign-in-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", signOut);
   $("action-form").addEventListener("submit", act);

@@ -164,3 +164,72 @@ async fn a_ban_from_the_console_closes_the_player_and_is_in_the_audit_log() {
         assert!(newest.contains(part), "{part} not in {newest:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_opened_in_the_console_shows_its_history_and_new_messages_live() {
+    let Some((server, browser)) = console("console::channel").await else {
+        return;
+    };
+    sign_in(&browser).await;
+    let mut player = server.named("Link").await;
+    player.join("lobby").await;
+    common::cluster::say(&mut player, "lobby", "before the console looked").await;
+    browser.click("nav-channels").await;
+    // Listed from the node's reports (once a second): search until it shows.
+    let open = Locator::Css("#channels-table button[data-channel='lobby']");
+    let deadline = std::time::Instant::now() + common::browser::PAGE_WAIT;
+    while browser.client.find(open).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "lobby never listed");
+        browser.click("channel-search-button").await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    browser
+        .client
+        .find(open)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.until_text("channel-state", |t| t == "Live").await;
+    let shown = browser.text("channel-messages").await;
+    assert!(shown.contains("Link before the console looked"), "{shown}");
+    assert!(
+        browser
+            .text("channel-members")
+            .await
+            .contains(&player.user_id)
+    );
+    common::cluster::say(&mut player, "lobby", "hello, console").await;
+    browser
+        .until_text("channel-messages", |t| t.contains("Link hello, console"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_found_by_name_shows_their_standing() {
+    let Some((server, browser)) = console("console::player").await else {
+        return;
+    };
+    sign_in(&browser).await;
+    let mut player = server.named("Ganondorf").await;
+    player.join("castle").await;
+    act(&browser, "mute", &player.user_id, "shouting").await;
+    browser.fill("player-query", "ganon").await;
+    browser.click("player-search-button").await;
+    browser.until_text("player-note", |t| t == "1 found").await;
+    browser
+        .client
+        .find(Locator::Css("#player-results button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let facts = browser
+        .until_text("player-facts", |t| t.contains("Ganondorf"))
+        .await;
+    for part in ["shouting (until lifted)", "castle", &player.user_id] {
+        assert!(facts.contains(part), "{part} not in {facts:?}");
+    }
+}
