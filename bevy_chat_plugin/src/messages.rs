@@ -45,6 +45,8 @@ pub struct BroadcastReceived {
     pub text: String,
     /// Server time, ms since the Unix epoch.
     pub ts: u64,
+    /// The channel it was sent to (its members only); `None` when sent to everyone.
+    pub channel: Option<String>,
 }
 
 /// Another member of a channel is typing (the server passes about one every two seconds per

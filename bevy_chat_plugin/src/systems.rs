@@ -115,10 +115,12 @@ pub(crate) fn receive(
                 out.directs.write(direct);
             }
             NetEvent::Broadcast(broadcast) => {
-                log.system(
-                    &ChatLogKey::System,
-                    format!("Announcement: {}", broadcast.text),
-                );
+                // An announcement to one channel goes in that channel's log.
+                let key = broadcast
+                    .channel
+                    .clone()
+                    .map_or(ChatLogKey::System, ChatLogKey::Channel);
+                log.system(&key, format!("Announcement: {}", broadcast.text));
                 out.broadcasts.write(broadcast);
             }
             NetEvent::Joined(joined) => {

@@ -83,13 +83,16 @@ pub struct DirectMessage {
     pub ts: u64,
 }
 
-/// An operator announcement to everyone connected (`broadcast`).
+/// An operator announcement to everyone connected, or to one channel's members (`broadcast`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BroadcastMessage {
     /// The text.
     pub message: String,
     /// Server time, ms since the Unix epoch.
     pub ts: u64,
+    /// The channel it was sent to; absent when sent to everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// A member of a channel is typing there (`user_typing`). Sent to the channel's other members,

@@ -230,6 +230,12 @@ mod tests {
             Event::Broadcast(BroadcastMessage {
                 message: "hi".into(),
                 ts: 3,
+                channel: None,
+            }),
+            Event::Broadcast(BroadcastMessage {
+                message: "to the lobby".into(),
+                ts: 4,
+                channel: Some("lobby".into()),
             }),
             Event::History(HistoryPage {
                 channel: "c".into(),

@@ -113,8 +113,11 @@ fn event() -> impl Strategy<Value = Event> {
                 ts,
             })
         ),
-        (text(), any::<u64>())
-            .prop_map(|(message, ts)| Event::Broadcast(BroadcastMessage { message, ts })),
+        (text(), any::<u64>()).prop_map(|(message, ts)| Event::Broadcast(BroadcastMessage {
+            message,
+            ts,
+            channel: None
+        })),
         Just(Event::Pong),
         (text(), text(), text()).prop_map(|(channel, user_id, username)| {
             Event::UserTyping(TypingUser {

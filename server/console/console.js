@@ -282,10 +282,12 @@ async function act(event) {
 async function broadcast(event) {
   event.preventDefault();
   const message = $("broadcast-text").value.trim();
-  if (!(await confirmed(`Send to everyone: “${message}”?`))) return;
+  const channel = $("broadcast-channel").value.trim();
+  const to = channel ? `the members of #${channel}` : "everyone";
+  if (!(await confirmed(`Send to ${to}: “${message}”?`))) return;
   try {
-    await api("/admin/broadcast", { body: { message } });
-    toast("Broadcast sent");
+    await api("/admin/broadcast", { body: channel ? { message, channel } : { message } });
+    toast(`Broadcast sent to ${to}`);
     $("broadcast-text").value = "";
   } catch (error) {
     toast(`Not sent: ${error.message}`, true);

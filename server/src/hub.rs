@@ -590,8 +590,14 @@ impl DeliverySink for Hub {
             }
             Delivery::Broadcast(message) => {
                 let frame = serialise("broadcast", &*message);
-                for handle in self.conns.read().values() {
-                    handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+                match &message.channel {
+                    // To one channel: its members here, as a presence event (blocks aside).
+                    Some(channel) => self.fan_out_channel(channel, None, frame, Origin::Presence),
+                    None => {
+                        for handle in self.conns.read().values() {
+                            handle.send(Outgoing::Frame(frame.clone()), &self.metrics);
+                        }
+                    }
                 }
             }
             Delivery::Sanction { user, sanction } => self.sanction(&user, &sanction),

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 per_engine!(
     the_overview_counts_connections_on_every_node_live,
     channels_and_players_are_read_through_the_api,
+    a_broadcast_to_one_channel_reaches_its_members_only,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,4 +336,41 @@ async fn channels_and_players_are_read_through_the_api() {
     assert!(shown["banned"].is_null());
     assert_eq!(shown["connections_here"], 1);
     assert_eq!(shown["channels_here"], json!(["lobby"]));
+}
+
+async fn a_broadcast_to_one_channel_reaches_its_members_only() {
+    let server = admin_server(&TestEngine::current()).await;
+    let mut member = server.named("In").await;
+    member.join("lobby").await;
+    let mut outsider = server.named("Out").await;
+    let broadcast = |body: Value| {
+        let server = &server;
+        async move {
+            server
+                .post("/admin/broadcast", Some(ADMIN_TOKEN), body)
+                .await
+        }
+    };
+    let (status, body) =
+        broadcast(json!({ "message": "lobby closes soon", "channel": "lobby" })).await;
+    assert_eq!(status, 200, "{body}");
+    let got = member.recv_type("broadcast").await;
+    assert_eq!(got["payload"]["message"], "lobby closes soon", "{got}");
+    assert_eq!(got["payload"]["channel"], "lobby");
+    // The outsider's next broadcast is the one to everyone: the channel's never came.
+    broadcast(json!({ "message": "to all" })).await;
+    let next = outsider.recv_type("broadcast").await;
+    assert_eq!(next["payload"]["message"], "to all", "{next}");
+    assert!(next["payload"].get("channel").is_none(), "{next}");
+    // In the audit log with its target.
+    let (_, log) = server
+        .admin_get("/admin/audit?limit=2", Some(ADMIN_TOKEN))
+        .await;
+    let log: Value = serde_json::from_str(&log).unwrap();
+    assert_eq!(log["entries"][0]["target"], "*");
+    assert_eq!(log["entries"][1]["target"], "#lobby");
+    // A bad channel is refused, saying why.
+    let (status, body) = broadcast(json!({ "message": "x", "channel": " " })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("channel:"), "{body}");
 }

@@ -11,14 +11,18 @@ use serde::Deserialize;
 use super::{Caller, error};
 use crate::app::AppState;
 use crate::engine::{AuditAction, AuditEntry, EngineError, now_ms};
-use crate::limits::check_message;
+use crate::limits::{check_channel, check_message};
 use crate::moderation::Sanction;
 
 /// Body of `POST /admin/broadcast`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BroadcastRequest {
-    /// Text delivered to every connection on every node.
+    /// Text delivered to every connection on every node (or to one channel's members).
     pub message: String,
+    /// Only this channel's members, when given.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// Body of `POST /admin/{mute,unmute,kick,ban,unban}`.
@@ -152,7 +156,8 @@ fn sanction_of(
     })
 }
 
-/// `POST /admin/broadcast {"message": "..."}`: an operator announcement to everyone connected.
+/// `POST /admin/broadcast {"message": "...", "channel"?: "..."}`: an operator announcement to
+/// everyone connected, or to one channel's members.
 pub async fn broadcast(
     State(app): State<AppState>,
     caller: Caller,
@@ -166,11 +171,29 @@ pub async fn broadcast(
     if let Err(problem) = check_message(&request.message, &app.node.limits) {
         return error(StatusCode::BAD_REQUEST, problem.message);
     }
+    if let Some(channel) = &request.channel
+        && let Err(problem) = check_channel(channel, &app.node.limits)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("channel: {}", problem.message),
+        );
+    }
+    let target = request
+        .channel
+        .as_ref()
+        .map_or_else(|| "*".to_owned(), |channel| format!("#{channel}"));
     let message = protocol::BroadcastMessage {
         message: request.message.clone(),
         ts: now_ms(),
+        channel: request.channel,
     };
     let result = app.node.engine.broker.broadcast(message).await;
-    let entry = caller.entry(AuditAction::Broadcast, "*", Some(request.message), &result);
+    let entry = caller.entry(
+        AuditAction::Broadcast,
+        &target,
+        Some(request.message),
+        &result,
+    );
     done(&app, entry, result).await
 }

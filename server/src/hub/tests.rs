@@ -29,6 +29,7 @@ fn borrowed_frames_match_the_protocol_events() {
     let broadcast = BroadcastMessage {
         message: "hi".into(),
         ts: 5,
+        channel: Some("lobby".into()),
     };
     assert_eq!(
         serialise("broadcast", &broadcast),

@@ -53,6 +53,7 @@ impl Session<'_> {
                     .emit(NetEvent::Broadcast(BroadcastReceived {
                         text: broadcast.message,
                         ts: broadcast.ts,
+                        channel: broadcast.channel,
                     }))
                     .await;
             }
