@@ -438,6 +438,7 @@ async function showPlayer(user) {
     const facts = [
       ["User id", player.user_id],
       ["Name", player.name ?? "(none)"],
+      ["Names before", player.names.slice(1).map((n) => `${n.name} (${new Date(n.ts).toLocaleString()})`).join(", ") || "none"],
       ["Muted", sanction(player.muted)],
       ["Banned", sanction(player.banned)],
       ["Blocks", player.blocks.length ? player.blocks.join(", ") : "nobody"],

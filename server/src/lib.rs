@@ -159,7 +159,7 @@ impl Server {
                 }
                 if let Some((_, held, guests)) = database {
                     channels.restore(held.channels);
-                    users.restore(held.names);
+                    users.restore(held.names, held.name_history);
                     moderation.restore(held.standings, held.blocks, held.blocks_version);
                     audit.restore(held.audit);
                     shared_guests = Some(guests);

@@ -326,8 +326,16 @@ async fn channels_and_players_are_read_through_the_api() {
             "{by_name}"
         );
     }
+    player.set_name("Zelda of Hyrule").await;
     let shown = admin_json(&server, &format!("/admin/players/{}", player.user_id)).await;
-    assert_eq!(shown["name"], "Zelda");
+    assert_eq!(shown["name"], "Zelda of Hyrule");
+    let names: Vec<&str> = shown["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Zelda of Hyrule", "Zelda"], "{shown}");
     assert_eq!(shown["muted"]["reason"], "spam");
     assert!(
         shown["muted"]["until_ms"].is_null(),

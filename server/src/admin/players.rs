@@ -76,9 +76,10 @@ async fn found(
     Ok((players, name_search))
 }
 
-/// `GET /admin/players/{user_id}`: `{"user_id", "name", "muted": {"until_ms", "reason"} | null,
-/// "banned": ... | null, "blocks": [user ids], "connections_here", "channels_here": [...]}`
-/// (mutes and bans in force now; connections and channels on the node answering).
+/// `GET /admin/players/{user_id}`: `{"user_id", "name", "names": [{"name", "ts"}], "muted":
+/// {"until_ms", "reason"} | null, "banned": ... | null, "blocks": [user ids],
+/// "connections_here", "channels_here": [...]}` (its last names, newest first; mutes and bans in
+/// force now; connections and channels on the node answering).
 pub async fn show(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -94,11 +95,12 @@ pub async fn show(
     let read = async {
         Ok::<_, EngineError>((
             engine.users.name(&user).await?,
+            engine.users.name_history(&user).await?,
             engine.moderation.standing(&user).await?,
             engine.moderation.blocked(&user).await?,
         ))
     };
-    let (name, standing, blocks) = match read.await {
+    let (name, names, standing, blocks) = match read.await {
         Ok(read) => read,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
@@ -115,6 +117,10 @@ pub async fn show(
     Json(serde_json::json!({
         "user_id": user,
         "name": name,
+        "names": names
+            .into_iter()
+            .map(|(name, ts)| serde_json::json!({ "name": name, "ts": ts }))
+            .collect::<Vec<_>>(),
         "muted": in_force(standing.muted),
         "banned": in_force(standing.banned),
         "blocks": blocks.users,

@@ -264,6 +264,9 @@ pub trait PresenceManager: Send + Sync + 'static {
     async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError>;
 }
 
+/// Names kept per user in its name history (the console's players page).
+pub const NAMES_KEPT: usize = 5;
+
 /// What is kept about users: their display names. (Guest accounts are the identity's
 /// [`GuestStore`](crate::identity::guests::GuestStore).)
 #[async_trait]
@@ -273,6 +276,9 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// A user's display name, if set.
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError>;
+
+    /// A user's last [`NAMES_KEPT`] names, newest first, as `(name, set at ms)`.
+    async fn name_history(&self, user_id: &str) -> Result<Vec<(String, u64)>, EngineError>;
 
     /// Up to `limit` users whose name holds `query` (any case), as `(user_id, name)`, or `None`
     /// when this store cannot search names (Redis keeps no index of them).

@@ -1,13 +1,13 @@
 //! Display names on one node ([`UserStore`]): kept in memory and, with a journal, in the
 //! embedded database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::engine::sqlite::{Journal, Pending, Write};
-use crate::engine::{EngineError, UserStore};
+use crate::engine::{EngineError, NAMES_KEPT, UserStore, now_ms};
 
 /// Names in this process.
 #[derive(Default)]
@@ -21,6 +21,8 @@ struct Names {
     by_user: HashMap<String, String>,
     /// Lower-cased name → the user holding it (consulted when names are unique).
     owners: HashMap<String, String>,
+    /// User → its last names, newest first, with when each was set.
+    history: HashMap<String, VecDeque<(String, u64)>>,
 }
 
 impl MemoryUsers {
@@ -35,9 +37,17 @@ impl MemoryUsers {
         self
     }
 
-    /// Fills the store with the names the database held.
-    pub fn restore(&self, names: Vec<(String, String)>) {
+    /// Fills the store with the names the database held, and their histories (newest first).
+    pub fn restore(
+        &self,
+        names: Vec<(String, String)>,
+        history: HashMap<String, Vec<(String, u64)>>,
+    ) {
         let mut held = self.names.lock();
+        for (user_id, names) in history {
+            held.history
+                .insert(user_id, names.into_iter().take(NAMES_KEPT).collect());
+        }
         for (user_id, name) in names {
             held.owners
                 .entry(name.to_lowercase())
@@ -71,6 +81,7 @@ impl MemoryUsers {
         {
             return Err(EngineError::NameTaken(name.to_owned()));
         }
+        let at_ms = now_ms();
         let pending = self
             .journal
             .as_ref()
@@ -78,9 +89,13 @@ impl MemoryUsers {
                 journal.write(Write::Name {
                     user_id: user_id.to_owned(),
                     name: name.to_owned(),
+                    at_ms,
                 })
             })
             .transpose()?;
+        let history = names.history.entry(user_id.to_owned()).or_default();
+        history.push_front((name.to_owned(), at_ms));
+        history.truncate(NAMES_KEPT);
         if let Some(old) = names.by_user.insert(user_id.to_owned(), name.to_owned()) {
             let old = old.to_lowercase();
             if names.owners.get(&old).is_some_and(|owner| owner == user_id) {
@@ -106,6 +121,15 @@ impl UserStore for MemoryUsers {
 
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
         Ok(self.names.lock().by_user.get(user_id).cloned())
+    }
+
+    async fn name_history(&self, user_id: &str) -> Result<Vec<(String, u64)>, EngineError> {
+        let names = self.names.lock();
+        Ok(names
+            .history
+            .get(user_id)
+            .map(|history| history.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn find_by_name(

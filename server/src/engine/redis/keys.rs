@@ -114,6 +114,11 @@ impl Keys {
         self.tagged("name", user)
     }
 
+    /// A user's last names, newest first (JSON `[ms, name]` each).
+    pub fn name_history(&self, user: &str) -> String {
+        self.tagged("name-history", user)
+    }
+
     /// The lower-cased name a user holds (unique names).
     pub fn name_key(&self, user: &str) -> String {
         self.tagged("name-key", user)

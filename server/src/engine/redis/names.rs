@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 
 use super::wire::Wire;
 use super::{Shared, scripts, unavailable};
-use crate::engine::EngineError;
+use crate::engine::{EngineError, NAMES_KEPT, now_ms};
 
 impl Shared {
     /// [`crate::engine::UserStore::set_name`].
@@ -61,6 +61,18 @@ impl Shared {
         self.local_names
             .lock()
             .insert(user_id.to_owned(), name.to_owned());
+        // The name history (the user's slot, as its name): newest first, the last few kept.
+        let entry = serde_json::json!([now_ms(), name]).to_string();
+        let history = keys.name_history(user_id);
+        let () = redis::pipe()
+            .atomic()
+            .lpush(&history, entry)
+            .ignore()
+            .ltrim(&history, 0, NAMES_KEPT as isize - 1)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         // Every node holding the user carries the new name from now on.
         self.publish(keys.bus(), Wire::name(user_id, name))
             .await
@@ -132,6 +144,23 @@ impl crate::engine::UserStore for super::RedisEngine {
 
     async fn name(&self, user_id: &str) -> Result<Option<String>, EngineError> {
         self.shared.name(user_id).await
+    }
+
+    async fn name_history(&self, user_id: &str) -> Result<Vec<(String, u64)>, EngineError> {
+        let entries: Vec<String> = self
+            .conn()
+            .lrange(
+                self.shared.keys.name_history(user_id),
+                0,
+                NAMES_KEPT as isize - 1,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(entries
+            .iter()
+            .filter_map(|entry| serde_json::from_str::<(u64, String)>(entry).ok())
+            .map(|(ms, name)| (name, ms))
+            .collect())
     }
 
     async fn find_by_name(

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub channels: Vec<ChannelSnapshot>,
     /// User id → display name.
     pub names: Vec<(String, String)>,
+    /// User id → its last names, newest first, with when each was set.
+    pub name_history: HashMap<String, Vec<(String, u64)>>,
     /// Users with a mute or a ban (expired ones included: the engine treats them as ended).
     pub standings: Vec<(String, Standing)>,
     /// User id → users blocked.
@@ -101,6 +103,22 @@ pub fn snapshot(conn: &Connection, caps: HistoryCaps) -> rusqlite::Result<Snapsh
         }
     }
     snapshot.audit = audit(conn)?;
+    let mut history =
+        conn.prepare("SELECT user_id, name, ms FROM name_history ORDER BY user_id, ms DESC")?;
+    for row in history.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })? {
+        let (user_id, name, ms) = row?;
+        snapshot
+            .name_history
+            .entry(user_id)
+            .or_default()
+            .push((name, ms as u64));
+    }
     Ok(snapshot)
 }
 

@@ -339,6 +339,7 @@ mod tests {
         Write::Name {
             user_id: user.into(),
             name: format!("name of {user}"),
+            at_ms: 0,
         }
     }
 

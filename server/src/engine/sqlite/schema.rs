@@ -5,8 +5,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-/// The schema version this build writes (`PRAGMA user_version`): 2 added the audit log (a
-/// file of version 1 is taken as it is, and gets the table).
+/// The schema version this build writes (`PRAGMA user_version`): 2 added the audit log and the
+/// name history (a file of version 1 is taken as it is, and gets the tables).
 pub const VERSION: i64 = 2;
 
 const TABLES: &str = "
@@ -27,6 +27,12 @@ CREATE TABLE IF NOT EXISTS channels (
 CREATE TABLE IF NOT EXISTS names (
     user_id TEXT PRIMARY KEY,
     name    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS name_history (
+    user_id TEXT    NOT NULL,
+    ms      INTEGER NOT NULL,  -- Unix ms when the name was set
+    name    TEXT    NOT NULL,
+    PRIMARY KEY (user_id, ms)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS standings (
     user_id      TEXT PRIMARY KEY,

@@ -68,10 +68,12 @@ async fn every_write_is_read_back_after_a_reopen() {
         Write::Name {
             user_id: "u1".into(),
             name: "Ann".into(),
+            at_ms: 1,
         },
         Write::Name {
             user_id: "u1".into(),
             name: "Anna".into(),
+            at_ms: 2,
         },
         Write::Standing {
             user_id: "u1".into(),
@@ -128,6 +130,10 @@ async fn every_write_is_read_back_after_a_reopen() {
     assert_eq!(texts(&channels[1]), ["b1"]);
     assert_eq!(channels[1].trimmed_through, None);
     assert_eq!(held.names, [("u1".to_owned(), "Anna".to_owned())]);
+    assert_eq!(
+        held.name_history["u1"],
+        [("Anna".to_owned(), 2), ("Ann".to_owned(), 1)]
+    );
     assert_eq!(
         held.standings,
         [(
@@ -197,6 +203,7 @@ async fn concurrent_writers_each_hear_back_once_committed_in_either_mode() {
                         .write(Write::Name {
                             user_id: format!("u{i}"),
                             name: format!("n{i}"),
+                            at_ms: 0,
                         })
                         .unwrap()
                         .committed()
@@ -211,6 +218,7 @@ async fn concurrent_writers_each_hear_back_once_committed_in_either_mode() {
         journal.write_unwaited(Write::Name {
             user_id: "late".into(),
             name: "Late".into(),
+            at_ms: 0,
         });
         journal.flush().await;
         // Committed: in the redo log, or already folded into the file (read in that order, so
@@ -285,6 +293,7 @@ async fn while_the_file_cannot_take_changes_they_are_refused_and_none_committed_
     let name = |user: &str| Write::Name {
         user_id: user.into(),
         name: "N".into(),
+        at_ms: 0,
     };
     journal.write(name("a")).unwrap().committed().await.unwrap();
     // Break the table behind the server's back: folding the log into the file fails.

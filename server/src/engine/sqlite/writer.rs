@@ -7,6 +7,7 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 use super::schema::{Meta, set_meta, until_to_sql};
+use crate::engine::NAMES_KEPT;
 use crate::engine::audit::AuditEntry;
 use crate::identity::guests::SecretHash;
 use crate::moderation::Standing;
@@ -35,6 +36,9 @@ pub enum Write {
         user_id: String,
         /// The name.
         name: String,
+        /// When it was set (ms since the Unix epoch; 0: not recorded in the name history).
+        #[serde(default)]
+        at_ms: u64,
     },
     /// A user's mute and ban as they are now (both absent: the row goes).
     Standing {
@@ -126,9 +130,24 @@ fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             conn.prepare_cached("DELETE FROM channels WHERE name = ?1")?
                 .execute([&**channel])?;
         }
-        Write::Name { user_id, name } => {
+        Write::Name {
+            user_id,
+            name,
+            at_ms,
+        } => {
             conn.prepare_cached("INSERT OR REPLACE INTO names (user_id, name) VALUES (?1, ?2)")?
                 .execute([user_id, name])?;
+            if *at_ms > 0 {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO name_history (user_id, ms, name) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![user_id, *at_ms as i64, name])?;
+                conn.prepare_cached(
+                    "DELETE FROM name_history WHERE user_id = ?1 AND ms NOT IN \
+                     (SELECT ms FROM name_history WHERE user_id = ?1 ORDER BY ms DESC LIMIT ?2)",
+                )?
+                .execute(params![user_id, NAMES_KEPT as i64])?;
+            }
         }
         Write::Standing { user_id, standing } => {
             if *standing == Standing::default() {
