@@ -6,7 +6,7 @@ const CHART_POINTS = 300; // five minutes at one overview a second
 
 const $ = (id) => document.getElementById(id);
 let stream = null; // AbortController of the live overview
-const history = { connections: [], messages: [], deliveries: [] };
+const series = { connections: [], messages: [], deliveries: [] };
 let auditBefore = null;
 
 function token() {
@@ -107,7 +107,7 @@ function signOut() {
 async function events(path, controller, onEvent, onOpen, onState) {
   while (!controller.signal.aborted && token()) {
     try {
-      const response = await fetch(path, {
+      const response = await fetch(typeof path === "function" ? path() : path, {
         headers: { Authorization: `Bearer ${token()}`, "X-Admin-Client": "console" },
         signal: controller.signal,
       });
@@ -168,13 +168,13 @@ function render(overview) {
   $("total-deliveries").textContent = totals.deliveries_per_second.toFixed(0);
   $("total-ready").textContent = `${totals.engines_ready} / ${totals.nodes}`;
   $("total-ready").classList.toggle("bad", totals.engines_ready < totals.nodes);
-  push(history.connections, totals.connections);
-  push(history.messages, totals.messages_per_second);
-  push(history.deliveries, totals.deliveries_per_second / 10);
-  chart($("chart-connections"), [[history.connections, "#4aa3ff"]]);
+  push(series.connections, totals.connections);
+  push(series.messages, totals.messages_per_second);
+  push(series.deliveries, totals.deliveries_per_second / 10);
+  chart($("chart-connections"), [[series.connections, "#4aa3ff"]]);
   chart($("chart-rates"), [
-    [history.messages, "#54d18c"],
-    [history.deliveries, "#f0b84a"],
+    [series.messages, "#54d18c"],
+    [series.deliveries, "#f0b84a"],
   ]);
   const rows = overview.nodes.map((node) => {
     const refusals = Object.entries({ ...node.refusals.errors, ...node.refusals.closes, ...node.refusals.limits })
@@ -198,9 +198,9 @@ function render(overview) {
 
 /** The server's samples of the last minutes: the charts start from them. */
 function recent(samples) {
-  history.connections = samples.map((s) => s.connections);
-  history.messages = samples.map((s) => s.messages_per_second);
-  history.deliveries = samples.map((s) => s.deliveries_per_second / 10);
+  series.connections = samples.map((s) => s.connections);
+  series.messages = samples.map((s) => s.messages_per_second);
+  series.deliveries = samples.map((s) => s.deliveries_per_second / 10);
 }
 
 function push(series, value) {
@@ -359,9 +359,14 @@ function messageItem(message) {
 
 async function openChannel(name) {
   if (channelStream) channelStream.abort();
+  // Taken now: a second click while this one loads makes this one stale.
+  const controller = new AbortController();
+  channelStream = controller;
   const path = `/admin/channels/${encodeURIComponent(name)}`;
+  let last = null; // the newest message shown: a reconnect resumes after it
   try {
     const channel = await api(path);
+    if (channelStream !== controller) return;
     $("channel-panel").hidden = false;
     $("channel-title").textContent = `#${channel.name}`;
     $("channel-members").replaceChildren(
@@ -373,18 +378,27 @@ async function openChannel(name) {
     );
     $("channel-messages").replaceChildren(...channel.messages.map(messageItem));
     channelOldest = channel.messages[0]?.id ?? null;
+    last = channel.messages.at(-1)?.id ?? "0-0";
     $("channel-older").disabled = !channel.more;
     $("channel-older").dataset.channel = channel.name;
   } catch (error) {
     toast(`Cannot open #${name}: ${error.message}`, true);
     return;
   }
-  channelStream = new AbortController();
   events(
-    `${path}/stream`,
-    channelStream,
+    () => `${path}/stream` + (last ? `?after=${encodeURIComponent(last)}` : ""),
+    controller,
     (event, data) => {
-      if (event === "message") $("channel-messages").append(messageItem(data));
+      if (event === "message") {
+        $("channel-messages").append(messageItem(data));
+        last = data.id;
+      }
+      if (event === "gap") {
+        const li = document.createElement("li");
+        li.className = "error";
+        li.textContent = "Some messages were missed here (no longer kept, or too many at once).";
+        $("channel-messages").append(li);
+      }
     },
     () => ($("channel-state").textContent = "Live"),
     (text) => ($("channel-state").textContent = text),

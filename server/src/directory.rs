@@ -189,7 +189,13 @@ impl NodeDirectory {
                     _ => 0.0,
                 };
                 NodeView {
-                    info: heard.last.clone(),
+                    info: NodeInfo {
+                        busiest: Vec::new(),
+                        refusals: heard.last.refusals.clone(),
+                        node: heard.last.node.clone(),
+                        version: heard.last.version.clone(),
+                        ..heard.last
+                    },
                     messages_per_second: rate(|info| info.messages),
                     deliveries_per_second: rate(|info| info.deliveries),
                     heard_ms_ago: now.duration_since(heard.at).as_millis() as u64,

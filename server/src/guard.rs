@@ -128,7 +128,8 @@ pub struct Guard {
     logins: DefaultKeyedRateLimiter<IpAddr>,
     /// Admin API requests per address.
     admin: DefaultKeyedRateLimiter<IpAddr>,
-    last_cleanup: Mutex<std::time::Instant>,
+    /// When each limiter (logins, admin) last dropped its idle addresses.
+    last_cleanup: [Mutex<std::time::Instant>; 2],
     access: Access,
 }
 
@@ -142,7 +143,10 @@ impl Guard {
             per_user: ConnectionCounter::new(limits.max_connections_per_user),
             logins: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
             admin: RateLimiter::keyed(Quota::per_second(ADMIN_PER_SECOND).allow_burst(ADMIN_BURST)),
-            last_cleanup: Mutex::new(std::time::Instant::now()),
+            last_cleanup: [
+                Mutex::new(std::time::Instant::now()),
+                Mutex::new(std::time::Instant::now()),
+            ],
             access: access.clone(),
         }
     }
@@ -150,18 +154,23 @@ impl Guard {
     /// Takes one login (or refresh) from `ip`'s bucket; `Err(seconds)` to wait when it is empty
     /// (rounded up: a retry after exactly that long finds a token).
     pub fn check_login(&self, ip: IpAddr) -> Result<(), u64> {
-        self.check(&self.logins, ip)
+        self.check(&self.logins, &self.last_cleanup[0], ip)
     }
 
     /// Takes one admin API request from `ip`'s bucket ([`ADMIN_PER_SECOND`], bursts of
     /// [`ADMIN_BURST`]); `Err(seconds)` to wait when it is empty.
     pub fn check_admin(&self, ip: IpAddr) -> Result<(), u64> {
-        self.check(&self.admin, ip)
+        self.check(&self.admin, &self.last_cleanup[1], ip)
     }
 
-    fn check(&self, limiter: &DefaultKeyedRateLimiter<IpAddr>, ip: IpAddr) -> Result<(), u64> {
+    fn check(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<IpAddr>,
+        last_cleanup: &Mutex<std::time::Instant>,
+        ip: IpAddr,
+    ) -> Result<(), u64> {
         if limiter.len() > LOGIN_KEYS_KEPT {
-            let mut last = self.last_cleanup.lock();
+            let mut last = last_cleanup.lock();
             if last.elapsed() >= LOGIN_CLEANUP_EVERY {
                 *last = std::time::Instant::now();
                 limiter.retain_recent();

@@ -66,18 +66,16 @@ pub async fn moderate(
         user = request.user_id,
         "moderation"
     );
-    let result = app
-        .node
-        .engine
-        .moderation
-        .moderate(&request.user_id, sanction)
-        .await;
-    let entry = caller.entry(action, &request.user_id, request.reason.clone(), &result);
-    let entry = AuditEntry {
-        seconds: request.seconds,
-        ..entry
-    };
-    done(&app, entry, result).await
+    let limited = matches!(action, AuditAction::Mute | AuditAction::Ban);
+    let engine = app.node.engine.clone();
+    let user = request.user_id.clone();
+    let act = async move { engine.moderation.moderate(&user, sanction).await };
+    let seconds = request.seconds.filter(|_| limited);
+    audited(&app, act, move |result| AuditEntry {
+        seconds,
+        ..caller.entry(action, &request.user_id, request.reason, result)
+    })
+    .await
 }
 
 /// The request body, once the bearer token is right; else the status and text to answer.
@@ -91,11 +89,33 @@ fn admitted<T>(
         .map_err(|rejection| (StatusCode::BAD_REQUEST, rejection.body_text()))
 }
 
-/// Records the action in the audit log, then answers `{"ok": true, "audit_id": ...}`, or 503
-/// when the engine could not carry the action out. An action done whose record failed is
-/// answered `ok` all the same (it was done: a retry would do it twice) with `audit_error`.
-async fn done(app: &AppState, entry: AuditEntry, result: Result<(), EngineError>) -> Response {
-    let recorded = app.node.engine.audit.record(entry).await;
+/// Carries out `act` and records it in the audit log (`entry` of its result), in a task of their
+/// own (so that a client going away, or the request timing out, never leaves an action done and
+/// not recorded). Answers `{"ok": true, "audit_id": ...}`, or 503 when the engine could not
+/// carry the action out. An action done whose record failed is answered `ok` all the same (it
+/// was done: a retry would do it twice) with `audit_error`.
+async fn audited(
+    app: &AppState,
+    act: impl Future<Output = Result<(), EngineError>> + Send + 'static,
+    entry: impl FnOnce(&Result<(), EngineError>) -> AuditEntry + Send + 'static,
+) -> Response {
+    let audit = app.node.engine.audit.clone();
+    let task = tokio::spawn(async move {
+        let result = act.await;
+        let recorded = audit.record(entry(&result)).await;
+        (result, recorded)
+    });
+    match task.await {
+        Ok((result, recorded)) => answer(result, recorded),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the action failed unexpectedly: {e}"),
+        ),
+    }
+}
+
+/// The answer to an action with its `result` and how its recording went.
+fn answer(result: Result<(), EngineError>, recorded: Result<AuditEntry, EngineError>) -> Response {
     let audit = match &recorded {
         Ok(entry) => serde_json::json!({ "audit_id": entry.id }),
         Err(e) => {
@@ -188,12 +208,11 @@ pub async fn broadcast(
         ts: now_ms(),
         channel: request.channel,
     };
-    let result = app.node.engine.broker.broadcast(message).await;
-    let entry = caller.entry(
-        AuditAction::Broadcast,
-        &target,
-        Some(request.message),
-        &result,
-    );
-    done(&app, entry, result).await
+    let engine = app.node.engine.clone();
+    let act = async move { engine.broker.broadcast(message).await };
+    let text = request.message;
+    audited(&app, act, move |result| {
+        caller.entry(AuditAction::Broadcast, &target, Some(text), result)
+    })
+    .await
 }

@@ -23,6 +23,10 @@ use crate::limits::check_channel;
 /// Messages in a page of history unless `limit` says otherwise.
 const PAGE: usize = 50;
 
+/// Most messages a watched channel's history is read for at once (past it, older ones are
+/// reported missed with a `gap` event).
+const WATCH_BATCH: usize = 500;
+
 /// How often a watched channel's history is read for new messages.
 const WATCH_PERIOD: Duration = Duration::from_millis(250);
 
@@ -133,30 +137,51 @@ pub async fn history(
     }
 }
 
-/// `GET /admin/channels/{name}/stream`: a `watching` event (`{"after": id}`: the newest message
-/// when it opened), then a `message` event for every chat message sent there from then on (read
-/// from the channel's history a few times a second, so it works on any node of the deployment,
-/// member or not), until the client goes.
+/// The query of `GET /admin/channels/{name}/stream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    /// Start after this message (the last one a reconnecting console saw); from the newest now
+    /// when absent.
+    pub after: Option<String>,
+}
+
+/// `GET /admin/channels/{name}/stream?after=ID`: a `watching` event (`{"after": id}`: where it
+/// starts), then a `message` event for every chat message sent there after that (read from the
+/// channel's history a few times a second, so it works on any node of the deployment, member or
+/// not), and a `gap` event (`{"after": id}`) when messages after that id were no longer kept
+/// (or came too fast to follow): the watcher missed some. Until the client goes.
 pub async fn stream(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    query: Result<Query<StreamParams>, QueryRejection>,
 ) -> Response {
     if let Err((status, text)) = admitted_channel(&app, &headers, &name) {
         return error(status, text);
     }
-    let newest = app
-        .node
-        .engine
-        .broker
-        .history(&name, HistoryQuery::Last { limit: 1 })
-        .await;
-    let after = match newest {
-        Ok(history) => history
-            .messages
-            .last()
-            .map_or(MessageId::new(0, 0), |m| m.id),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let asked = match query {
+        Ok(Query(query)) => query.after,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let after = match asked.as_deref().map(str::parse::<MessageId>) {
+        Some(Ok(after)) => after,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("after: {e}")),
+        None => {
+            let newest = app
+                .node
+                .engine
+                .broker
+                .history(&name, HistoryQuery::Last { limit: 1 })
+                .await;
+            match newest {
+                Ok(history) => history
+                    .messages
+                    .last()
+                    .map_or(MessageId::new(0, 0), |m| m.id),
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            }
+        }
     };
     Sse::new(watch(app, name, after))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -181,16 +206,25 @@ fn watch(
                 () = tokio::time::sleep(WATCH_PERIOD) => {}
                 () = app.shutdown.cancelled() => return None,
             }
-            let since = HistoryQuery::Since { after, limit: 100 };
+            let since = HistoryQuery::Since {
+                after,
+                limit: WATCH_BATCH,
+            };
             let Ok(history) = app.node.engine.broker.history(&channel, since).await else {
                 continue;
             };
-            // Newest last in the history; popped from the end, so reversed here.
+            let missed_from = after;
+            // Newest last in the history; popped from the end, so reversed here, and the gap
+            // (before them all) pushed last.
             for message in history.messages.iter().rev() {
                 after = after.max(message.id);
                 if let Ok(event) = Event::default().event("message").json_data(message) {
                     ready.push(event);
                 }
+            }
+            if history.gap {
+                let gap = serde_json::json!({ "after": missed_from }).to_string();
+                ready.push(Event::default().event("gap").data(gap));
             }
         }
     })

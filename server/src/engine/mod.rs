@@ -69,7 +69,8 @@ pub enum Delivery {
         /// The message.
         message: Arc<DirectMessage>,
     },
-    /// An operator broadcast for every local connection.
+    /// An operator broadcast for every local connection (or, when it names a channel, for its
+    /// local members).
     Broadcast(Arc<BroadcastMessage>),
     /// A node's report (this node's own too), for the console's overview.
     Node(Arc<NodeInfo>),

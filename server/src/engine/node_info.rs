@@ -28,8 +28,9 @@ pub struct NodeInfo {
     pub engine_ready: bool,
     /// Errors, closes and limit hits since it started.
     pub refusals: Refusals,
-    /// Its busiest channels (most local members first, at most [`BUSIEST_CHANNELS`]).
-    #[serde(default)]
+    /// Its busiest channels (most local members first, at most [`BUSIEST_CHANNELS`]). Left out
+    /// of the overview (`GET /admin/channels` lists them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub busiest: Vec<ChannelLoad>,
 }
 

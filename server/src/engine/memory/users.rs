@@ -144,9 +144,9 @@ impl UserStore for MemoryUsers {
             .iter()
             .filter(|(_, name)| name.to_lowercase().contains(&wanted))
             .map(|(user, name)| (user.clone(), name.clone()))
-            .take(limit)
             .collect();
-        found.sort_by(|a, b| a.1.cmp(&b.1));
+        found.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        found.truncate(limit);
         Ok(Some(found))
     }
 }

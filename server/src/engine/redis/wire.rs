@@ -39,9 +39,13 @@ pub(super) enum Wire {
     /// A direct message for every connection of `to`.
     #[serde(rename = "d")]
     Direct { to: String, d: DirectMessage },
-    /// An operator broadcast.
+    /// An operator broadcast to everyone.
     #[serde(rename = "b")]
     Broadcast { b: BroadcastMessage },
+    /// An operator broadcast to one channel's members (a tag of its own: a node of an older
+    /// version ignores it, rather than reading it as a broadcast to everyone).
+    #[serde(rename = "bc")]
+    ChannelBroadcast { b: BroadcastMessage },
     /// A moderation action on every connection of `u`.
     #[serde(rename = "x")]
     Sanction { u: String, s: Sanction },
@@ -125,7 +129,12 @@ impl Wire {
     }
 
     pub fn broadcast(message: &BroadcastMessage) -> String {
-        encode(&Wire::Broadcast { b: message.clone() })
+        let b = message.clone();
+        encode(&if message.channel.is_some() {
+            Wire::ChannelBroadcast { b }
+        } else {
+            Wire::Broadcast { b }
+        })
     }
 
     pub fn node(info: &NodeInfo) -> String {
@@ -209,7 +218,7 @@ impl Wire {
                 username: n,
             }),
             Wire::Direct { to, d } => Incoming::Direct { to, message: d },
-            Wire::Broadcast { b } => Incoming::Broadcast(b),
+            Wire::Broadcast { b } | Wire::ChannelBroadcast { b } => Incoming::Broadcast(b),
             Wire::Sanction { u, s } => Incoming::Sanction {
                 user: u,
                 sanction: s,

@@ -5,9 +5,10 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-/// The schema version this build writes (`PRAGMA user_version`): 2 added the audit log and the
-/// name history (a file of version 1 is taken as it is, and gets the tables).
-pub const VERSION: i64 = 2;
+/// The schema version this build writes (`PRAGMA user_version`). New tables alone (the audit
+/// log, the name history) keep the version: an older server still opens the file (and leaves
+/// them be), so that rolling back needs no restore.
+pub const VERSION: i64 = 1;
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS messages (
