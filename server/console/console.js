@@ -456,6 +456,7 @@ async function showPlayer(user) {
       ["Muted", sanction(player.muted)],
       ["Banned", sanction(player.banned)],
       ["Blocks", player.blocks.length ? player.blocks.join(", ") : "nobody"],
+      ["Online on", player.online_nodes.length ? player.online_nodes.join(", ") : "no node (offline)"],
       ["Connections (this node)", player.connections_here],
       ["Channels (this node)", player.channels_here.join(", ") || "none"],
     ];

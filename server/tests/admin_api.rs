@@ -372,6 +372,11 @@ async fn channels_and_players_are_read_through_the_api() {
     );
     assert!(shown["banned"].is_null());
     assert_eq!(shown["connections_here"], 1);
+    assert_eq!(
+        shown["online_nodes"].as_array().unwrap().len(),
+        1,
+        "{shown}"
+    );
     assert_eq!(shown["channels_here"], json!(["lobby"]));
 }
 

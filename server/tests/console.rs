@@ -229,7 +229,12 @@ async fn a_player_found_by_name_shows_their_standing() {
     let facts = browser
         .until_text("player-facts", |t| t.contains("Ganondorf"))
         .await;
-    for part in ["shouting (until lifted)", "castle", &player.user_id] {
+    for part in [
+        "shouting (until lifted)",
+        "castle",
+        "local",
+        &player.user_id,
+    ] {
         assert!(facts.contains(part), "{part} not in {facts:?}");
     }
 }

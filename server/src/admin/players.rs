@@ -77,9 +77,10 @@ async fn found(
 }
 
 /// `GET /admin/players/{user_id}`: `{"user_id", "name", "names": [{"name", "ts"}], "muted":
-/// {"until_ms", "reason"} | null, "banned": ... | null, "blocks": [user ids],
-/// "connections_here", "channels_here": [...]}` (its last names, newest first; mutes and bans in
-/// force now; connections and channels on the node answering).
+/// {"until_ms", "reason"} | null, "banned": ... | null, "blocks": [user ids], "online_nodes":
+/// [...], "connections_here", "channels_here": [...]}` (its last names, newest first; mutes and
+/// bans in force now; the nodes it is connected to; connections and channels on the node
+/// answering).
 pub async fn show(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -98,9 +99,10 @@ pub async fn show(
             engine.users.name_history(&user).await?,
             engine.moderation.standing(&user).await?,
             engine.moderation.blocked(&user).await?,
+            engine.presence.online_nodes(&user).await?,
         ))
     };
-    let (name, names, standing, blocks) = match read.await {
+    let (name, names, standing, blocks, nodes) = match read.await {
         Ok(read) => read,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
@@ -124,6 +126,7 @@ pub async fn show(
         "muted": in_force(standing.muted),
         "banned": in_force(standing.banned),
         "blocks": blocks.users,
+        "online_nodes": nodes,
         "connections_here": connections,
         "channels_here": channels,
     }))

@@ -263,6 +263,9 @@ pub trait PresenceManager: Send + Sync + 'static {
 
     /// Users present in a channel, each once, with their names.
     async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError>;
+
+    /// The nodes where `user_id` has a connection now (`local` on one node).
+    async fn online_nodes(&self, user_id: &str) -> Result<Vec<String>, EngineError>;
 }
 
 /// Names kept per user in its name history (the console's players page).

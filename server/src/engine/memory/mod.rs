@@ -436,6 +436,19 @@ impl PresenceManager for MemoryEngine {
         Ok(true)
     }
 
+    async fn online_nodes(&self, user_id: &str) -> Result<Vec<String>, EngineError> {
+        let online = self
+            .online
+            .lock()
+            .get(user_id)
+            .is_some_and(|count| *count > 0);
+        Ok(if online {
+            vec!["local".to_owned()]
+        } else {
+            Vec::new()
+        })
+    }
+
     async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError> {
         let Some(state) = self.existing(channel) else {
             return Ok(Vec::new());

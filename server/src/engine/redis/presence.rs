@@ -64,4 +64,14 @@ impl PresenceManager for RedisEngine {
             .map(|(user_id, username)| PresenceUser { user_id, username })
             .collect())
     }
+
+    async fn online_nodes(&self, user_id: &str) -> Result<Vec<String>, EngineError> {
+        let mut nodes: Vec<String> = self
+            .conn()
+            .smembers(self.shared.keys.online(user_id))
+            .await
+            .map_err(unavailable)?;
+        nodes.sort();
+        Ok(nodes)
+    }
 }
