@@ -427,7 +427,7 @@ async function findPlayers(event) {
     const found = await api(`/admin/players?q=${encodeURIComponent(query)}`);
     $("player-note").textContent = found.name_search
       ? `${found.players.length} found`
-      : "This engine finds players by user id only (it keeps no index of names).";
+      : "This engine finds players by user id only.";
     $("player-results").replaceChildren(
       ...found.players.map((player) => {
         const li = document.createElement("li");

@@ -285,7 +285,7 @@ pub trait UserStore: Send + Sync + 'static {
     async fn name_history(&self, user_id: &str) -> Result<Vec<(String, u64)>, EngineError>;
 
     /// Up to `limit` users whose name holds `query` (any case), as `(user_id, name)`, or `None`
-    /// when this store cannot search names (Redis keeps no index of them).
+    /// when this store cannot search names.
     async fn find_by_name(
         &self,
         query: &str,

@@ -114,6 +114,11 @@ impl Keys {
         self.tagged("name", user)
     }
 
+    /// Hash `lower-cased name \n user` → name: the console's search of names.
+    pub fn names_index(&self) -> String {
+        self.tagged("names", "index")
+    }
+
     /// A user's last names, newest first (JSON `[ms, name]` each).
     pub fn name_history(&self, user: &str) -> String {
         self.tagged("name-history", user)

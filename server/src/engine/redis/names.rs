@@ -21,6 +21,7 @@ impl Shared {
     ) -> Result<(), EngineError> {
         let keys = &self.keys;
         let mut conn = self.conn.clone();
+        let old: Option<String> = conn.get(keys.name(user_id)).await.map_err(unavailable)?;
         if unique {
             // Claimed in the name's slot first, then recorded in the user's: a name is never
             // held by two users. The old name is given up last.
@@ -61,6 +62,16 @@ impl Shared {
         self.local_names
             .lock()
             .insert(user_id.to_owned(), name.to_owned());
+        // The console's index of names (one hash: `lower-cased name \n user` → name).
+        let index = keys.names_index();
+        let mut indexing = redis::pipe();
+        if let Some(old) = old.filter(|old| old != name) {
+            indexing.hdel(&index, index_field(&old, user_id)).ignore();
+        }
+        indexing
+            .hset(&index, index_field(name, user_id), name)
+            .ignore();
+        let () = indexing.query_async(&mut conn).await.map_err(unavailable)?;
         // The name history (the user's slot, as its name): newest first, the last few kept.
         let entry = serde_json::json!([now_ms(), name]).to_string();
         let history = keys.name_history(user_id);
@@ -165,9 +176,57 @@ impl crate::engine::UserStore for super::RedisEngine {
 
     async fn find_by_name(
         &self,
-        _query: &str,
-        _limit: usize,
+        query: &str,
+        limit: usize,
     ) -> Result<Option<Vec<(String, String)>>, EngineError> {
-        Ok(None)
+        let pattern = format!("*{}*\n*", glob_escape(&query.to_lowercase()));
+        let index = self.shared.keys.names_index();
+        let mut conn = self.conn();
+        let mut found = Vec::new();
+        let mut cursor: u64 = 0;
+        for _ in 0..SCAN_ROUNDS {
+            let (next, pairs): (u64, Vec<String>) = redis::cmd("HSCAN")
+                .arg(&index)
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            for pair in pairs.chunks_exact(2) {
+                if let Some((_, user)) = pair[0].rsplit_once('\n') {
+                    found.push((user.to_owned(), pair[1].clone()));
+                }
+            }
+            cursor = next;
+            if cursor == 0 || found.len() >= limit {
+                break;
+            }
+        }
+        found.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        found.truncate(limit);
+        Ok(Some(found))
     }
+}
+
+/// Rounds of `HSCAN` a name search makes at most (1,000 entries each).
+const SCAN_ROUNDS: usize = 100;
+
+/// A name's field in the index: the name lower-cased, then the user (names hold no newline).
+fn index_field(name: &str, user: &str) -> String {
+    format!("{}\n{user}", name.to_lowercase())
+}
+
+/// `text` matched literally in a Redis glob pattern.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
