@@ -457,8 +457,8 @@ async function showPlayer(user) {
       ["Banned", sanction(player.banned)],
       ["Blocks", player.blocks.length ? player.blocks.join(", ") : "nobody"],
       ["Online on", player.online_nodes.length ? player.online_nodes.join(", ") : "no node (offline)"],
+      ["Channels", player.channels.join(", ") || "none"],
       ["Connections (this node)", player.connections_here],
-      ["Channels (this node)", player.channels_here.join(", ") || "none"],
     ];
     $("player-facts").replaceChildren(
       ...facts.flatMap(([term, value]) => {

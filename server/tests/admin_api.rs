@@ -379,6 +379,7 @@ async fn channels_and_players_are_read_through_the_api() {
         "{shown}"
     );
     assert_eq!(shown["channels_here"], json!(["lobby"]));
+    assert_eq!(shown["channels"], json!(["lobby"]));
 }
 
 async fn a_broadcast_to_one_channel_reaches_its_members_only() {

@@ -315,6 +315,22 @@ async fn moderation_reaches_every_node() {
     on_b.set_name("Ann").await;
     on_b.join("lobby").await;
 
+    // Node A sees where the player is though it is connected to B only.
+    let (status, body) = a
+        .admin_get(
+            &format!("/admin/players/{}", login.user_id),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let player: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        player["online_nodes"].as_array().unwrap().len(),
+        1,
+        "{player}"
+    );
+    assert_eq!(player["channels"], json!(["lobby"]), "{player}");
+    assert_eq!(player["connections_here"], 0, "{player}");
     // Muted through node A: refused on node B.
     admin(&a, "mute", json!({ "user_id": login.user_id })).await;
     until_refused(&mut on_b, "hello").await;

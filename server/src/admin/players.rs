@@ -78,9 +78,9 @@ async fn found(
 
 /// `GET /admin/players/{user_id}`: `{"user_id", "name", "names": [{"name", "ts"}], "muted":
 /// {"until_ms", "reason"} | null, "banned": ... | null, "blocks": [user ids], "online_nodes":
-/// [...], "connections_here", "channels_here": [...]}` (its last names, newest first; mutes and
-/// bans in force now; the nodes it is connected to; connections and channels on the node
-/// answering).
+/// [...], "channels": [...], "connections_here", "channels_here": [...]}` (its last names, newest
+/// first; mutes and bans in force now; the nodes it is connected to and the channels it is in,
+/// across the deployment; connections and channels on the node answering).
 pub async fn show(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -100,9 +100,10 @@ pub async fn show(
             engine.moderation.standing(&user).await?,
             engine.moderation.blocked(&user).await?,
             engine.presence.online_nodes(&user).await?,
+            engine.presence.channels_of(&user).await?,
         ))
     };
-    let (name, names, standing, blocks, nodes) = match read.await {
+    let (name, names, standing, blocks, nodes, channels_in) = match read.await {
         Ok(read) => read,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
@@ -127,6 +128,7 @@ pub async fn show(
         "banned": in_force(standing.banned),
         "blocks": blocks.users,
         "online_nodes": nodes,
+        "channels": channels_in,
         "connections_here": connections,
         "channels_here": channels,
     }))

@@ -266,6 +266,9 @@ pub trait PresenceManager: Send + Sync + 'static {
 
     /// The nodes where `user_id` has a connection now (`local` on one node).
     async fn online_nodes(&self, user_id: &str) -> Result<Vec<String>, EngineError>;
+
+    /// The channels `user_id` is present in, on any node, sorted (for the console: it may scan).
+    async fn channels_of(&self, user_id: &str) -> Result<Vec<String>, EngineError>;
 }
 
 /// Names kept per user in its name history (the console's players page).

@@ -449,6 +449,22 @@ impl PresenceManager for MemoryEngine {
         })
     }
 
+    async fn channels_of(&self, user_id: &str) -> Result<Vec<String>, EngineError> {
+        let states: Vec<(String, Arc<Mutex<ChannelState>>)> = self
+            .channels
+            .read()
+            .iter()
+            .map(|(name, state)| (name.clone(), state.clone()))
+            .collect();
+        let mut channels: Vec<String> = states
+            .into_iter()
+            .filter(|(_, state)| state.lock().present.contains_key(user_id))
+            .map(|(name, _)| name)
+            .collect();
+        channels.sort();
+        Ok(channels)
+    }
+
     async fn presence(&self, channel: &str) -> Result<Vec<PresenceUser>, EngineError> {
         let Some(state) = self.existing(channel) else {
             return Ok(Vec::new());

@@ -74,4 +74,37 @@ impl PresenceManager for RedisEngine {
         nodes.sort();
         Ok(nodes)
     }
+
+    async fn channels_of(&self, user_id: &str) -> Result<Vec<String>, EngineError> {
+        let mut conn = self.conn();
+        let suffix = format!("\n{user_id}");
+        let mut channels = Vec::new();
+        for node in self.online_nodes(user_id).await? {
+            let index = self.shared.keys.node_presence(&node);
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, entries): (u64, Vec<String>) = redis::cmd("SSCAN")
+                    .arg(&index)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                channels.extend(
+                    entries
+                        .iter()
+                        .filter_map(|entry| entry.strip_suffix(&suffix))
+                        .map(str::to_owned),
+                );
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        channels.sort();
+        channels.dedup();
+        Ok(channels)
+    }
 }
