@@ -325,7 +325,12 @@ async function loadChannels(event) {
   const query = $("channel-query").value.trim();
   try {
     const list = await api(`/admin/channels?q=${encodeURIComponent(query)}`);
-    const rows = list.channels.map((channel) => {
+    const channels = list.channels;
+    // Only the busiest channels are listed: any other is opened by its exact name.
+    if (query && !channels.some((channel) => channel.name === query)) {
+      channels.push({ name: query, members: "–", messages_per_second: 0, nodes: "–" });
+    }
+    const rows = channels.map((channel) => {
       const tr = row([channel.name, channel.members, channel.messages_per_second.toFixed(1), channel.nodes]);
       const open = document.createElement("button");
       open.type = "button";
