@@ -441,3 +441,55 @@ async fn without_an_admin_token_there_is_no_console_and_no_api() {
         assert!(body.contains("the admin API is off"), "{path}: {body}");
     }
 }
+
+/// On Redis (a test of its own: `redis_only!` would clash with `per_engine!`'s module).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_audit_entry_on_redis_is_skipped_and_paging_goes_on() {
+    run_redis(
+        "admin_api::unreadable_audit_entry",
+        an_unreadable_audit_entry_is_skipped_and_paging_goes_on(),
+    )
+    .await;
+}
+
+async fn an_unreadable_audit_entry_is_skipped_and_paging_goes_on() {
+    let engine = TestEngine::current();
+    let server = admin_server(&engine).await;
+    let mute = |user: &'static str| {
+        let server = &server;
+        async move {
+            let body = json!({ "user_id": user });
+            assert_eq!(
+                server.post("/admin/mute", Some(ADMIN_TOKEN), body).await.0,
+                200
+            );
+        }
+    };
+    mute("first").await;
+    // Something else wrote into the log's stream: an entry that is no audit entry.
+    let key = format!("{}audit:{{log}}", engine.prefix().unwrap());
+    let url = redis_url().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = ::redis::Client::open(url)
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let _: String = ::redis::cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg("entry")
+            .arg("not json")
+            .query(&mut conn)
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    mute("second").await;
+    // Pages of one: the unreadable entry is passed over, and the first still has a page.
+    let page = admin_json(&server, "/admin/audit?limit=1").await;
+    assert_eq!(page["entries"][0]["target"], "second", "{page}");
+    let next = page["next"].as_str().expect("a next page").to_owned();
+    let page = admin_json(&server, &format!("/admin/audit?limit=1&before={next}")).await;
+    assert_eq!(page["entries"][0]["target"], "first", "{page}");
+    assert!(page.get("next").is_none(), "{page}");
+}

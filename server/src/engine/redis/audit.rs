@@ -38,25 +38,36 @@ impl AuditLog for RedisEngine {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, EngineError> {
-        let end = before.map_or_else(|| "+".to_owned(), |before| format!("({before}"));
-        let newest_first: Vec<Entry> = self
-            .conn()
-            .xrevrange_count(self.shared.keys.audit(), end, "-", limit)
-            .await
-            .map_err(unavailable)?;
-        let mut entries = Vec::with_capacity(newest_first.len());
-        for (id, fields) in newest_first {
-            let body = fields
-                .chunks(2)
-                .find(|pair| pair[0] == FIELD)
-                .and_then(|pair| pair.get(1));
-            let parsed = body.and_then(|body| serde_json::from_str::<AuditEntry>(body).ok());
-            match parsed {
-                Some(mut entry) => {
-                    entry.id = parse_id(&id)?;
-                    entries.push(entry);
+        // An entry that cannot be read is skipped and the next older one read in its place, so
+        // that a page is short only at the end of the log.
+        let mut entries = Vec::with_capacity(limit);
+        let mut end = before;
+        while entries.len() < limit {
+            let wanted = limit - entries.len();
+            let upper = end.map_or_else(|| "+".to_owned(), |end| format!("({end}"));
+            let newest_first: Vec<Entry> = self
+                .conn()
+                .xrevrange_count(self.shared.keys.audit(), upper, "-", wanted)
+                .await
+                .map_err(unavailable)?;
+            let read = newest_first.len();
+            for (id, fields) in newest_first {
+                let id = parse_id(&id)?;
+                end = Some(id);
+                let body = fields
+                    .chunks(2)
+                    .find(|pair| pair[0] == FIELD)
+                    .and_then(|pair| pair.get(1));
+                match body.and_then(|body| serde_json::from_str::<AuditEntry>(body).ok()) {
+                    Some(mut entry) => {
+                        entry.id = id;
+                        entries.push(entry);
+                    }
+                    None => tracing::warn!(%id, "skipping an audit entry that cannot be read"),
                 }
-                None => tracing::warn!(id, "skipping an audit entry that cannot be read"),
+            }
+            if read < wanted {
+                break;
             }
         }
         Ok(entries)
