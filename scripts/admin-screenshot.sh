@@ -10,16 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-docs/admin.png}
 
-missing=()
-for p in chromium chromium-driver curl; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  else
-    echo "missing packages: ${missing[*]} (install them, e.g. with sudo apt-get install)" >&2
-    exit 1
-  fi
-fi
+. scripts/need-packages.sh
+need_packages chromium chromium-driver curl
 
 cargo build --release --quiet -p server -p chat-bench
 bin=${CARGO_TARGET_DIR:-target}/release

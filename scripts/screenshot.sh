@@ -12,17 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-docs/chat_scene.png}
 
-packages=(xvfb xauth mesa-vulkan-drivers libvulkan1 libx11-6 libx11-xcb1 libxcursor1 libxi6 libxkbcommon-x11-0)
-missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  else
-    echo "missing packages: ${missing[*]} (install them, e.g. with sudo apt-get install)" >&2
-    exit 1
-  fi
-fi
+. scripts/need-packages.sh
+need_packages xvfb xauth mesa-vulkan-drivers libvulkan1 libx11-6 libx11-xcb1 libxcursor1 libxi6 \
+  libxkbcommon-x11-0
 
 # Release builds by default; SCREENSHOT_PROFILE=dev reuses the debug builds of `cargo test`.
 profile=${SCREENSHOT_PROFILE:-release}

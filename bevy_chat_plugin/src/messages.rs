@@ -38,7 +38,7 @@ pub struct DirectMessageReceived {
     pub ts: u64,
 }
 
-/// An operator announcement to everyone.
+/// An operator announcement to everyone, or to the members of one channel (`channel`).
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
 pub struct BroadcastReceived {
     /// The text.

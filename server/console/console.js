@@ -396,7 +396,11 @@ async function openChannel(name) {
     (event, data) => {
       if (event === "message") {
         $("channel-messages").append(messageItem(data));
+        $("channel-state").textContent = "Live";
         last = data.id;
+      }
+      if (event === "unavailable") {
+        $("channel-state").textContent = `Cannot read the channel (${data.error}); still trying…`;
       }
       if (event === "gap") {
         const li = document.createElement("li");

@@ -138,6 +138,21 @@ struct Labels {
     limits: BTreeSet<&'static str>,
 }
 
+/// The count of each of `labels` in `family`.
+fn counts<L>(
+    family: &Family<L, Counter>,
+    labels: &BTreeSet<&'static str>,
+    label: impl Fn(&'static str) -> L,
+) -> BTreeMap<String, u64>
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    labels
+        .iter()
+        .map(|&name| (name.to_owned(), family.get_or_create(&label(name)).get()))
+        .collect()
+}
+
 /// Errors, closes and limit hits so far, by label (the console's refusals).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusals {
@@ -228,30 +243,13 @@ impl Metrics {
     pub fn refusals(&self) -> Refusals {
         let labels = self.labels.lock();
         Refusals {
-            errors: labels
-                .errors
-                .iter()
-                .map(|&code| {
-                    let count = self.errors.get_or_create(&CodeLabel { code }).get();
-                    (code.to_owned(), count)
-                })
-                .collect(),
-            closes: labels
-                .closes
-                .iter()
-                .map(|&reason| {
-                    let count = self.closes.get_or_create(&ReasonLabel { reason }).get();
-                    (reason.to_owned(), count)
-                })
-                .collect(),
-            limits: labels
-                .limits
-                .iter()
-                .map(|&limit| {
-                    let count = self.limit_hits.get_or_create(&LimitLabel { limit }).get();
-                    (limit.to_owned(), count)
-                })
-                .collect(),
+            errors: counts(&self.errors, &labels.errors, |code| CodeLabel { code }),
+            closes: counts(&self.closes, &labels.closes, |reason| ReasonLabel {
+                reason,
+            }),
+            limits: counts(&self.limit_hits, &labels.limits, |limit| LimitLabel {
+                limit,
+            }),
         }
     }
 

@@ -92,37 +92,6 @@ async fn head_of(
     .unwrap()
 }
 
-/// Reads `/admin/stream` until the totals are `nodes` nodes and `connections` connections.
-async fn stream_until_totals(server: &TestServer, nodes: u64, connections: u64) -> Value {
-    let url = format!("{}/admin/stream", server.http());
-    tokio::task::spawn_blocking(move || {
-        let mut response = agent()
-            .get(&url)
-            .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
-            .call()
-            .expect("the stream");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut last = Value::Null;
-        for line in BufReader::new(response.body_mut().as_reader()).lines() {
-            assert!(
-                Instant::now() < deadline,
-                "never {nodes} nodes and {connections} connections: {last}"
-            );
-            let line = line.unwrap();
-            let Some(data) = line.strip_prefix("data: ") else {
-                continue;
-            };
-            last = serde_json::from_str(data).unwrap();
-            if last["totals"]["nodes"] == nodes && last["totals"]["connections"] == connections {
-                return last;
-            }
-        }
-        panic!("the stream ended: {last}");
-    })
-    .await
-    .unwrap()
-}
-
 /// `GET /admin/overview`: the reply.
 async fn overview(server: &TestServer) -> Value {
     let (status, body) = server.admin_get("/admin/overview", Some(ADMIN_TOKEN)).await;
@@ -132,7 +101,10 @@ async fn overview(server: &TestServer) -> Value {
 
 /// Reads `/admin/stream` until an `overview` event satisfies `wanted` (at most 10 s), after
 /// checking that the first event is `recent` (the sums of the last minutes, for the charts).
-async fn stream_until(server: &TestServer, wanted: fn(&Value) -> bool) -> Value {
+async fn stream_until(
+    server: &TestServer,
+    wanted: impl Fn(&Value) -> bool + Send + 'static,
+) -> Value {
     let url = format!("{}/admin/stream", server.http());
     tokio::task::spawn_blocking(move || {
         let mut response = agent()
@@ -150,6 +122,7 @@ async fn stream_until(server: &TestServer, wanted: fn(&Value) -> bool) -> Value 
         let mut lines = BufReader::new(response.body_mut().as_reader()).lines();
         let mut event = String::new();
         let mut first = true;
+        let mut last = Value::Null;
         while Instant::now() < deadline {
             let line = lines.next().expect("the stream ended").unwrap();
             if let Some(name) = line.strip_prefix("event: ") {
@@ -163,13 +136,13 @@ async fn stream_until(server: &TestServer, wanted: fn(&Value) -> bool) -> Value 
             } else if let Some(data) = line.strip_prefix("data: ")
                 && event == "overview"
             {
-                let overview: Value = serde_json::from_str(data).unwrap();
-                if wanted(&overview) {
-                    return overview;
+                last = serde_json::from_str(data).unwrap();
+                if wanted(&last) {
+                    return last;
                 }
             }
         }
-        panic!("no overview as wanted within 10 s");
+        panic!("no overview as wanted within 10 s (the last: {last})");
     })
     .await
     .unwrap()
@@ -195,7 +168,10 @@ async fn the_overview_counts_connections_on_every_node_live() {
         clients.push(b.guest().await);
     }
     let expected = nodes as u64;
-    let seen = stream_until_totals(&a, expected, expected).await;
+    let seen = stream_until(&a, move |o| {
+        o["totals"]["nodes"] == expected && o["totals"]["connections"] == expected
+    })
+    .await;
     assert_eq!(
         seen["totals"]["nodes"].as_u64(),
         Some(nodes as u64),

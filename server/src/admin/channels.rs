@@ -149,8 +149,9 @@ pub struct StreamParams {
 /// `GET /admin/channels/{name}/stream?after=ID`: a `watching` event (`{"after": id}`: where it
 /// starts), then a `message` event for every chat message sent there after that (read from the
 /// channel's history a few times a second, so it works on any node of the deployment, member or
-/// not), and a `gap` event (`{"after": id}`) when messages after that id were no longer kept
-/// (or came too fast to follow): the watcher missed some. Until the client goes.
+/// not), a `gap` event (`{"after": id}`) when messages after that id were no longer kept (or
+/// came too fast to follow): the watcher missed some, and an `unavailable` event (`{"error"}`)
+/// once when the engine cannot be read (reading goes on). Until the client goes.
 pub async fn stream(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -188,6 +189,17 @@ pub async fn stream(
         .into_response()
 }
 
+/// A channel being watched: where it is, and what is ready to send.
+struct Watch {
+    app: AppState,
+    channel: String,
+    after: MessageId,
+    /// Events to send, the next one last.
+    ready: Vec<Event>,
+    /// The last read failed (said once per outage).
+    failing: bool,
+}
+
 fn watch(
     app: AppState,
     channel: String,
@@ -196,38 +208,68 @@ fn watch(
     let watching = Event::default()
         .event("watching")
         .data(serde_json::json!({ "after": after }).to_string());
-    let state = (app, channel, after, vec![watching]);
-    futures_util::stream::unfold(state, |(app, channel, mut after, mut ready)| async move {
+    let state = Watch {
+        app,
+        channel,
+        after,
+        ready: vec![watching],
+        failing: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
         loop {
-            if let Some(event) = ready.pop() {
-                return Some((Ok(event), (app, channel, after, ready)));
+            if let Some(event) = state.ready.pop() {
+                return Some((Ok(event), state));
             }
             tokio::select! {
                 () = tokio::time::sleep(WATCH_PERIOD) => {}
-                () = app.shutdown.cancelled() => return None,
+                () = state.app.shutdown.cancelled() => return None,
             }
-            let since = HistoryQuery::Since {
-                after,
-                limit: WATCH_BATCH,
-            };
-            let Ok(history) = app.node.engine.broker.history(&channel, since).await else {
-                continue;
-            };
-            let missed_from = after;
-            // Newest last in the history; popped from the end, so reversed here, and the gap
-            // (before them all) pushed last.
-            for message in history.messages.iter().rev() {
-                after = after.max(message.id);
-                if let Ok(event) = Event::default().event("message").json_data(message) {
-                    ready.push(event);
-                }
-            }
-            if history.gap {
-                let gap = serde_json::json!({ "after": missed_from }).to_string();
-                ready.push(Event::default().event("gap").data(gap));
-            }
+            state.read().await;
         }
     })
+}
+
+impl Watch {
+    /// Reads what came since the last read into `ready`: the messages, a `gap` before them if
+    /// some were missed, or (once per outage) `unavailable` when the engine cannot be read.
+    async fn read(&mut self) {
+        let since = HistoryQuery::Since {
+            after: self.after,
+            limit: WATCH_BATCH,
+        };
+        let history = match self
+            .app
+            .node
+            .engine
+            .broker
+            .history(&self.channel, since)
+            .await
+        {
+            Ok(history) => history,
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    let why = serde_json::json!({ "error": e.to_string() }).to_string();
+                    self.ready
+                        .push(Event::default().event("unavailable").data(why));
+                }
+                return;
+            }
+        };
+        self.failing = false;
+        let missed_from = self.after;
+        // Newest last in the history; popped from the end, so reversed here, and the gap
+        // (before them all) pushed last.
+        for message in history.messages.iter().rev() {
+            self.after = self.after.max(message.id);
+            if let Ok(event) = Event::default().event("message").json_data(message) {
+                self.ready.push(event);
+            }
+        }
+        if history.gap {
+            let gap = serde_json::json!({ "after": missed_from }).to_string();
+            self.ready.push(Event::default().event("gap").data(gap));
+        }
+    }
 }
 
 /// The query once the token is right; else the status and text to answer.
